@@ -1,0 +1,94 @@
+/*
+ * The guest <-> VMM ABI: the one header shared by guest/ and the VMM.
+ * Plain C so the freestanding guests (64-bit and 32-bit) can include it.
+ *
+ * Boot ABI (static ELF64 images, entered in 64-bit long mode):
+ *   RIP = e_entry, RFLAGS = 0x2 (interrupts off)
+ *   RDI = vCPU index (0 .. N-1)       RSI = number of vCPUs N
+ *   RDX = guest-physical address of the NUL-terminated --cmdline (0: none)
+ *   RCX = guest RAM size in bytes
+ *   RSP = top of this vCPU's own stack (HV_STACK_SIZE bytes, 16-byte aligned)
+ *   CR3 = identity map of guest RAM (and the first 4 GiB) with 2 MiB pages
+ *   CS = 64-bit code selector HV_GDT_CODE64, DS/ES/SS/FS/GS = HV_GDT_DATA
+ *   CR0.PE/PG/WP/NE/MP, CR4.PAE/OSFXSR/OSXMMEXCPT, EFER.LME/LMA/NXE/SCE.
+ *   The guest installs its own IDT; none is set up for it.
+ *
+ * Boot ABI (multiboot v1 ELF32 images): 32-bit protected mode, paging off,
+ *   EAX = 0x2BADB002, EBX = guest-physical address of the multiboot info,
+ *   ESP = top of vCPU 0's stack. Only one vCPU runs multiboot images.
+ *
+ * Guest-physical layout: [0, HV_RESERVED_END) belongs to the VMM (GDT, page
+ * tables, boot information); loadable segments must lie above it. Stacks
+ * are carved from the top of RAM: vCPU i owns
+ * [ram_size - (i+1)*HV_STACK_SIZE, ram_size - i*HV_STACK_SIZE).
+ */
+#ifndef HV_ABI_H
+#define HV_ABI_H
+
+#include <stdint.h>
+
+#define HV_RESERVED_END 0x100000u /* first 1 MiB */
+#define HV_STACK_SIZE 0x4000u     /* 16 KiB per vCPU */
+
+#define HV_GDT_CODE64 0x08u
+#define HV_GDT_DATA 0x10u
+#define HV_GDT_CODE32 0x18u
+
+/* Ports. */
+#define HV_DEBUG_EXIT_PORT 0x00f4u /* write V: `vmm run` exits with V (see README) */
+#define HV_HYPERCALL_PORT 0x0500u  /* 32-bit OUT of a struct hv_call_header's gpa */
+#define HV_SERIAL_PORT 0x03f8u     /* COM1, 16550 */
+
+/*
+ * Hypercalls. The guest builds a request block in its RAM that starts with
+ * struct hv_call_header, and writes the block's guest-physical address with a
+ * 32-bit OUT to HV_HYPERCALL_PORT. The VMM answers with a status in EAX
+ * (enum hv_status) and may fill the block's output fields.
+ */
+struct hv_call_header {
+    uint32_t nr;   /* enum hv_call_nr */
+    uint32_t size; /* sizeof the whole block; must equal the call's struct */
+};
+
+enum hv_call_nr {
+    HV_CALL_ECHO = 0,      /* struct hv_call_echo: out = in + 1 */
+    HV_CALL_EXCEPTION = 1, /* struct hv_call_exception: report a CPU exception */
+};
+
+enum hv_status {
+    HV_OK = 0,
+    HV_E_UNKNOWN_CALL = 1, /* nr is not an enum hv_call_nr */
+    HV_E_BAD_SIZE = 2,     /* header.size does not match the call */
+    HV_E_FAULT = 3,        /* the block is not inside guest RAM */
+};
+
+struct hv_call_echo {
+    struct hv_call_header hdr;
+    uint64_t in;
+    uint64_t out;
+};
+
+#define HV_EXC_RECOVERABLE 1u /* the guest resumes after the report */
+
+/* Saved general registers, in the order of HV_GPR_NAMES. */
+enum {
+    HV_RAX, HV_RBX, HV_RCX, HV_RDX, HV_RSI, HV_RDI, HV_RBP, HV_R8,
+    HV_R9, HV_R10, HV_R11, HV_R12, HV_R13, HV_R14, HV_R15, HV_NGPRS
+};
+
+struct hv_call_exception {
+    struct hv_call_header hdr;
+    uint64_t vector;
+    uint64_t error_code; /* 0 for vectors that push none */
+    uint64_t rip;
+    uint64_t cs;
+    uint64_t rflags;
+    uint64_t rsp;
+    uint64_t ss;
+    uint64_t cr2;
+    uint64_t gprs[HV_NGPRS];
+    uint32_t flags; /* HV_EXC_* */
+    uint32_t reserved;
+};
+
+#endif

@@ -1,0 +1,90 @@
+/* Serial console: a polled 16550 at HV_SERIAL_PORT, and printf on top. */
+#include "fmt.h"
+#include "rt.h"
+
+#define UART_THR 0 /* transmit holding register */
+#define UART_LSR 5 /* line status register */
+#define UART_LSR_THRE 0x20
+#define UART_SPIN_LIMIT 100000
+
+static rt_spinlock console_lock;
+
+static void serial_raw_putc(char c)
+{
+    for (int i = 0; i < UART_SPIN_LIMIT && !(inb(HV_SERIAL_PORT + UART_LSR) & UART_LSR_THRE); i++)
+        cpu_relax();
+    outb(HV_SERIAL_PORT + UART_THR, (uint8_t)c);
+}
+
+static void serial_putc_cb(char c, void *ctx)
+{
+    (void)ctx;
+    serial_raw_putc(c);
+}
+
+int putchar(int c)
+{
+    rt_spin_lock(&console_lock);
+    serial_raw_putc((char)c);
+    rt_spin_unlock(&console_lock);
+    return (unsigned char)c;
+}
+
+int puts(const char *s)
+{
+    rt_spin_lock(&console_lock);
+    while (*s)
+        serial_raw_putc(*s++);
+    serial_raw_putc('\n');
+    rt_spin_unlock(&console_lock);
+    return 0;
+}
+
+int vprintf(const char *fmt, va_list ap)
+{
+    rt_spin_lock(&console_lock);
+    int n = rt_vformat(serial_putc_cb, NULL, fmt, ap);
+    rt_spin_unlock(&console_lock);
+    return n;
+}
+
+int printf(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vprintf(fmt, ap);
+    va_end(ap);
+    return n;
+}
+
+struct sbuf {
+    char *buf;
+    size_t size;
+    size_t len;
+};
+
+static void sbuf_putc(char c, void *ctx)
+{
+    struct sbuf *b = ctx;
+    if (b->len + 1 < b->size)
+        b->buf[b->len] = c;
+    b->len++;
+}
+
+int vsnprintf(char *buf, size_t size, const char *fmt, va_list ap)
+{
+    struct sbuf b = {buf, size, 0};
+    int n = rt_vformat(sbuf_putc, &b, fmt, ap);
+    if (size)
+        buf[b.len < size ? b.len : size - 1] = 0;
+    return n;
+}
+
+int snprintf(char *buf, size_t size, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf, size, fmt, ap);
+    va_end(ap);
+    return n;
+}

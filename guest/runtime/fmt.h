@@ -1,0 +1,20 @@
+/*
+ * printf-style formatting, independent of the rest of the runtime (so it can
+ * be unit-tested on the host).
+ *
+ * Conversions: %d %i %u %x %X %p %s %c %%, length modifiers hh h l ll z,
+ * flags '-' (left-justify), '0' (zero-pad numbers), '#' (0x prefix for %x),
+ * a field width (digits or '*'). %p prints "0x" and the address in hex.
+ * Anything else is copied through unchanged.
+ */
+#ifndef GUEST_RT_FMT_H
+#define GUEST_RT_FMT_H
+
+#include <stdarg.h>
+
+typedef void (*rt_putc_fn)(char c, void *ctx);
+
+/* Formats `fmt` to `put` one character at a time; returns the count. */
+int rt_vformat(rt_putc_fn put, void *ctx, const char *fmt, va_list ap);
+
+#endif

@@ -1,0 +1,189 @@
+/*
+ * The 64-bit guest runtime: entry, per-vCPU state, IDT and exception
+ * reporting, hypercalls, serial output and a few libc-style helpers.
+ *
+ * Every 64-bit guest links the runtime and defines
+ *     int guest_main(const struct guest_boot *boot);
+ * which runs on every vCPU; its return value is passed to exit(), which stops
+ * the whole VM, so vCPUs other than the one that decides the outcome must not
+ * return (call halt_forever()).
+ *
+ * The part below __ASSEMBLER__ is shared with the assembly files.
+ */
+#ifndef GUEST_RT_H
+#define GUEST_RT_H
+
+/* Highest number of vCPUs the runtime keeps per-vCPU state for. */
+#define RT_MAX_CPUS 1024
+
+/* struct rt_cpu field offsets (checked against the C layout in start.c). */
+#define RT_CPU_SELF 0
+#define RT_CPU_TRAP 8
+
+/* struct rt_trap field offsets (checked in exception.c). */
+#define RT_TRAP_RBX 0
+#define RT_TRAP_RBP 8
+#define RT_TRAP_R12 16
+#define RT_TRAP_R13 24
+#define RT_TRAP_R14 32
+#define RT_TRAP_R15 40
+#define RT_TRAP_RSP 48
+#define RT_TRAP_RIP 56
+#define RT_TRAP_PREV 64
+#define RT_TRAP_VECTORS 72
+
+#ifndef __ASSEMBLER__
+
+#include <hv/abi.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define RT_NORETURN __attribute__((noreturn))
+#define RT_PRINTF(f, a) __attribute__((format(printf, f, a)))
+
+/* ---- boot ---------------------------------------------------------------- */
+
+struct guest_boot {
+    uint32_t vcpu;       /* this vCPU's index, 0 .. ncpus-1 */
+    uint32_t ncpus;      /* number of vCPUs */
+    const char *cmdline; /* NUL-terminated; "" when the VMM passed none */
+    uint64_t ram_size;   /* guest RAM in bytes */
+};
+
+/* Defined by each guest; runs on every vCPU. */
+int guest_main(const struct guest_boot *boot);
+
+/* Stops the VM: writes `code` to HV_DEBUG_EXIT_PORT, then cli; hlt forever. */
+RT_NORETURN void exit(int code);
+/* cli; hlt forever (this vCPU only). */
+RT_NORETURN void halt_forever(void);
+
+/* This vCPU's index (per-vCPU state, valid once guest_main runs). */
+uint32_t rt_cpu_index(void);
+
+static inline void cpu_relax(void) { __asm__ volatile("pause" ::: "memory"); }
+
+/* ---- port I/O -------------------------------------------------------------- */
+
+static inline void outb(uint16_t port, uint8_t v) { __asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(port)); }
+static inline void outl(uint16_t port, uint32_t v) { __asm__ volatile("outl %0, %1" : : "a"(v), "Nd"(port)); }
+static inline uint8_t inb(uint16_t port)
+{
+    uint8_t v;
+    __asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(port));
+    return v;
+}
+
+/* ---- hypercalls ------------------------------------------------------------ */
+
+/*
+ * Makes the hypercall whose request block starts at `block` (block->nr and
+ * block->size filled in) and returns the VMM's status (enum hv_status). Blocks
+ * above 4 GiB (stacks when RAM is larger) are passed through a per-vCPU
+ * bounce buffer of RT_BOUNCE_SIZE bytes.
+ */
+uint32_t hv_call(struct hv_call_header *block);
+/* The raw call: a 32-bit OUT of `gpa` to HV_HYPERCALL_PORT; returns EAX. */
+static inline uint32_t hv_call_raw(uint32_t gpa)
+{
+    __asm__ volatile("outl %%eax, %%dx" : "+a"(gpa) : "d"((uint16_t)HV_HYPERCALL_PORT) : "memory");
+    return gpa;
+}
+#define RT_BOUNCE_SIZE 256
+
+/* ---- exceptions ------------------------------------------------------------ */
+
+/*
+ * Catching expected CPU exceptions (vectors 0-31), setjmp-style, per vCPU:
+ *
+ *     struct rt_trap t;
+ *     if (rt_try(&t, RT_EXC_VEC(6)) == 0) {
+ *         __asm__ volatile("ud2");   // the code expected to fault
+ *         rt_try_end(&t);            // reached only without an exception
+ *     } else {
+ *         // caught: t.exc is the report sent to the VMM (vector, error
+ *         // code, rip, cr2, gprs ...), t.status the VMM's answer to it.
+ *     }
+ *
+ * rt_try() arms `t` on this vCPU and returns 0. When an exception whose
+ * vector is in `vectors` arrives while `t` is the innermost armed trap, the
+ * runtime reports it with HV_EXC_RECOVERABLE, disarms `t` and resumes as if
+ * rt_try() returned 1 (callee-saved registers and RSP restored; iretq).
+ * Like setjmp: the caller of rt_try() must not have returned before the
+ * exception, and its non-volatile locals changed after rt_try() are
+ * indeterminate in the catch branch. Traps nest (each records the previous
+ * one); rt_try_end() disarms. Any exception that is not expected is reported
+ * without HV_EXC_RECOVERABLE and the vCPU halts.
+ */
+struct rt_trap {
+    /* Saved by rt_try() (offsets RT_TRAP_*). */
+    uint64_t rbx, rbp, r12, r13, r14, r15, rsp, rip;
+    struct rt_trap *prev;
+    uint32_t vectors; /* bit v: vector v is expected */
+    /* Filled when an exception was caught. */
+    uint32_t status; /* enum hv_status of the HV_CALL_EXCEPTION report */
+    struct hv_call_exception exc;
+};
+
+#define RT_EXC_VEC(v) (1u << (v))
+#define RT_EXC_ANY 0xffffffffu
+
+int rt_try(struct rt_trap *t, uint32_t vectors) __attribute__((returns_twice));
+void rt_try_end(struct rt_trap *t);
+
+/* ---- serial console -------------------------------------------------------- */
+
+/* Polled 16550 at HV_SERIAL_PORT. printf/puts/putchar each hold the console
+ * lock for the whole call, so lines from different vCPUs do not mix. */
+int putchar(int c);
+int puts(const char *s); /* appends '\n' */
+int printf(const char *fmt, ...) RT_PRINTF(1, 2);
+int vprintf(const char *fmt, va_list ap) RT_PRINTF(1, 0);
+int snprintf(char *buf, size_t size, const char *fmt, ...) RT_PRINTF(3, 4);
+int vsnprintf(char *buf, size_t size, const char *fmt, va_list ap) RT_PRINTF(3, 0);
+
+/* ---- memory and strings ---------------------------------------------------- */
+
+void *memset(void *dst, int c, size_t n);
+void *memcpy(void *restrict dst, const void *restrict src, size_t n);
+void *memmove(void *dst, const void *src, size_t n);
+int memcmp(const void *a, const void *b, size_t n);
+size_t strlen(const char *s);
+int strcmp(const char *a, const char *b);
+int strncmp(const char *a, const char *b, size_t n);
+char *strstr(const char *haystack, const char *needle);
+
+/* ---- spinlock -------------------------------------------------------------- */
+
+typedef struct {
+    uint32_t locked;
+} rt_spinlock;
+
+static inline void rt_spin_lock(rt_spinlock *l)
+{
+    while (__atomic_exchange_n(&l->locked, 1, __ATOMIC_ACQUIRE))
+        while (__atomic_load_n(&l->locked, __ATOMIC_RELAXED))
+            cpu_relax();
+}
+static inline void rt_spin_unlock(rt_spinlock *l) { __atomic_store_n(&l->locked, 0, __ATOMIC_RELEASE); }
+
+/* ---- misc ------------------------------------------------------------------ */
+
+#define RT_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+static inline uint64_t read_cr2(void)
+{
+    uint64_t v;
+    __asm__ volatile("mov %%cr2, %0" : "=r"(v));
+    return v;
+}
+static inline uint64_t read_rsp(void)
+{
+    uint64_t v;
+    __asm__ volatile("mov %%rsp, %0" : "=r"(v));
+    return v;
+}
+
+#endif /* !__ASSEMBLER__ */
+#endif

@@ -1,0 +1,128 @@
+/* Boot: per-vCPU setup, the IDT, guest_main, exit; and hv_call. */
+#include "internal.h"
+
+_Static_assert(offsetof(struct rt_cpu, self) == RT_CPU_SELF, "RT_CPU_SELF");
+_Static_assert(offsetof(struct rt_cpu, trap) == RT_CPU_TRAP, "RT_CPU_TRAP");
+
+#define MSR_GS_BASE 0xc0000101u
+#define IDT_INTERRUPT_GATE 0x8e /* present, DPL 0, 64-bit interrupt gate */
+
+struct idt_gate {
+    uint16_t offset_lo;
+    uint16_t selector;
+    uint8_t ist;
+    uint8_t type_attr;
+    uint16_t offset_mid;
+    uint32_t offset_hi;
+    uint32_t zero;
+};
+_Static_assert(sizeof(struct idt_gate) == 16, "IDT gate size");
+
+struct __attribute__((packed)) idt_ptr {
+    uint16_t limit;
+    uint64_t base;
+};
+
+/* Set by vCPU 0 once .bss is zeroed and the IDT built. It must not live in
+ * .bss: the other vCPUs read it while vCPU 0 is still zeroing .bss. */
+static uint32_t rt_boot_ready __attribute__((section(".data"))) = 0;
+
+static _Alignas(16) struct idt_gate rt_idt[32];
+static _Alignas(64) struct rt_cpu rt_cpus[RT_MAX_CPUS];
+
+static void idt_build(void)
+{
+    for (unsigned v = 0; v < RT_ARRAY_SIZE(rt_idt); v++) {
+        uint64_t a = rt_exc_stubs[v];
+        rt_idt[v] = (struct idt_gate){
+            .offset_lo = (uint16_t)a,
+            .selector = HV_GDT_CODE64,
+            .ist = 0,
+            .type_attr = IDT_INTERRUPT_GATE,
+            .offset_mid = (uint16_t)(a >> 16),
+            .offset_hi = (uint32_t)(a >> 32),
+            .zero = 0,
+        };
+    }
+}
+
+static void idt_load(void)
+{
+    struct idt_ptr p = {sizeof(rt_idt) - 1, (uint64_t)(uintptr_t)rt_idt};
+    __asm__ volatile("lidt %0" : : "m"(p) : "memory");
+}
+
+static void wrmsr(uint32_t msr, uint64_t v)
+{
+    __asm__ volatile("wrmsr" : : "c"(msr), "a"((uint32_t)v), "d"((uint32_t)(v >> 32)) : "memory");
+}
+
+uint32_t rt_cpu_index(void) { return rt_this_cpu()->index; }
+
+/* Called from _start (entry.S) on every vCPU with the boot registers; vCPU 0
+ * has zeroed .bss already. */
+RT_NORETURN void rt_start(uint64_t vcpu, uint64_t ncpus, uint64_t cmdline, uint64_t ram_size);
+RT_NORETURN void rt_start(uint64_t vcpu, uint64_t ncpus, uint64_t cmdline, uint64_t ram_size)
+{
+    if (vcpu == 0) {
+        idt_build();
+        /* A locked store: orders it after every store to .bss, including
+         * the (possibly weakly ordered) fast-string ones of rep stosb. */
+        __atomic_store_n(&rt_boot_ready, 1, __ATOMIC_SEQ_CST);
+    } else {
+        while (!__atomic_load_n(&rt_boot_ready, __ATOMIC_ACQUIRE))
+            cpu_relax();
+    }
+    if (vcpu >= RT_MAX_CPUS)
+        halt_forever(); /* no per-vCPU state for it; vCPU 0 reports below */
+
+    struct rt_cpu *cpu = &rt_cpus[vcpu];
+    cpu->self = cpu;
+    cpu->index = (uint32_t)vcpu;
+    cpu->trap = NULL;
+    wrmsr(MSR_GS_BASE, (uint64_t)(uintptr_t)cpu);
+    idt_load();
+
+    if (vcpu == 0 && ncpus > RT_MAX_CPUS) {
+        printf("runtime: %lu vCPUs, but the guest runtime supports at most %u\n", (unsigned long)ncpus,
+               RT_MAX_CPUS);
+        exit(1);
+    }
+
+    struct guest_boot boot = {
+        .vcpu = (uint32_t)vcpu,
+        .ncpus = (uint32_t)ncpus,
+        .cmdline = cmdline ? (const char *)(uintptr_t)cmdline : "",
+        .ram_size = ram_size,
+    };
+    exit(guest_main(&boot));
+}
+
+RT_NORETURN void halt_forever(void)
+{
+    for (;;)
+        __asm__ volatile("cli; hlt" ::: "memory");
+}
+
+RT_NORETURN void exit(int code)
+{
+    outl(HV_DEBUG_EXIT_PORT, (uint32_t)code);
+    halt_forever();
+}
+
+uint32_t hv_call(struct hv_call_header *block)
+{
+    uint64_t addr = (uint64_t)(uintptr_t)block;
+    uint32_t size = block->size < sizeof(*block) ? (uint32_t)sizeof(*block) : block->size;
+    if (addr + size <= (1ull << 32))
+        return hv_call_raw((uint32_t)addr);
+
+    /* The OUT carries 32 bits: copy the block below 4 GiB and back. */
+    struct rt_cpu *cpu = rt_this_cpu();
+    if (size > sizeof(cpu->bounce))
+        return HV_E_FAULT;
+    memcpy(cpu->bounce, block, size);
+    uint32_t status = hv_call_raw((uint32_t)(uintptr_t)cpu->bounce);
+    memcpy(block, cpu->bounce, size);
+    return status;
+}

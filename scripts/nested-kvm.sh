@@ -1,0 +1,401 @@
+#!/usr/bin/env bash
+# nested-kvm.sh - run a command inside a QEMU (TCG) guest that has /dev/kvm.
+#
+# This machine has no /dev/kvm, so KVM tests run "nested": QEMU emulates an
+# AMD CPU with SVM+NPT, boots the host's own Debian kernel, loads kvm-amd and
+# runs COMMAND there.  The guest sees the host root filesystem read-only over
+# virtio-9p and the project directory read-write at the same path, and chroots
+# into it, so COMMAND runs with the host's own (dynamically linked) binaries in
+# the caller's working directory.
+#
+# Data paths:
+#   ttyS0 (kernel console + init messages) -> $tmp/console.log
+#   ttyS1 (COMMAND's stdout+stderr, raw)   -> fifo -> cat -> our stdout (live)
+#   init prints HV-NESTED-EXIT=<status> on ttyS0, then powers off; we parse it.
+set -euo pipefail
+
+readonly PROG=nested-kvm
+# Exit codes of the runner itself (COMMAND's own status is passed through).
+readonly EXIT_USAGE=2 EXIT_TIMEOUT=124 EXIT_RUNNER=125
+# Caller variables passed into the guest when set (plus every HV_* variable).
+readonly PASS_VARS=(CTEST_OUTPUT_ON_FAILURE CTEST_PARALLEL_LEVEL VERBOSE
+                    ASAN_OPTIONS UBSAN_OPTIONS LSAN_OPTIONS GTEST_FILTER)
+# Modules to insmod in the guest; their dependencies are resolved from
+# modules.dep and loaded first, so this yields e.g. irqbypass kvm ccp kvm-amd.
+readonly WANT_MODULES=(virtio_pci 9pnet_virtio 9p kvm-amd)
+# 9p mount options.  The host root is read-only and does not change under us,
+# so cache=loose (page cache, fast exec) is safe there; the project share is
+# written by COMMAND, so it uses cache=mmap (write-through, mmap-able).
+readonly P9_OPTS="trans=virtio,version=9p2000.L,msize=512000"
+
+usage() {
+    cat <<EOF
+Usage: scripts/nested-kvm.sh [OPTIONS] -- COMMAND [ARGS...]
+
+Run COMMAND inside a QEMU/TCG guest where /dev/kvm exists (nested KVM on an
+emulated AMD EPYC with SVM+NPT).  The host root is visible read-only, the
+project directory read-write at the same path; COMMAND runs in the current
+directory with the host's binaries.  Its output streams to stdout and the
+script exits with COMMAND's exit status.
+
+Options:
+  --cpus N             guest vCPUs (default 2)
+  --mem MiB            guest memory in MiB (default 2048)
+  --timeout S          kill the guest after S seconds, exit 124 (default 600)
+  --keep-console FILE  copy the guest console log (ttyS0) to FILE
+  -h, --help           show this help
+
+Exit status: COMMAND's status; 124 on timeout; 125 if the runner or guest
+failed before COMMAND finished (the console tail is printed to stderr);
+2 on usage errors.
+
+Environment:
+  HV_NESTED_KERNEL     kernel image to boot (default: newest /boot/vmlinuz-*
+                       with a matching /lib/modules/<version>)
+  HV_NESTED_CACHE      initramfs cache dir (default ~/.cache/hv-nested)
+  Inside the guest HV_NESTED=1 is set; HOME=/root; HV_* and
+  ${PASS_VARS[*]} are passed through.
+EOF
+}
+
+die() { echo "$PROG: $*" >&2; exit "$EXIT_RUNNER"; }
+usage_error() { echo "$PROG: $*" >&2; usage >&2; exit "$EXIT_USAGE"; }
+
+# Quote for POSIX sh (the guest init is busybox sh; bash's %q may emit $'..').
+sh_quote() { printf "'%s'" "${1//\'/\'\\\'\'}"; }
+
+# ---------------------------------------------------------------- arguments
+cpus=2 mem=2048 timeout=600 keep_console=
+while (($#)); do
+    case $1 in
+        -h|--help) usage; exit 0 ;;
+        --cpus|--mem|--timeout|--keep-console)
+            (($# >= 2)) || usage_error "$1 needs a value"
+            case $1 in
+                --cpus) cpus=$2 ;;
+                --mem) mem=$2 ;;
+                --timeout) timeout=$2 ;;
+                --keep-console) keep_console=$2 ;;
+            esac
+            shift 2 ;;
+        --cpus=*) cpus=${1#*=}; shift ;;
+        --mem=*) mem=${1#*=}; shift ;;
+        --timeout=*) timeout=${1#*=}; shift ;;
+        --keep-console=*) keep_console=${1#*=}; shift ;;
+        --) shift; break ;;
+        -*) usage_error "unknown option: $1" ;;
+        *) break ;;  # first non-option word starts COMMAND
+    esac
+done
+(($#)) || usage_error "no COMMAND given"
+for v in cpus mem timeout; do
+    [[ ${!v} =~ ^[1-9][0-9]*$ ]] || usage_error "--$v must be a positive integer, got '${!v}'"
+done
+
+# ------------------------------------------------------------ prerequisites
+script_path=$(readlink -f "${BASH_SOURCE[0]}")
+project_dir=$(cd "$(dirname "$script_path")/.." && pwd -P)
+cwd=$(pwd -P)
+
+command -v qemu-system-x86_64 >/dev/null ||
+    die "qemu-system-x86_64 not found (run scripts/setup.sh)"
+
+if [[ -n ${HV_NESTED_KERNEL:-} ]]; then
+    kernel=$HV_NESTED_KERNEL
+    [[ -f $kernel ]] || die "HV_NESTED_KERNEL=$kernel does not exist"
+    kver=$(basename "$kernel"); kver=${kver#vmlinuz-}
+else
+    # Newest kernel that has its modules installed.
+    kernel='' kver=''
+    while read -r k; do
+        v=${k#/boot/vmlinuz-}
+        if [[ -d /lib/modules/$v/kernel ]]; then kernel=$k kver=$v; fi
+    done < <(compgen -G '/boot/vmlinuz-*' | sort -V)
+    [[ -n $kernel ]] ||
+        die "no /boot/vmlinuz-* with matching /lib/modules/<version> (run scripts/setup.sh)"
+fi
+[[ -r $kernel ]] || die "kernel $kernel is not readable by $(id -un)"
+moddir=/lib/modules/$kver
+[[ -f $moddir/modules.dep ]] ||
+    die "no $moddir/modules.dep for kernel $kver (run scripts/setup.sh)"
+grep -q '/kvm-amd\.ko' "$moddir/modules.dep" ||
+    die "KVM modules (kvm-amd) missing in $moddir (run scripts/setup.sh)"
+
+# True if $1 is an ELF file without a PT_INTERP program header, i.e. static.
+elf_is_static() {
+    local phoff phentsize phnum i type
+    [[ $(od -An -c -N4 "$1" | tr -d ' ') == 177ELF ]] || return 1
+    read -r phoff < <(od -An -tu8 -j32 -N8 "$1")
+    read -r phentsize phnum < <(od -An -tu2 -j54 -N4 "$1")
+    for ((i = 0; i < phnum; i++)); do
+        read -r type < <(od -An -tu4 -j$((phoff + i * phentsize)) -N4 "$1")
+        ((type != 3)) || return 1
+    done
+}
+# The initramfs has no libc, so busybox must be the static build.
+busybox=''
+for b in /bin/busybox /usr/bin/busybox "$(command -v busybox || true)"; do
+    if [[ -x $b ]] && elf_is_static "$b"; then busybox=$b; break; fi
+done
+[[ -n $busybox ]] || die "static busybox not found (install busybox-static; run scripts/setup.sh)"
+
+# COMMAND runs at the same path inside the guest; paths the guest replaces
+# with fresh filesystems would not be the caller's directory.
+if [[ $cwd != "$project_dir" && $cwd != "$project_dir"/* ]]; then
+    case $cwd/ in
+        /tmp/*|/run/*|/proc/*|/sys/*|/dev/*)
+            die "working directory $cwd is hidden in the guest (fresh /tmp,/run,/proc,/sys,/dev); run from the project or another host path" ;;
+    esac
+fi
+[[ $project_dir != *$'\n'* && $cwd != *$'\n'* ]] || die "paths with newlines are not supported"
+
+# ------------------------------------------------------------ base initramfs
+
+cache_dir=${HV_NESTED_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/hv-nested}
+key=$( { cat "$script_path"; echo "$kver"; stat -c '%s %Y' "$busybox" "$moddir/modules.dep"; } |
+       sha256sum | cut -c1-16)
+base_cpio=$cache_dir/base-$kver-$key.cpio
+
+# The guest's PID 1.  Single-quoted heredoc: expanded in the guest, not here.
+write_init() {
+    cat <<'INIT'
+#!/bin/busybox sh
+# PID 1 of the nested-KVM guest (generated by scripts/nested-kvm.sh).
+# No /dev/console exists in the archive (building it needs root), so mount
+# devtmpfs first and then attach stdio to the console (ttyS0).
+/bin/busybox mount -t devtmpfs devtmpfs /dev
+exec </dev/null >/dev/console 2>&1
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+
+# Without the exit marker the host reports a runner failure (exit 125).
+fail() { echo "HV-NESTED-ERROR: $*"; sync; poweroff -f; sleep 10; }
+
+echo "hv-nested: loading modules"
+while read -r m; do
+    insmod "/lib/modules/$m" || fail "insmod $m failed"
+done < /etc/hv-modules
+[ -c /dev/kvm ] || mknod /dev/kvm c 10 232 || fail "no /dev/kvm"
+[ -c /dev/kvm ] || fail "/dev/kvm did not appear"
+
+. /hv/config    # HV_PROJECT, HV_BASH (written per run)
+H=/host
+mount_9p() {  # tag dir options; virtio probing may lag module load a little
+    i=0
+    until mount -t 9p -o "$3" "$1" "$2"; do
+        i=$((i + 1)); [ $i -lt 20 ] || fail "mount 9p $1 on $2 failed"
+        sleep 0.1
+    done
+}
+mkdir -p $H
+mount_9p hostroot $H "$HV_P9_OPTS,cache=loose,ro"
+mount -t devtmpfs devtmpfs $H/dev || fail "mount $H/dev"
+mkdir -p $H/dev/pts $H/dev/shm
+mount -t devpts devpts $H/dev/pts
+mount -t tmpfs -o mode=1777 tmpfs $H/dev/shm
+mount -t proc proc $H/proc || fail "mount $H/proc"
+mount -t sysfs sysfs $H/sys || fail "mount $H/sys"
+mount -t tmpfs -o mode=1777 tmpfs $H/tmp || fail "mount $H/tmp"
+mount -t tmpfs -o mode=755 tmpfs $H/run || fail "mount $H/run"
+# The project may live under /tmp or /run, now fresh tmpfs: recreate the path.
+mkdir -p "$H$HV_PROJECT" 2>/dev/null
+mount_9p project "$H$HV_PROJECT" "$HV_P9_OPTS,cache=mmap,rw"
+mkdir -p $H/tmp/.hv-nested
+cp /hv/run.sh $H/tmp/.hv-nested/run.sh || fail "cannot stage run.sh"
+
+# COMMAND's output goes to ttyS1 in raw mode: no \n -> \r\n translation.
+exec 3>/dev/ttyS1
+stty -F /dev/ttyS1 raw -echo || fail "stty ttyS1"
+echo "hv-nested: running command"
+env -i /bin/busybox chroot $H "$HV_BASH" /tmp/.hv-nested/run.sh </dev/null >&3 2>&3
+rc=$?
+# Closing the last fd of the tty waits until its output has been sent.
+exec 3>&-
+sync
+umount "$H$HV_PROJECT" 2>/dev/null
+echo "HV-NESTED-EXIT=$rc"
+poweroff -f
+INIT
+}
+
+# Resolve WANT_MODULES into mod_order: .ko paths relative to $moddir in load
+# order, dependencies first.  Only needed when (re)building the base cpio.
+declare -A mod_path=() mod_deps=() mod_seen=()
+mod_order=()
+add_module() {
+    local name=${1//-/_} dep d deps
+    [[ -n ${mod_seen[$name]:-} ]] && return
+    [[ -n ${mod_path[$name]:-} ]] || die "kernel module $1 not found in $moddir/modules.dep"
+    mod_seen[$name]=1
+    # modules.dep lists dependencies so that the last must be loaded first.
+    read -ra deps <<< "${mod_deps[$name]}"
+    for ((d = ${#deps[@]} - 1; d >= 0; d--)); do
+        dep=${deps[d]##*/}; add_module "${dep%%.ko*}"
+    done
+    mod_order+=("${mod_path[$name]}")
+}
+resolve_modules() {
+    local line file name m
+    while IFS= read -r line; do
+        file=${line%%:*}
+        name=${file##*/}; name=${name%%.ko*}; name=${name//-/_}
+        mod_path[$name]=$file
+        mod_deps[$name]=${line#*:}
+    done < "$moddir/modules.dep"
+    for m in "${WANT_MODULES[@]}"; do add_module "$m"; done
+}
+
+build_base_cpio() {
+    local stage tmp_cpio m src
+    resolve_modules
+    mkdir -p "$cache_dir"
+    stage=$(mktemp -d "$cache_dir/.stage.XXXXXX")
+    tmp_cpio=$(mktemp "$cache_dir/.base.XXXXXX")
+    mkdir -p "$stage"/{bin,dev,proc,sys,host,etc,hv,lib/modules}
+    cp "$busybox" "$stage/bin/busybox"
+    write_init > "$stage/init"
+    chmod 755 "$stage/init"
+    : > "$stage/etc/hv-modules"
+    for m in "${mod_order[@]}"; do
+        src=$moddir/$m
+        mkdir -p "$stage/lib/modules/$(dirname "$m")"
+        # busybox insmod wants plain .ko; decompress if the kernel ships them packed.
+        case $m in
+            *.ko) cp "$src" "$stage/lib/modules/$m" ;;
+            *.ko.xz) xz -dc "$src" > "$stage/lib/modules/${m%.xz}"; m=${m%.xz} ;;
+            *.ko.zst) zstd -qdc "$src" > "$stage/lib/modules/${m%.zst}"; m=${m%.zst} ;;
+            *.ko.gz) gzip -dc "$src" > "$stage/lib/modules/${m%.gz}"; m=${m%.gz} ;;
+            *) die "unsupported module format: $m" ;;
+        esac
+        echo "$m" >> "$stage/etc/hv-modules"
+    done
+    (cd "$stage" && find . -mindepth 1 | LC_ALL=C sort | "$busybox" cpio -o -H newc 2>/dev/null) > "$tmp_cpio"
+    rm -rf "$stage"
+    mv -f "$tmp_cpio" "$base_cpio"   # atomic: concurrent runs never see a partial file
+}
+[[ -s $base_cpio ]] || build_base_cpio
+
+# ------------------------------------------------------------ per-run data
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/hv-nested.XXXXXX")
+qemu_pid='' cat_pid='' timer_pid=''
+# shellcheck disable=SC2317  # invoked via trap
+cleanup() {
+    local p
+    for p in "$qemu_pid" "$timer_pid" "$cat_pid"; do
+        [[ -z $p ]] || kill -KILL "$p" 2>/dev/null || true
+    done
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+# shellcheck disable=SC2317  # invoked via trap
+on_signal() {
+    echo "$PROG: interrupted, killing QEMU" >&2
+    # cleanup (EXIT trap) then SIGKILLs QEMU, the timer and cat.
+    exit "$1"
+}
+trap 'on_signal 130' INT
+trap 'on_signal 143' TERM
+trap 'on_signal 129' HUP
+
+mkdir -p "$tmp/run/hv"
+{
+    echo "HV_PROJECT=$(sh_quote "$project_dir")"
+    echo "HV_BASH=$(sh_quote "$BASH")"
+    echo "HV_P9_OPTS=$(sh_quote "$P9_OPTS")"
+} > "$tmp/run/hv/config"
+{
+    # Executed by the host's bash inside the chroot, so bash %q quoting is fine.
+    printf 'cd -- %q || { echo "%s: cannot cd to %q in the guest" >&2; exit %d; }\n' \
+        "$cwd" "$PROG" "$cwd" "$EXIT_RUNNER"
+    echo 'export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
+    echo 'export HOME=/root TERM=dumb'
+    for v in "${PASS_VARS[@]}" $(compgen -v HV_ || true); do
+        [[ $v == HV_NESTED ]] && continue
+        if [[ -n ${!v+set} ]] && declare -p "$v" 2>/dev/null | grep -q '^declare -[^ ]*x'; then
+            printf 'export %s=%q\n' "$v" "${!v}"
+        fi
+    done
+    echo 'export HV_NESTED=1'
+    printf 'exec'; printf ' %q' "$@"; printf '\n'
+} > "$tmp/run/hv/run.sh"
+(cd "$tmp/run" && find . -mindepth 1 | LC_ALL=C sort | "$busybox" cpio -o -H newc 2>/dev/null) > "$tmp/run.cpio"
+cat "$base_cpio" "$tmp/run.cpio" > "$tmp/initrd.cpio"
+
+# ------------------------------------------------------------ run QEMU
+console=$tmp/console.log
+mkfifo "$tmp/out.fifo"
+# cat copies COMMAND's output to our stdout; QEMU never touches our stdio
+# (so it cannot set O_NONBLOCK on a pipe we share with the caller).
+cat "$tmp/out.fifo" &
+cat_pid=$!
+
+# shellcheck disable=SC2054  # commas are QEMU option syntax
+qemu_args=(
+    -accel tcg -cpu EPYC,+svm,+npt -smp "$cpus" -m "$mem"
+    -nodefaults -display none -no-reboot
+    -kernel "$kernel" -initrd "$tmp/initrd.cpio"
+    -append "console=ttyS0 panic=-1 rdinit=/init quiet"
+    -chardev "file,id=con0,path=$console" -serial chardev:con0
+    -chardev "file,id=out0,path=$tmp/out.fifo" -serial chardev:out0
+    # multidevs=remap: the host root spans several filesystems; avoid inode clashes.
+    -fsdev "local,id=fsroot,path=/,security_model=none,readonly=on,multidevs=remap"
+    -device virtio-9p-pci,fsdev=fsroot,mount_tag=hostroot
+    -fsdev "local,id=fsproj,path=$project_dir,security_model=none,multidevs=remap"
+    -device virtio-9p-pci,fsdev=fsproj,mount_tag=project
+)
+start=$SECONDS
+qemu-system-x86_64 "${qemu_args[@]}" </dev/null >"$tmp/qemu.err" 2>&1 &
+qemu_pid=$!
+# The timer must not hold our stdout open (a caller piping us would hang).
+sleep "$timeout" >/dev/null 2>&1 &
+timer_pid=$!
+
+qemu_rc=0 who=
+wait -n -p who "$qemu_pid" "$timer_pid" || qemu_rc=$?
+timed_out=0
+if [[ $who == "$timer_pid" ]]; then
+    timed_out=1
+    timer_pid=
+    kill -TERM "$qemu_pid" 2>/dev/null || true
+    # QEMU exits promptly on SIGTERM; escalate if it does not.
+    for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$qemu_pid" 2>/dev/null || break; sleep 0.5; done
+    kill -KILL "$qemu_pid" 2>/dev/null || true
+    wait "$qemu_pid" 2>/dev/null || true
+else
+    kill "$timer_pid" 2>/dev/null || true
+    wait "$timer_pid" 2>/dev/null || true
+    timer_pid=
+fi
+qemu_pid=
+wait "$cat_pid" 2>/dev/null || true   # flush the rest of COMMAND's output
+cat_pid=
+elapsed=$((SECONDS - start))
+
+[[ -n $keep_console ]] && { cp "$console" "$keep_console" || echo "$PROG: cannot write $keep_console" >&2; }
+
+show_console() {
+    echo "$PROG: $1" >&2
+    echo "----- guest console (last 100 lines) -----" >&2
+    tr -d '\r' < "$console" | tail -n 100 >&2
+    # Skip TCG's harmless "doesn't support requested feature" noise for EPYC.
+    if grep -v "TCG doesn't support requested feature" "$tmp/qemu.err" > "$tmp/qemu.err2"; then
+        echo "----- qemu stderr -----" >&2
+        tail -n 20 "$tmp/qemu.err2" >&2
+    fi
+    echo "------------------------------------------" >&2
+}
+
+marker=$(tr -d '\r' < "$console" | sed -n 's/^HV-NESTED-EXIT=\([0-9][0-9]*\)$/\1/p' | tail -n 1)
+if ((timed_out)); then
+    show_console "timed out after ${timeout}s, QEMU killed"
+    exit "$EXIT_TIMEOUT"
+elif [[ -z $marker ]]; then
+    reason=$(tr -d '\r' < "$console" | sed -n 's/^HV-NESTED-ERROR: //p' | tail -n 1)
+    show_console "guest failed before COMMAND finished (${reason:-no exit marker; QEMU status $qemu_rc}) after ${elapsed}s"
+    exit "$EXIT_RUNNER"
+elif ((marker != 0)); then
+    show_console "COMMAND exited with status $marker after ${elapsed}s"
+fi
+exit "$marker"

@@ -1,0 +1,53 @@
+#pragma once
+// Puts a parsed image into guest RAM and computes the architectural state
+// each vCPU starts in: GDT, identity page tables, boot information (command
+// line, multiboot info, modules), segment/control registers and GPRs.
+// Pure functions over GuestMemory and KVM's register structs: no ioctls, so
+// unit tests drive them directly.
+#include "boot_image.hpp"
+#include "guest_memory.hpp"
+
+#include <cstdint>
+#include <linux/kvm.h>
+#include <string>
+#include <vector>
+
+namespace hv {
+
+struct BootModule {
+    std::string name;                 // becomes the module's string (multiboot)
+    std::vector<std::uint8_t> bytes;
+};
+
+struct BootConfig {
+    std::uint64_t ram_size = 0;
+    std::uint32_t cpus = 1;
+    std::string cmdline;
+    std::vector<BootModule> modules; // --initrd; multiboot only
+};
+
+struct BootInfo {
+    ImageKind kind = ImageKind::Elf64;
+    std::uint64_t entry = 0;
+    std::uint64_t cmdline_gpa = 0;   // 0: no command line
+    std::uint64_t multiboot_info = 0;
+};
+
+// Validates the config against the image (throws VmmError), then writes the
+// segments, GDT, page tables and boot information into `mem`.
+BootInfo load_guest(GuestMemory& mem, const BootImage& image, const BootConfig& config, const std::string& name);
+
+// Identity page tables covering max(4 GiB, RAM rounded up to 1 GiB) with
+// 2 MiB pages, rooted at layout::kPml4. Returns the number of GiB mapped.
+std::uint64_t write_identity_page_tables(GuestMemory& mem);
+void write_gdt(GuestMemory& mem);
+
+// Segment and control registers for the image kind; `sregs` should hold the
+// vCPU's reset state (from KVM_GET_SREGS) so fields we do not set keep sane values.
+void setup_sregs(kvm_sregs& sregs, ImageKind kind);
+kvm_regs initial_regs(const BootInfo& info, const BootConfig& config, std::uint32_t vcpu);
+
+// GDT descriptors, exposed for tests.
+std::uint64_t gdt_entry(std::uint32_t base, std::uint32_t limit, std::uint16_t flags);
+
+} // namespace hv

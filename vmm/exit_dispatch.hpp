@@ -1,0 +1,44 @@
+#pragma once
+// What the VMM does about one vCPU exit: a plain function over an
+// ExitRecord and the VM's devices, with no KVM calls, so unit tests and
+// fuzzers drive it with synthetic exits.
+#include "exit_record.hpp"
+#include "guest_memory.hpp"
+#include "hypercall.hpp"
+#include "stop_latch.hpp"
+
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace hv {
+
+class Bus;
+
+struct ExitContext {
+    Bus& ports;
+    Bus& mmio;
+    GuestMemory& memory;
+    StopLatch& stop;
+    bool strict_io = false;
+    // One line per notable guest event (reported exceptions, ignored accesses).
+    std::function<void(std::string_view)> log;
+};
+
+struct ExitAction {
+    enum class Kind {
+        Resume,  // re-enter the guest
+        Park,    // HLT with interrupts on: wait until something wakes the vCPU (or the VM ends)
+        Halted,  // HLT with interrupts off: this vCPU is done
+        Stop,    // the VM ends: `stop` in the context has been requested
+    };
+    Kind kind = Kind::Resume;
+    std::optional<std::uint64_t> set_rax; // written back through the synced registers
+    bool crash_report = false;            // print registers and disassembly for this vCPU
+    std::optional<hv_call_exception> guest_frame; // registers the guest reported, if any
+};
+
+ExitAction dispatch_exit(const ExitRecord& exit, ExitContext& ctx);
+
+} // namespace hv

@@ -1,0 +1,37 @@
+#include "file_util.hpp"
+
+#include "format.hpp"
+#include "unique_fd.hpp"
+#include "vmm_error.hpp"
+
+#include <cerrno>
+#include <cstring>
+#include <fcntl.h>
+#include <sys/stat.h>
+
+namespace hv {
+
+std::vector<std::uint8_t> read_file(const std::string& path, const char* what, std::uint64_t max_bytes) {
+    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd.valid()) throw VmmError(std::string("cannot open ") + what + " '" + path + "': " + std::strerror(errno));
+    struct stat st{};
+    if (::fstat(fd.get(), &st) != 0) throw VmmError(std::string("cannot stat ") + what + " '" + path + "': " + std::strerror(errno));
+    if (!S_ISREG(st.st_mode)) throw VmmError(std::string(what) + " '" + path + "' is not a regular file");
+    const auto size = static_cast<std::uint64_t>(st.st_size);
+    if (size > max_bytes)
+        throw VmmError(std::string(what) + " '" + path + "' is " + format_size(size) + ", larger than guest RAM (" +
+                       format_size(max_bytes) + ")");
+    std::vector<std::uint8_t> data(size);
+    std::size_t done = 0;
+    while (done < size) {
+        const ssize_t n = ::read(fd.get(), data.data() + done, size - done);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) throw VmmError(std::string("cannot read ") + what + " '" + path + "': " + std::strerror(errno));
+        if (n == 0) break;
+        done += static_cast<std::size_t>(n);
+    }
+    data.resize(done);
+    return data;
+}
+
+} // namespace hv

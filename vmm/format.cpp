@@ -1,0 +1,59 @@
+#include "format.hpp"
+
+#include <cctype>
+#include <cstdio>
+
+namespace hv {
+
+std::string hex(std::uint64_t value) {
+    char buf[24];
+    std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(value));
+    return buf;
+}
+
+std::string format_size(std::uint64_t bytes) {
+    static constexpr const char* units[] = {"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+    if (bytes < 1024) return std::to_string(bytes) + " bytes";
+    double v = static_cast<double>(bytes);
+    int unit = -1;
+    while (v >= 1024.0 && unit < 5) {
+        v /= 1024.0;
+        ++unit;
+    }
+    char buf[32];
+    if (v == static_cast<double>(static_cast<std::uint64_t>(v)))
+        std::snprintf(buf, sizeof buf, "%llu %s", static_cast<unsigned long long>(v), units[unit]);
+    else
+        std::snprintf(buf, sizeof buf, "%.1f %s", v, units[unit]);
+    return buf;
+}
+
+std::optional<std::uint64_t> parse_size(std::string_view text) {
+    if (text.empty() || !std::isdigit(static_cast<unsigned char>(text.front()))) return std::nullopt;
+    std::uint64_t value = 0;
+    std::size_t i = 0;
+    for (; i < text.size() && std::isdigit(static_cast<unsigned char>(text[i])); ++i) {
+        unsigned digit = static_cast<unsigned>(text[i] - '0');
+        if (value > (UINT64_MAX - digit) / 10) return std::nullopt;
+        value = value * 10 + digit;
+    }
+    std::string_view suffix = text.substr(i);
+    unsigned shift = 0;
+    if (!suffix.empty()) {
+        switch (std::toupper(static_cast<unsigned char>(suffix.front()))) {
+        case 'K': shift = 10; break;
+        case 'M': shift = 20; break;
+        case 'G': shift = 30; break;
+        case 'T': shift = 40; break;
+        case 'B': if (suffix.size() == 1) return value; return std::nullopt;
+        default: return std::nullopt;
+        }
+        suffix.remove_prefix(1);
+        if (!suffix.empty() && suffix != "B" && suffix != "b" && suffix != "iB" && suffix != "ib")
+            return std::nullopt;
+    }
+    if (shift && value > (UINT64_MAX >> shift)) return std::nullopt;
+    return value << shift;
+}
+
+} // namespace hv

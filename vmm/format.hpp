@@ -1,0 +1,17 @@
+#pragma once
+// Small formatting and parsing helpers shared by the VMM's messages and CLI.
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace hv {
+
+std::string hex(std::uint64_t value);          // "0x1f"
+std::string format_size(std::uint64_t bytes);  // "64 MiB", "1.5 GiB", "4096 bytes"
+
+// "64M", "2G", "4096", "512K", "1T" (binary units, case-insensitive, optional
+// trailing "iB"/"B"). nullopt on syntax errors or overflow.
+std::optional<std::uint64_t> parse_size(std::string_view text);
+
+} // namespace hv

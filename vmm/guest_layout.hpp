@@ -1,0 +1,37 @@
+#pragma once
+// Where the VMM puts things in guest-physical memory. [0, HV_RESERVED_END)
+// is the VMM's: the GDT, the identity page tables and the boot information
+// live there; images load above it; per-vCPU stacks sit at the top of RAM.
+#include <hv/abi.h>
+
+#include <cstdint>
+
+namespace hv::layout {
+
+inline constexpr std::uint64_t kPageSize = 0x1000;
+inline constexpr std::uint64_t kGdt = 0x1000;
+inline constexpr std::uint64_t kPml4 = 0x2000;
+inline constexpr std::uint64_t kPdpt = 0x3000;
+inline constexpr std::uint64_t kPageDirs = 0x4000; // one 4 KiB directory per GiB mapped
+inline constexpr std::uint64_t kMaxMappedGiB = 64;  // page directories end at 0x44000
+inline constexpr std::uint64_t kMinIdentityGiB = 4; // MMIO below 4 GiB is always mapped
+inline constexpr std::uint64_t kMultibootInfo = 0x50000;
+inline constexpr std::uint64_t kMultibootMmap = 0x51000;
+inline constexpr std::uint64_t kMultibootModules = 0x52000;
+inline constexpr std::uint64_t kBootStrings = 0x53000; // module names, boot loader name
+inline constexpr std::uint64_t kCmdline = 0x54000;
+inline constexpr std::uint64_t kCmdlineMax = 0x1000; // including the NUL
+inline constexpr std::uint64_t kLowMemoryEnd = 0x9fc00; // conventional memory reported to multiboot
+inline constexpr std::uint64_t kImageStart = HV_RESERVED_END;
+
+inline constexpr std::uint64_t kMinRam = 4ull << 20;
+inline constexpr std::uint64_t kMaxRam = kMaxMappedGiB << 30;
+
+inline constexpr std::uint64_t stacks_base(std::uint64_t ram_size, std::uint32_t cpus) {
+    return ram_size - std::uint64_t{cpus} * HV_STACK_SIZE;
+}
+inline constexpr std::uint64_t stack_top(std::uint64_t ram_size, std::uint32_t vcpu) {
+    return ram_size - std::uint64_t{vcpu} * HV_STACK_SIZE;
+}
+
+} // namespace hv::layout

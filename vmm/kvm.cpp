@@ -1,0 +1,185 @@
+#include "kvm.hpp"
+
+#include "vmm_error.hpp"
+
+#include <cerrno>
+#include <cstring>
+#include <fcntl.h>
+#include <fstream>
+#include <sys/ioctl.h>
+
+namespace hv {
+namespace {
+
+std::string errno_text(const char* what) { return std::string(what) + " failed: " + std::strerror(errno); }
+
+int checked_ioctl(int fd, unsigned long request, const char* name, unsigned long arg = 0) {
+    int r = ::ioctl(fd, request, arg);
+    if (r < 0) throw VmmError(errno_text(name));
+    return r;
+}
+template <class T>
+int checked_ioctl_ptr(int fd, unsigned long request, const char* name, T* arg) {
+    int r = ::ioctl(fd, request, arg);
+    if (r < 0) throw VmmError(errno_text(name));
+    return r;
+}
+
+} // namespace
+
+const std::vector<KvmCapability>& required_capabilities() {
+    static const std::vector<KvmCapability> caps = {
+        {KVM_CAP_USER_MEMORY, "KVM_CAP_USER_MEMORY", "guest RAM from a host mapping"},
+        {KVM_CAP_EXT_CPUID, "KVM_CAP_EXT_CPUID", "KVM_GET_SUPPORTED_CPUID / KVM_SET_CPUID2"},
+        {KVM_CAP_SYNC_REGS, "KVM_CAP_SYNC_REGS", "registers in kvm_run on every exit"},
+        {KVM_CAP_IMMEDIATE_EXIT, "KVM_CAP_IMMEDIATE_EXIT", "stopping vCPU threads without races"},
+        {KVM_CAP_NR_VCPUS, "KVM_CAP_NR_VCPUS", "the recommended vCPU count"},
+        {KVM_CAP_MAX_VCPUS, "KVM_CAP_MAX_VCPUS", "the vCPU limit checked against --cpus"},
+    };
+    return caps;
+}
+
+std::vector<kvm_cpuid_entry2> CpuidTable::for_vcpu(std::uint32_t vcpu) const {
+    std::vector<kvm_cpuid_entry2> out = entries_;
+    for (auto& e : out) {
+        if (e.function == 1) e.ebx = (e.ebx & 0x00ffffffu) | ((vcpu & 0xffu) << 24);
+        if (e.function == 0xb || e.function == 0x1f) e.edx = vcpu;
+    }
+    return out;
+}
+
+bool Kvm::available(std::string* reason, const char* path) {
+    int fd = ::open(path, O_RDWR | O_CLOEXEC);
+    if (fd < 0) {
+        if (reason) {
+            *reason = std::string("cannot open ") + path + ": " + std::strerror(errno);
+            if (errno == ENOENT) *reason += " (no KVM on this host: load kvm_intel/kvm_amd, or use scripts/nested-kvm.sh)";
+            if (errno == EACCES) *reason += " (add yourself to the kvm group)";
+        }
+        return false;
+    }
+    ::close(fd);
+    return true;
+}
+
+Kvm Kvm::open(const char* path) {
+    std::string reason;
+    int fd = ::open(path, O_RDWR | O_CLOEXEC);
+    if (fd < 0) {
+        available(&reason, path);
+        throw VmmError(reason);
+    }
+    Kvm kvm{UniqueFd(fd)};
+    const int version = kvm.api_version();
+    if (version != KVM_API_VERSION)
+        throw VmmError("KVM API version " + std::to_string(version) + ", expected " + std::to_string(KVM_API_VERSION));
+    return kvm;
+}
+
+int Kvm::api_version() const { return checked_ioctl(fd(), KVM_GET_API_VERSION, "KVM_GET_API_VERSION"); }
+
+int Kvm::check_extension(int cap) const {
+    int r = ::ioctl(fd(), KVM_CHECK_EXTENSION, cap);
+    return r < 0 ? 0 : r;
+}
+
+void Kvm::require_capabilities() const {
+    std::string missing;
+    for (const auto& c : required_capabilities())
+        if (!check_extension(c.id)) missing += std::string(missing.empty() ? "" : ", ") + c.name + " (" + c.why + ")";
+    if (!missing.empty()) throw VmmError("KVM lacks required capabilities: " + missing);
+}
+
+unsigned Kvm::max_vcpus() const {
+    int max = check_extension(KVM_CAP_MAX_VCPUS);
+    if (max <= 0) max = check_extension(KVM_CAP_NR_VCPUS);
+    return max > 0 ? static_cast<unsigned>(max) : 4u; // api.rst: assume 4 when neither answers
+}
+
+std::size_t Kvm::vcpu_mmap_size() const {
+    return static_cast<std::size_t>(checked_ioctl(fd(), KVM_GET_VCPU_MMAP_SIZE, "KVM_GET_VCPU_MMAP_SIZE"));
+}
+
+CpuidTable Kvm::supported_cpuid() const {
+    for (std::size_t n = 64;; n *= 2) {
+        std::vector<std::uint8_t> buf(sizeof(kvm_cpuid2) + n * sizeof(kvm_cpuid_entry2));
+        auto* cpuid = reinterpret_cast<kvm_cpuid2*>(buf.data());
+        cpuid->nent = static_cast<std::uint32_t>(n);
+        if (::ioctl(fd(), KVM_GET_SUPPORTED_CPUID, cpuid) == 0)
+            return CpuidTable(std::vector<kvm_cpuid_entry2>(cpuid->entries, cpuid->entries + cpuid->nent));
+        if (errno != E2BIG || n > 4096) throw VmmError(errno_text("KVM_GET_SUPPORTED_CPUID"));
+    }
+}
+
+KvmVm::KvmVm(const Kvm& kvm) : fd_(checked_ioctl(kvm.fd(), KVM_CREATE_VM, "KVM_CREATE_VM")) {}
+
+void KvmVm::set_user_memory(std::uint32_t slot, std::uint64_t gpa, std::uint64_t size, void* host) {
+    kvm_userspace_memory_region region{};
+    region.slot = slot;
+    region.guest_phys_addr = gpa;
+    region.memory_size = size;
+    region.userspace_addr = reinterpret_cast<std::uint64_t>(host);
+    checked_ioctl_ptr(fd(), KVM_SET_USER_MEMORY_REGION, "KVM_SET_USER_MEMORY_REGION", &region);
+}
+
+void KvmVm::set_tss_addr(std::uint64_t gpa) { checked_ioctl(fd(), KVM_SET_TSS_ADDR, "KVM_SET_TSS_ADDR", gpa); }
+
+std::unique_ptr<KvmVcpu> KvmVm::create_vcpu(std::uint32_t index, std::size_t run_size) {
+    int fd = ::ioctl(fd_.get(), KVM_CREATE_VCPU, static_cast<unsigned long>(index));
+    if (fd < 0) throw VmmError("KVM_CREATE_VCPU " + std::to_string(index) + " failed: " + std::strerror(errno));
+    return std::make_unique<KvmVcpu>(UniqueFd(fd), run_size, index);
+}
+
+KvmVcpu::KvmVcpu(UniqueFd fd, std::size_t run_size, std::uint32_t index)
+    : fd_(std::move(fd)), run_map_(Mapping::shared_fd(fd_.get(), run_size, "the vCPU's kvm_run")), index_(index) {}
+
+kvm_regs KvmVcpu::get_regs() const {
+    kvm_regs regs{};
+    checked_ioctl_ptr(fd(), KVM_GET_REGS, "KVM_GET_REGS", &regs);
+    return regs;
+}
+void KvmVcpu::set_regs(const kvm_regs& regs) {
+    checked_ioctl_ptr(fd(), KVM_SET_REGS, "KVM_SET_REGS", const_cast<kvm_regs*>(&regs));
+}
+kvm_sregs KvmVcpu::get_sregs() const {
+    kvm_sregs sregs{};
+    checked_ioctl_ptr(fd(), KVM_GET_SREGS, "KVM_GET_SREGS", &sregs);
+    return sregs;
+}
+void KvmVcpu::set_sregs(const kvm_sregs& sregs) {
+    checked_ioctl_ptr(fd(), KVM_SET_SREGS, "KVM_SET_SREGS", const_cast<kvm_sregs*>(&sregs));
+}
+void KvmVcpu::set_cpuid(const std::vector<kvm_cpuid_entry2>& entries) {
+    std::vector<std::uint8_t> buf(sizeof(kvm_cpuid2) + entries.size() * sizeof(kvm_cpuid_entry2));
+    auto* cpuid = reinterpret_cast<kvm_cpuid2*>(buf.data());
+    cpuid->nent = static_cast<std::uint32_t>(entries.size());
+    std::memcpy(cpuid->entries, entries.data(), entries.size() * sizeof(kvm_cpuid_entry2));
+    checked_ioctl_ptr(fd(), KVM_SET_CPUID2, "KVM_SET_CPUID2", cpuid);
+}
+void KvmVcpu::set_fpu_defaults() {
+    kvm_fpu fpu{};
+    fpu.fcw = 0x37f;     // x87 default control word: all exceptions masked
+    fpu.mxcsr = 0x1f80;  // SSE default: all exceptions masked, round to nearest
+    checked_ioctl_ptr(fd(), KVM_SET_FPU, "KVM_SET_FPU", &fpu);
+}
+int KvmVcpu::enter() {
+    int r = ::ioctl(fd(), KVM_RUN, 0);
+    return r < 0 ? -errno : 0;
+}
+
+TdpStatus tdp_status(const std::string& sysfs_root) {
+    for (const auto& [module, param] : {std::pair{"kvm_intel", "ept"}, std::pair{"kvm_amd", "npt"}}) {
+        std::ifstream f(sysfs_root + "/" + module + "/parameters/" + param);
+        std::string value;
+        if (f && std::getline(f, value)) {
+            TdpStatus s;
+            s.module = module;
+            s.parameter = param;
+            s.enabled = value == "Y" || value == "1" || value == "y";
+            return s;
+        }
+    }
+    return {};
+}
+
+} // namespace hv

@@ -1,0 +1,102 @@
+#pragma once
+// RAII wrappers for the three kinds of KVM file descriptor: the system
+// (/dev/kvm), a VM and a vCPU with its shared kvm_run page. Each ioctl that
+// can fail throws VmmError naming the ioctl and errno.
+#include "mapping.hpp"
+#include "unique_fd.hpp"
+
+#include <cstdint>
+#include <linux/kvm.h>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace hv {
+
+// Capabilities the VMM relies on, checked once with a message naming the
+// missing ones.
+struct KvmCapability {
+    int id;
+    const char* name;
+    const char* why;
+};
+const std::vector<KvmCapability>& required_capabilities();
+
+// CPUID entries as KVM_GET_SUPPORTED_CPUID returns them.
+class CpuidTable {
+public:
+    explicit CpuidTable(std::vector<kvm_cpuid_entry2> entries) : entries_(std::move(entries)) {}
+    const std::vector<kvm_cpuid_entry2>& entries() const { return entries_; }
+    // A copy with the APIC ID fields (leaf 1 EBX[31:24], leaves 0xB/0x1F EDX) set for `vcpu`.
+    std::vector<kvm_cpuid_entry2> for_vcpu(std::uint32_t vcpu) const;
+
+private:
+    std::vector<kvm_cpuid_entry2> entries_;
+};
+
+class Kvm {
+public:
+    // Opens /dev/kvm; throws VmmError saying why it cannot (missing module, permissions).
+    static Kvm open(const char* path = "/dev/kvm");
+    // True when /dev/kvm can be opened read/write; otherwise fills `reason`.
+    static bool available(std::string* reason, const char* path = "/dev/kvm");
+
+    int api_version() const;
+    int check_extension(int cap) const; // 0 when absent
+    void require_capabilities() const;  // throws naming every missing capability
+    unsigned max_vcpus() const;         // KVM_CAP_MAX_VCPUS (falls back to NR_VCPUS)
+    std::size_t vcpu_mmap_size() const;
+    CpuidTable supported_cpuid() const;
+    int fd() const { return fd_.get(); }
+
+private:
+    explicit Kvm(UniqueFd fd) : fd_(std::move(fd)) {}
+    UniqueFd fd_;
+};
+
+class KvmVcpu;
+
+class KvmVm {
+public:
+    explicit KvmVm(const Kvm& kvm);
+    void set_user_memory(std::uint32_t slot, std::uint64_t gpa, std::uint64_t size, void* host);
+    void set_tss_addr(std::uint64_t gpa);
+    std::unique_ptr<KvmVcpu> create_vcpu(std::uint32_t index, std::size_t run_size);
+    int fd() const { return fd_.get(); }
+
+private:
+    UniqueFd fd_;
+};
+
+class KvmVcpu {
+public:
+    KvmVcpu(UniqueFd fd, std::size_t run_size, std::uint32_t index);
+    std::uint32_t index() const { return index_; }
+    kvm_run& run() const { return *reinterpret_cast<kvm_run*>(run_map_.data()); }
+    int fd() const { return fd_.get(); }
+
+    kvm_regs get_regs() const;
+    void set_regs(const kvm_regs& regs);
+    kvm_sregs get_sregs() const;
+    void set_sregs(const kvm_sregs& sregs);
+    void set_cpuid(const std::vector<kvm_cpuid_entry2>& entries);
+    void set_fpu_defaults();
+    // One KVM_RUN; returns 0 or -errno (EINTR when kicked).
+    int enter();
+
+private:
+    UniqueFd fd_;
+    Mapping run_map_;
+    std::uint32_t index_;
+};
+
+// Whether KVM uses two-dimensional paging (EPT/NPT): read from the kvm_intel
+// `ept` / kvm_amd `npt` module parameters. Empty vendor when neither module is loaded.
+struct TdpStatus {
+    std::string module;   // "kvm_intel" or "kvm_amd" or ""
+    std::string parameter; // "ept" or "npt"
+    bool enabled = false;
+};
+TdpStatus tdp_status(const std::string& sysfs_root = "/sys/module");
+
+} // namespace hv

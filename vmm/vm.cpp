@@ -1,0 +1,315 @@
+#include "vm.hpp"
+
+#include "boot_image.hpp"
+#include "boot_setup.hpp"
+#include "bus.hpp"
+#include "crash_report.hpp"
+#include "debug_exit.hpp"
+#include "exit_dispatch.hpp"
+#include "file_util.hpp"
+#include "format.hpp"
+#include "guest_layout.hpp"
+#include "kvm.hpp"
+#include "serial16550.hpp"
+#include "stop_latch.hpp"
+#include "vmm_error.hpp"
+
+#include <array>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <pthread.h>
+#include <sys/resource.h>
+#include <vector>
+
+namespace hv {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// The kick signal only has to interrupt KVM_RUN (EINTR); its handler does nothing.
+void kick_handler(int) {}
+void install_kick_handler() {
+    struct sigaction sa{};
+    sa.sa_handler = kick_handler;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = 0; // no SA_RESTART: KVM_RUN must return EINTR
+    sigaction(SIGUSR1, &sa, nullptr);
+}
+
+struct VcpuThread {
+    std::unique_ptr<KvmVcpu> vcpu;
+    pthread_t thread{};
+    bool started = false;
+    std::array<std::uint64_t, kExitKindCount> exits{};
+    std::string crash_report;
+};
+
+class Vm {
+public:
+    Vm(const RunOptions& opt, const BootImage& image, BootConfig config)
+        : opt_(opt), image_(image), config_(std::move(config)), kvm_(Kvm::open()) {}
+
+    int run();
+
+private:
+    void setup_devices();
+    void create_vcpus(const BootInfo& info);
+    void vcpu_loop(VcpuThread& t);
+    void stop_all();
+    void print_stats(Clock::time_point start, Clock::time_point end) const;
+    static void* thread_main(void* arg);
+
+    const RunOptions& opt_;
+    const BootImage& image_;
+    BootConfig config_;
+    Kvm kvm_;
+    std::unique_ptr<KvmVm> vm_;
+    std::unique_ptr<GuestMemory> memory_;
+    std::size_t run_size_ = 0;
+    Bus ports_{"port"};
+    Bus mmio_{"mmio"};
+    std::unique_ptr<Serial16550> serial_;
+    std::unique_ptr<DebugExit> debug_exit_;
+    std::FILE* serial_out_ = stdout;
+    std::unique_ptr<std::FILE, int (*)(std::FILE*)> serial_file_{nullptr, &std::fclose};
+    std::atomic<std::int64_t> first_output_ns_{-1};
+    Clock::time_point start_;
+    StopLatch stop_;
+    std::atomic<std::uint32_t> halted_{0};
+    std::mutex log_mutex_;
+    std::vector<VcpuThread> threads_;
+};
+
+void Vm::setup_devices() {
+    if (opt_.serial_file) {
+        serial_file_.reset(std::fopen(opt_.serial_file->c_str(), "wb"));
+        if (!serial_file_)
+            throw VmmError("cannot open --serial file '" + *opt_.serial_file + "': " + std::strerror(errno));
+        serial_out_ = serial_file_.get();
+    }
+    serial_ = std::make_unique<Serial16550>([this](std::span<const std::uint8_t> bytes) {
+        std::int64_t expected = -1;
+        first_output_ns_.compare_exchange_strong(
+            expected, std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start_).count());
+        std::fwrite(bytes.data(), 1, bytes.size(), serial_out_);
+        std::fflush(serial_out_);
+    });
+    debug_exit_ = std::make_unique<DebugExit>([this](std::uint32_t value) {
+        stop_.request(StopReason::DebugExit, debug_exit_status(value),
+                      "guest wrote " + std::to_string(value) + " to the debug-exit port");
+    });
+    ports_.add(HV_SERIAL_PORT, 8, *serial_, "serial0 (16550)");
+    ports_.add(HV_DEBUG_EXIT_PORT, 1, *debug_exit_, "debug-exit");
+    auto log = [this](std::string_view line) {
+        std::lock_guard lock(log_mutex_);
+        std::fprintf(stderr, "vmm: %.*s\n", static_cast<int>(line.size()), line.data());
+    };
+    ports_.set_unclaimed_sink(log);
+    mmio_.set_unclaimed_sink(log);
+}
+
+void Vm::create_vcpus(const BootInfo& info) {
+    const CpuidTable cpuid = kvm_.supported_cpuid();
+    threads_.resize(config_.cpus);
+    for (std::uint32_t i = 0; i < config_.cpus; ++i) {
+        auto vcpu = vm_->create_vcpu(i, run_size_);
+        vcpu->set_cpuid(cpuid.for_vcpu(i));
+        kvm_sregs sregs = vcpu->get_sregs();
+        setup_sregs(sregs, info.kind);
+        vcpu->set_sregs(sregs);
+        vcpu->set_regs(initial_regs(info, config_, i));
+        vcpu->set_fpu_defaults();
+        vcpu->run().kvm_valid_regs = KVM_SYNC_X86_REGS;
+        threads_[i].vcpu = std::move(vcpu);
+    }
+}
+
+void* Vm::thread_main(void* arg) {
+    auto* pair = static_cast<std::pair<Vm*, VcpuThread*>*>(arg);
+    Vm* vm = pair->first;
+    VcpuThread* t = pair->second;
+    delete pair;
+    try {
+        vm->vcpu_loop(*t);
+    } catch (const std::exception& e) {
+        vm->stop_.request(StopReason::VmmFailure, exit_status::kVmmError,
+                          "vcpu " + std::to_string(t->vcpu->index()) + ": " + e.what());
+    }
+    return nullptr;
+}
+
+void Vm::vcpu_loop(VcpuThread& t) {
+    KvmVcpu& vcpu = *t.vcpu;
+    kvm_run& run = vcpu.run();
+    ExitContext ctx{ports_, mmio_, *memory_, stop_, opt_.strict_io,
+                    [this](std::string_view line) {
+                        std::lock_guard lock(log_mutex_);
+                        std::fprintf(stderr, "vmm: %.*s\n", static_cast<int>(line.size()), line.data());
+                    }};
+    while (!stop_.stopped()) {
+        const int r = vcpu.enter();
+        if (r == -EINTR || r == -EAGAIN) continue; // kicked: re-check the stop latch
+        if (r < 0) throw VmmError(std::string("KVM_RUN failed: ") + std::strerror(-r));
+        const ExitRecord exit = decode_exit(run, run_size_, vcpu.index());
+        ++t.exits[static_cast<int>(exit.kind)];
+        const ExitAction action = dispatch_exit(exit, ctx);
+        if (action.set_rax) {
+            run.s.regs.regs.rax = *action.set_rax;
+            run.kvm_dirty_regs |= KVM_SYNC_X86_REGS;
+        }
+        if (action.crash_report) {
+            CrashInput in;
+            in.reason = stop_.state().message;
+            in.vcpu = vcpu.index();
+            in.regs = vcpu.get_regs();
+            in.sregs = vcpu.get_sregs();
+            in.guest_frame = action.guest_frame;
+            t.crash_report = format_crash_report(in, *memory_);
+        }
+        switch (action.kind) {
+        case ExitAction::Kind::Resume: break;
+        case ExitAction::Kind::Stop: return;
+        case ExitAction::Kind::Halted:
+            if (halted_.fetch_add(1) + 1 == config_.cpus)
+                stop_.request(StopReason::AllHalted, 0, "all vCPUs halted with interrupts off");
+            stop_.wait();
+            return;
+        case ExitAction::Kind::Park:
+            // No interrupt source exists yet (no irqchip), so nothing can wake
+            // a vCPU halted with interrupts on: it waits for the VM to end.
+            stop_.wait();
+            return;
+        }
+    }
+}
+
+void Vm::stop_all() {
+    for (auto& t : threads_) t.vcpu->run().immediate_exit = 1;
+    for (auto& t : threads_)
+        if (t.started) pthread_kill(t.thread, SIGUSR1);
+    for (auto& t : threads_)
+        if (t.started) pthread_join(t.thread, nullptr);
+}
+
+void Vm::print_stats(Clock::time_point start, Clock::time_point end) const {
+    std::array<std::uint64_t, kExitKindCount> exits{};
+    for (const auto& t : threads_)
+        for (int k = 0; k < kExitKindCount; ++k) exits[k] += t.exits[k];
+    rusage ru{};
+    getrusage(RUSAGE_SELF, &ru);
+    const double total_ms = std::chrono::duration<double, std::milli>(end - start).count();
+    std::fprintf(stderr, "vmm stats:\n");
+    const std::int64_t first = first_output_ns_.load();
+    if (first >= 0)
+        std::fprintf(stderr, "  first guest output   %.3f ms\n", static_cast<double>(first) / 1e6);
+    else
+        std::fprintf(stderr, "  first guest output   none\n");
+    std::fprintf(stderr, "  total run time       %.3f ms\n", total_ms);
+    std::fprintf(stderr, "  vcpus                %u\n", config_.cpus);
+    std::uint64_t total = 0;
+    for (int k = 0; k < kExitKindCount; ++k) total += exits[k];
+    std::fprintf(stderr, "  exits                %llu\n", static_cast<unsigned long long>(total));
+    for (int k = 0; k < kExitKindCount; ++k)
+        if (exits[k])
+            std::fprintf(stderr, "    %-18s %llu\n", to_string(static_cast<ExitKind>(k)),
+                         static_cast<unsigned long long>(exits[k]));
+    std::fprintf(stderr, "  vmm peak rss         %ld KiB\n", ru.ru_maxrss);
+}
+
+int Vm::run() {
+    kvm_.require_capabilities();
+    const unsigned max = kvm_.max_vcpus();
+    if (config_.cpus > max)
+        throw VmmError("--cpus " + std::to_string(config_.cpus) + " exceeds KVM's maximum of " + std::to_string(max) +
+                       " vCPUs (KVM_CAP_MAX_VCPUS)");
+    run_size_ = kvm_.vcpu_mmap_size();
+    memory_ = std::make_unique<GuestMemory>(config_.ram_size);
+    const BootInfo info = load_guest(*memory_, image_, config_, opt_.image);
+    vm_ = std::make_unique<KvmVm>(kvm_);
+    if (kvm_.check_extension(KVM_CAP_SET_TSS_ADDR)) vm_->set_tss_addr(0xfffbd000); // Intel needs it; unused by our guests
+    vm_->set_user_memory(0, 0, memory_->size(), memory_->host_base());
+    setup_devices();
+    create_vcpus(info);
+
+    install_kick_handler();
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, 1u << 20); // 1 MiB: 1024 vCPU threads stay cheap
+    start_ = Clock::now();
+    for (auto& t : threads_) {
+        auto* arg = new std::pair<Vm*, VcpuThread*>(this, &t);
+        const int err = pthread_create(&t.thread, &attr, &Vm::thread_main, arg);
+        if (err) {
+            delete arg;
+            stop_.request(StopReason::VmmFailure, exit_status::kVmmError,
+                          "cannot start vCPU thread " + std::to_string(t.vcpu->index()) + ": " + std::strerror(err));
+            break;
+        }
+        t.started = true;
+    }
+    pthread_attr_destroy(&attr);
+
+    if (opt_.timeout_seconds > 0) {
+        const auto deadline = start_ + std::chrono::duration_cast<Clock::duration>(
+                                           std::chrono::duration<double>(opt_.timeout_seconds));
+        if (!stop_.wait_until(deadline))
+            stop_.request(StopReason::Timeout, exit_status::kTimeout,
+                          "timeout: the guest ran longer than --timeout " + std::to_string(opt_.timeout_seconds) + " s");
+    } else {
+        stop_.wait();
+    }
+    stop_all();
+    const auto end = Clock::now();
+    serial_->flush();
+    std::fflush(serial_out_);
+
+    const StopState st = stop_.state();
+    for (const auto& t : threads_)
+        if (!t.crash_report.empty()) std::fputs(t.crash_report.c_str(), stderr);
+    if (st.reason != StopReason::DebugExit && st.reason != StopReason::GuestCrash)
+        std::fprintf(stderr, "vmm: %s\n", st.message.c_str());
+    if (st.reason == StopReason::GuestCrash && std::none_of(threads_.begin(), threads_.end(),
+                                                            [](auto& t) { return !t.crash_report.empty(); }))
+        std::fprintf(stderr, "vmm: guest crash: %s\n", st.message.c_str());
+    if (opt_.stats) print_stats(start_, end);
+    return st.status;
+}
+
+} // namespace
+
+void validate_run_options(const RunOptions& opt) {
+    if (opt.cpus == 0) throw VmmError("--cpus must be at least 1 (got 0)");
+    if (opt.mem < layout::kMinRam)
+        throw VmmError("--mem " + format_size(opt.mem) + " is too small; the minimum is " + format_size(layout::kMinRam));
+    if (opt.mem > layout::kMaxRam)
+        throw VmmError("--mem " + format_size(opt.mem) + " exceeds the maximum of " + format_size(layout::kMaxRam));
+    if (opt.mem % layout::kPageSize)
+        throw VmmError("--mem must be a multiple of 4 KiB (got " + std::to_string(opt.mem) + " bytes)");
+    const std::uint64_t stacks = std::uint64_t{opt.cpus} * HV_STACK_SIZE;
+    if (stacks > opt.mem - layout::kImageStart)
+        throw VmmError("--mem " + format_size(opt.mem) + " cannot hold " + std::to_string(opt.cpus) + " vCPU stacks of " +
+                       format_size(HV_STACK_SIZE) + " above the reserved first MiB; raise --mem");
+    if (opt.timeout_seconds < 0) throw VmmError("--timeout must not be negative");
+}
+
+int run_vm(const RunOptions& opt) {
+    validate_run_options(opt);
+    const std::vector<std::uint8_t> file = read_file(opt.image, "image", opt.mem);
+    const BootImage image = parse_boot_image(file, opt.image);
+    check_image_fits(image, opt.mem, opt.cpus, opt.image);
+    BootConfig config;
+    config.ram_size = opt.mem;
+    config.cpus = opt.cpus;
+    config.cmdline = opt.cmdline;
+    if (opt.initrd) config.modules.push_back({*opt.initrd, read_file(*opt.initrd, "--initrd", opt.mem)});
+    Vm vm(opt, image, std::move(config));
+    return vm.run();
+}
+
+} // namespace hv
