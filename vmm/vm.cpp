@@ -52,8 +52,15 @@ struct VcpuThread {
 
 class Vm {
 public:
+    // Guest RAM is mapped before /dev/kvm is opened so that an --mem the
+    // host cannot back is reported as such on any machine.
     Vm(const RunOptions& opt, const BootImage& image, BootConfig config)
-        : opt_(opt), image_(image), config_(std::move(config)), kvm_(Kvm::open()) {}
+        : opt_(opt), image_(image), config_(std::move(config)),
+          memory_(std::make_unique<GuestMemory>(config_.ram_size)),
+          info_(load_guest(*memory_, image_, config_, opt_.image)), serial_file_(open_serial_file(opt)),
+          kvm_(Kvm::open()) {
+        if (serial_file_) serial_out_ = serial_file_.get();
+    }
 
     int run();
 
@@ -68,16 +75,24 @@ private:
     const RunOptions& opt_;
     const BootImage& image_;
     BootConfig config_;
+    std::unique_ptr<GuestMemory> memory_;
+    BootInfo info_;
+    using FilePtr = std::unique_ptr<std::FILE, int (*)(std::FILE*)>;
+    static FilePtr open_serial_file(const RunOptions& opt) {
+        if (!opt.serial_file) return FilePtr(nullptr, &std::fclose);
+        FilePtr f(std::fopen(opt.serial_file->c_str(), "wb"), &std::fclose);
+        if (!f) throw VmmError("cannot open --serial file '" + *opt.serial_file + "': " + std::strerror(errno));
+        return f;
+    }
+    FilePtr serial_file_;
     Kvm kvm_;
     std::unique_ptr<KvmVm> vm_;
-    std::unique_ptr<GuestMemory> memory_;
     std::size_t run_size_ = 0;
     Bus ports_{"port"};
     Bus mmio_{"mmio"};
     std::unique_ptr<Serial16550> serial_;
     std::unique_ptr<DebugExit> debug_exit_;
     std::FILE* serial_out_ = stdout;
-    std::unique_ptr<std::FILE, int (*)(std::FILE*)> serial_file_{nullptr, &std::fclose};
     std::atomic<std::int64_t> first_output_ns_{-1};
     Clock::time_point start_;
     StopLatch stop_;
@@ -87,12 +102,6 @@ private:
 };
 
 void Vm::setup_devices() {
-    if (opt_.serial_file) {
-        serial_file_.reset(std::fopen(opt_.serial_file->c_str(), "wb"));
-        if (!serial_file_)
-            throw VmmError("cannot open --serial file '" + *opt_.serial_file + "': " + std::strerror(errno));
-        serial_out_ = serial_file_.get();
-    }
     serial_ = std::make_unique<Serial16550>([this](std::span<const std::uint8_t> bytes) {
         std::int64_t expected = -1;
         first_output_ns_.compare_exchange_strong(
@@ -104,8 +113,8 @@ void Vm::setup_devices() {
         stop_.request(StopReason::DebugExit, debug_exit_status(value),
                       "guest wrote " + std::to_string(value) + " to the debug-exit port");
     });
-    ports_.add(HV_SERIAL_PORT, 8, *serial_, "serial0 (16550)");
-    ports_.add(HV_DEBUG_EXIT_PORT, 1, *debug_exit_, "debug-exit");
+    ports_.add(HV_SERIAL_PORT, Serial16550::size, *serial_, "serial0 (16550)");
+    ports_.add(HV_DEBUG_EXIT_PORT, DebugExit::size, *debug_exit_, "debug-exit");
     auto log = [this](std::string_view line) {
         std::lock_guard lock(log_mutex_);
         std::fprintf(stderr, "vmm: %.*s\n", static_cast<int>(line.size()), line.data());
@@ -229,13 +238,11 @@ int Vm::run() {
         throw VmmError("--cpus " + std::to_string(config_.cpus) + " exceeds KVM's maximum of " + std::to_string(max) +
                        " vCPUs (KVM_CAP_MAX_VCPUS)");
     run_size_ = kvm_.vcpu_mmap_size();
-    memory_ = std::make_unique<GuestMemory>(config_.ram_size);
-    const BootInfo info = load_guest(*memory_, image_, config_, opt_.image);
     vm_ = std::make_unique<KvmVm>(kvm_);
     if (kvm_.check_extension(KVM_CAP_SET_TSS_ADDR)) vm_->set_tss_addr(0xfffbd000); // Intel needs it; unused by our guests
     vm_->set_user_memory(0, 0, memory_->size(), memory_->host_base());
     setup_devices();
-    create_vcpus(info);
+    create_vcpus(info_);
 
     install_kick_handler();
     pthread_attr_t attr;

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Runs one command and checks its exit status and output; the CTest driver
+# for the `kvm` tests (guests booted by `vmm run`) and the bad-input tests.
+#
+#   check-run.sh [--needs-kvm] [--status N] [--expect REGEX]... [--reject REGEX]... -- COMMAND...
+#
+# --needs-kvm: without a usable /dev/kvm print "SKIPPED: <reason>" and exit 77
+#   (CTest's SKIP_RETURN_CODE), unless HV_REQUIRE_KVM=1 (set by the nested
+#   runner), where a missing /dev/kvm is a failure: inside the nested host the
+#   tests must really run.
+# --expect/--reject: extended regexes matched against stdout+stderr combined.
+set -uo pipefail
+
+needs_kvm=0 status=0 expects=() rejects=()
+while (($#)); do
+  case $1 in
+    --needs-kvm) needs_kvm=1; shift ;;
+    --status) status=$2; shift 2 ;;
+    --expect) expects+=("$2"); shift 2 ;;
+    --reject) rejects+=("$2"); shift 2 ;;
+    --) shift; break ;;
+    *) echo "check-run.sh: unknown option $1" >&2; exit 2 ;;
+  esac
+done
+(($#)) || { echo "check-run.sh: no command" >&2; exit 2; }
+
+if ((needs_kvm)) && ! { [[ -r /dev/kvm && -w /dev/kvm ]]; }; then
+  if [[ ${HV_REQUIRE_KVM:-0} == 1 ]]; then
+    echo "FAILED: /dev/kvm is not usable but HV_REQUIRE_KVM=1"
+    exit 1
+  fi
+  echo "SKIPPED: /dev/kvm is not available on this host; the 'nested' test runs this test inside a nested KVM host"
+  exit 77
+fi
+
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+start=$EPOCHREALTIME
+"$@" >"$out" 2>&1
+rc=$?
+end=$EPOCHREALTIME
+cat "$out"
+printf 'check-run: exit status %d (expected %d), %s s: %s\n' "$rc" "$status" "$(awk "BEGIN { printf \"%.2f\", $end - $start }")" "$*"
+
+fail=0
+if ((rc != status)); then echo "check-run: FAIL: exit status $rc, expected $status"; fail=1; fi
+for re in "${expects[@]}"; do
+  grep -Eq -- "$re" "$out" || { echo "check-run: FAIL: output does not match /$re/"; fail=1; }
+done
+for re in "${rejects[@]}"; do
+  if grep -Eq -- "$re" "$out"; then echo "check-run: FAIL: output matches /$re/, which it must not"; fail=1; fi
+done
+exit $fail
