@@ -26,7 +26,9 @@
 
 #define NONCANONICAL 0x8000000000000000ull
 #define PML4_SPAN (1ull << 39) /* 512 GiB: what one PML4 entry maps */
-#define SPIN_LIMIT 2000000000ull
+#ifndef SPIN_LIMIT
+#define SPIN_LIMIT 2000000000ull /* pause iterations vCPU 0 waits for the others */
+#endif
 
 /* ---- raising exceptions ------------------------------------------------ */
 

@@ -7,7 +7,9 @@
  */
 #include "rt.h"
 
+#ifndef SPIN_LIMIT
 #define SPIN_LIMIT 2000000000ull /* pause iterations vCPU 0 waits at most */
+#endif
 #define MAX_LISTED 32            /* vCPUs named per problem in the report */
 
 static uint64_t checked_in[RT_MAX_CPUS / 64];

@@ -53,6 +53,7 @@ Environment:
   HV_NESTED_KERNEL     kernel image to boot (default: newest /boot/vmlinuz-*
                        with a matching /lib/modules/<version>)
   HV_NESTED_CACHE      initramfs cache dir (default ~/.cache/hv-nested)
+  HV_NESTED_APPEND     extra guest kernel arguments (e.g. loglevel=7)
   Inside the guest HV_NESTED=1 is set; HOME=/root; HV_* and
   ${PASS_VARS[*]} are passed through.
 EOF
@@ -280,11 +281,27 @@ build_base_cpio() {
 # ------------------------------------------------------------ per-run data
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/hv-nested.XXXXXX")
 qemu_pid='' cat_pid='' timer_pid=''
+# Stop QEMU: SIGTERM (it exits cleanly), SIGKILL if it is still there after
+# 5s, and reap it so no zombie is left.
+stop_qemu() {
+    local i
+    [[ -n $qemu_pid ]] || return 0
+    {
+        kill -TERM "$qemu_pid" || true
+        for ((i = 0; i < 50; i++)); do kill -0 "$qemu_pid" || break; sleep 0.1; done
+        kill -KILL "$qemu_pid" || true
+        wait "$qemu_pid" || true
+    } 2>/dev/null
+    qemu_pid=''
+}
 # shellcheck disable=SC2317  # invoked via trap
 cleanup() {
     local p
-    for p in "$qemu_pid" "$timer_pid" "$cat_pid"; do
-        [[ -z $p ]] || kill -KILL "$p" 2>/dev/null || true
+    # Normally everything has been reaped already; on errors or signals stop
+    # QEMU, the timer and cat, and reap them (silently: no "Killed" notices).
+    stop_qemu
+    for p in "$timer_pid" "$cat_pid"; do
+        [[ -z $p ]] || { kill -TERM "$p"; wait "$p"; } 2>/dev/null || true
     done
     rm -rf "$tmp"
 }
@@ -292,7 +309,7 @@ trap cleanup EXIT
 # shellcheck disable=SC2317  # invoked via trap
 on_signal() {
     echo "$PROG: interrupted, killing QEMU" >&2
-    # cleanup (EXIT trap) then SIGKILLs QEMU, the timer and cat.
+    # cleanup (EXIT trap) stops QEMU, the timer and cat.
     exit "$1"
 }
 trap 'on_signal 130' INT
@@ -336,7 +353,7 @@ qemu_args=(
     -accel tcg -cpu EPYC,+svm,+npt -smp "$cpus" -m "$mem"
     -nodefaults -display none -no-reboot
     -kernel "$kernel" -initrd "$tmp/initrd.cpio"
-    -append "console=ttyS0 panic=-1 rdinit=/init quiet"
+    -append "console=ttyS0 panic=-1 rdinit=/init quiet ${HV_NESTED_APPEND:-}"
     -chardev "file,id=con0,path=$console" -serial chardev:con0
     -chardev "file,id=out0,path=$tmp/out.fifo" -serial chardev:out0
     # multidevs=remap: the host root spans several filesystems; avoid inode clashes.
@@ -357,20 +374,15 @@ wait -n -p who "$qemu_pid" "$timer_pid" || qemu_rc=$?
 timed_out=0
 if [[ $who == "$timer_pid" ]]; then
     timed_out=1
-    timer_pid=
-    kill -TERM "$qemu_pid" 2>/dev/null || true
-    # QEMU exits promptly on SIGTERM; escalate if it does not.
-    for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$qemu_pid" 2>/dev/null || break; sleep 0.5; done
-    kill -KILL "$qemu_pid" 2>/dev/null || true
-    wait "$qemu_pid" 2>/dev/null || true
+    timer_pid=''
+    stop_qemu
 else
-    kill "$timer_pid" 2>/dev/null || true
-    wait "$timer_pid" 2>/dev/null || true
-    timer_pid=
+    { kill "$timer_pid"; wait "$timer_pid"; } 2>/dev/null || true
+    timer_pid=''
 fi
-qemu_pid=
+qemu_pid=''
 wait "$cat_pid" 2>/dev/null || true   # flush the rest of COMMAND's output
-cat_pid=
+cat_pid=''
 elapsed=$((SECONDS - start))
 
 [[ -n $keep_console ]] && { cp "$console" "$keep_console" || echo "$PROG: cannot write $keep_console" >&2; }
@@ -387,12 +399,14 @@ show_console() {
     echo "------------------------------------------" >&2
 }
 
-marker=$(tr -d '\r' < "$console" | sed -n 's/^HV-NESTED-EXIT=\([0-9][0-9]*\)$/\1/p' | tail -n 1)
+# Lenient match: a kernel message could share the line with the marker.
+marker=$(tr -d '\r' < "$console" | sed -n 's/.*HV-NESTED-EXIT=\([0-9][0-9]*\).*/\1/p' | tail -n 1)
 if ((timed_out)); then
     show_console "timed out after ${timeout}s, QEMU killed"
     exit "$EXIT_TIMEOUT"
 elif [[ -z $marker ]]; then
-    reason=$(tr -d '\r' < "$console" | sed -n 's/^HV-NESTED-ERROR: //p' | tail -n 1)
+    reason=$(tr -d '\r' < "$console" | sed -n 's/.*HV-NESTED-ERROR: //p' | tail -n 1)
+    if [[ -z $reason ]] && grep -q 'Kernel panic' "$console"; then reason="guest kernel panic"; fi
     show_console "guest failed before COMMAND finished (${reason:-no exit marker; QEMU status $qemu_rc}) after ${elapsed}s"
     exit "$EXIT_RUNNER"
 elif ((marker != 0)); then

@@ -3,6 +3,8 @@
 #include "vmm_error.hpp"
 
 #include <cerrno>
+#include <algorithm>
+#include <cstddef>
 #include <cstring>
 #include <fcntl.h>
 #include <fstream>
@@ -10,6 +12,15 @@
 
 namespace hv {
 namespace {
+
+// The uapi header declares kvm_cpuid2's flexible array with
+// __DECLARE_FLEX_ARRAY, which in C++ adds an empty struct: entries lands at
+// offset 12 and sizeof is 12, so KVM_GET_SUPPORTED_CPUID / KVM_SET_CPUID2 as
+// compiled here encode a size the kernel rejects (EINVAL). Use the C layout:
+// nent and padding (8 bytes), then the entries.
+constexpr std::size_t kCpuid2HeaderSize = 8;
+constexpr unsigned long kIoctlGetSupportedCpuid = _IOC(_IOC_READ | _IOC_WRITE, KVMIO, 0x05, kCpuid2HeaderSize);
+constexpr unsigned long kIoctlSetCpuid2 = _IOC(_IOC_WRITE, KVMIO, 0x90, kCpuid2HeaderSize);
 
 std::string errno_text(const char* what) { return std::string(what) + " failed: " + std::strerror(errno); }
 
@@ -102,11 +113,16 @@ std::size_t Kvm::vcpu_mmap_size() const {
 
 CpuidTable Kvm::supported_cpuid() const {
     for (std::size_t n = 64;; n *= 2) {
-        std::vector<std::uint8_t> buf(sizeof(kvm_cpuid2) + n * sizeof(kvm_cpuid_entry2));
-        auto* cpuid = reinterpret_cast<kvm_cpuid2*>(buf.data());
-        cpuid->nent = static_cast<std::uint32_t>(n);
-        if (::ioctl(fd(), KVM_GET_SUPPORTED_CPUID, cpuid) == 0)
-            return CpuidTable(std::vector<kvm_cpuid_entry2>(cpuid->entries, cpuid->entries + cpuid->nent));
+        std::vector<std::uint8_t> buf(kCpuid2HeaderSize + n * sizeof(kvm_cpuid_entry2));
+        const auto nent_in = static_cast<std::uint32_t>(n);
+        std::memcpy(buf.data(), &nent_in, sizeof nent_in);
+        if (::ioctl(fd(), kIoctlGetSupportedCpuid, buf.data()) == 0) {
+            std::uint32_t nent = 0;
+            std::memcpy(&nent, buf.data(), sizeof nent);
+            std::vector<kvm_cpuid_entry2> entries(std::min<std::size_t>(nent, n));
+            std::memcpy(entries.data(), buf.data() + kCpuid2HeaderSize, entries.size() * sizeof(kvm_cpuid_entry2));
+            return CpuidTable(std::move(entries));
+        }
         if (errno != E2BIG || n > 4096) throw VmmError(errno_text("KVM_GET_SUPPORTED_CPUID"));
     }
 }
@@ -150,11 +166,11 @@ void KvmVcpu::set_sregs(const kvm_sregs& sregs) {
     checked_ioctl_ptr(fd(), KVM_SET_SREGS, "KVM_SET_SREGS", const_cast<kvm_sregs*>(&sregs));
 }
 void KvmVcpu::set_cpuid(const std::vector<kvm_cpuid_entry2>& entries) {
-    std::vector<std::uint8_t> buf(sizeof(kvm_cpuid2) + entries.size() * sizeof(kvm_cpuid_entry2));
-    auto* cpuid = reinterpret_cast<kvm_cpuid2*>(buf.data());
-    cpuid->nent = static_cast<std::uint32_t>(entries.size());
-    std::memcpy(cpuid->entries, entries.data(), entries.size() * sizeof(kvm_cpuid_entry2));
-    checked_ioctl_ptr(fd(), KVM_SET_CPUID2, "KVM_SET_CPUID2", cpuid);
+    std::vector<std::uint8_t> buf(kCpuid2HeaderSize + entries.size() * sizeof(kvm_cpuid_entry2));
+    const auto nent = static_cast<std::uint32_t>(entries.size());
+    std::memcpy(buf.data(), &nent, sizeof nent);
+    std::memcpy(buf.data() + kCpuid2HeaderSize, entries.data(), entries.size() * sizeof(kvm_cpuid_entry2));
+    checked_ioctl_ptr(fd(), kIoctlSetCpuid2, "KVM_SET_CPUID2", buf.data());
 }
 void KvmVcpu::set_fpu_defaults() {
     kvm_fpu fpu{};

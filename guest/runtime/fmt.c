@@ -108,13 +108,16 @@ int rt_vformat(rt_putc_fn put, void *ctx, const char *fmt, va_list ap)
                 fmt++;
             }
         }
-        int longs = 0; /* 0: int, 1: long, 2: long long, 3: size_t */
+        int longs = 0;  /* 0: int, 1: long, 2: long long, 3: size_t */
+        int shorts = 0; /* 1: short, 2: char */
         for (;; fmt++) {
             if (*fmt == 'l')
                 longs = longs == 1 ? 2 : 1;
             else if (*fmt == 'z')
                 longs = 3;
-            else if (*fmt != 'h')
+            else if (*fmt == 'h')
+                shorts = shorts ? 2 : 1;
+            else
                 break;
         }
 
@@ -128,6 +131,10 @@ int rt_vformat(rt_putc_fn put, void *ctx, const char *fmt, va_list ap)
                 v = va_arg(ap, long long);
             else if (longs == 3)
                 v = (int64_t)va_arg(ap, size_t);
+            else if (shorts == 1)
+                v = (short)va_arg(ap, int);
+            else if (shorts == 2)
+                v = (signed char)va_arg(ap, int);
             else
                 v = va_arg(ap, int);
             uint64_t mag = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
@@ -144,6 +151,10 @@ int rt_vformat(rt_putc_fn put, void *ctx, const char *fmt, va_list ap)
                 v = va_arg(ap, unsigned long long);
             else if (longs == 3)
                 v = va_arg(ap, size_t);
+            else if (shorts == 1)
+                v = (unsigned short)va_arg(ap, unsigned int);
+            else if (shorts == 2)
+                v = (unsigned char)va_arg(ap, unsigned int);
             else
                 v = va_arg(ap, unsigned int);
             if (*fmt == 'u')

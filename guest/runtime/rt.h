@@ -79,9 +79,10 @@ static inline uint8_t inb(uint16_t port)
 
 /*
  * Makes the hypercall whose request block starts at `block` (block->nr and
- * block->size filled in) and returns the VMM's status (enum hv_status). Blocks
- * above 4 GiB (stacks when RAM is larger) are passed through a per-vCPU
- * bounce buffer of RT_BOUNCE_SIZE bytes.
+ * block->size filled in) and returns the VMM's status (enum hv_status); the
+ * VMM may have filled the block's output fields. A block whose address does
+ * not fit in 32 bits (a stack above 4 GiB) is passed through this vCPU's
+ * bounce buffer of RT_BOUNCE_SIZE bytes below 4 GiB.
  */
 uint32_t hv_call(struct hv_call_header *block);
 /* The raw call: a 32-bit OUT of `gpa` to HV_HYPERCALL_PORT; returns EAX. */

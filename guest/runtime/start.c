@@ -113,14 +113,17 @@ RT_NORETURN void exit(int code)
 uint32_t hv_call(struct hv_call_header *block)
 {
     uint64_t addr = (uint64_t)(uintptr_t)block;
-    uint32_t size = block->size < sizeof(*block) ? (uint32_t)sizeof(*block) : block->size;
-    if (addr + size <= (1ull << 32))
+    if (addr <= 0xffffffffu)
         return hv_call_raw((uint32_t)addr);
 
-    /* The OUT carries 32 bits: copy the block below 4 GiB and back. */
+    /* The OUT carries 32 bits: pass a copy from below 4 GiB (the runtime's
+     * .bss), then copy back what the VMM may have filled in. A block
+     * larger than the buffer is cut short: the VMM then answers
+     * HV_E_BAD_SIZE, as no call's block is that large. */
     struct rt_cpu *cpu = rt_this_cpu();
+    size_t size = block->size < sizeof(*block) ? sizeof(*block) : block->size;
     if (size > sizeof(cpu->bounce))
-        return HV_E_FAULT;
+        size = sizeof(cpu->bounce);
     memcpy(cpu->bounce, block, size);
     uint32_t status = hv_call_raw((uint32_t)(uintptr_t)cpu->bounce);
     memcpy(block, cpu->bounce, size);
