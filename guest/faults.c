@@ -14,6 +14,9 @@
  *                     every status matched, else 1.
  *   "wild-rip"        jumps to an identity-mapped address outside RAM: the
  *                     VMM cannot fetch the instruction.
+ *   "unclaimed"       port and MMIO accesses no device claims: reads must
+ *                     return all ones and the guest continues (exit 0), unless
+ *                     the VMM runs with --strict-io, which stops the VM.
  *
  * Anything else: an error message and exit 2. Tests other than "recover"
  * run on vCPU 0 only.
@@ -225,6 +228,30 @@ static int test_wild_rip(const struct guest_boot *boot)
     __builtin_unreachable();
 }
 
+static int test_unclaimed(const struct guest_boot *boot)
+{
+    /* Port 0x2f8 is COM2 (not emulated); the MMIO address lies in the
+     * identity-mapped hole above RAM, where no memslot exists, so the read
+     * becomes an MMIO exit that no device claims. */
+    uint64_t mmio = 0xd0000000u;
+    if (boot->ram_size > mmio) {
+        printf("faults: unclaimed needs less than 3.25 GiB of RAM\n");
+        return 1;
+    }
+    outb(0x2f8, 0x5a);
+    outb(0x2f8, 0x5b); /* same port again: the VMM logs it once */
+    uint8_t port = inb(0x2f8);
+    uint32_t word = *(volatile uint32_t *)(uintptr_t)mmio;
+    *(volatile uint32_t *)(uintptr_t)mmio = 0x12345678;
+    printf("faults: unclaimed: port read 0x%x, mmio read 0x%x\n", port, word);
+    if (port != 0xff || word != 0xffffffffu) {
+        printf("faults: unclaimed: expected all ones\n");
+        return 1;
+    }
+    printf("faults: unclaimed: ok\n");
+    return 0;
+}
+
 /* ---- hypercalls ------------------------------------------------------------- */
 
 static unsigned hc_checks, hc_failures;
@@ -311,7 +338,9 @@ int guest_main(const struct guest_boot *boot)
         return test_wild_hypercall(boot);
     if (!strcmp(mode, "wild-rip"))
         return test_wild_rip(boot);
-    printf("faults: unknown command line '%s' (want recover, unhandled, triple, wild-hypercall or wild-rip)\n",
+    if (!strcmp(mode, "unclaimed"))
+        return test_unclaimed(boot);
+    printf("faults: unknown command line '%s' (want recover, unhandled, triple, wild-hypercall, wild-rip or unclaimed)\n",
            boot->cmdline);
     return 2;
 }

@@ -2,30 +2,36 @@
 # nested-kvm.sh - run a command inside a QEMU (TCG) guest that has /dev/kvm.
 #
 # This machine has no /dev/kvm, so KVM tests run "nested": QEMU emulates an
-# AMD CPU with SVM+NPT, boots the host's own Debian kernel, loads kvm-amd and
-# runs COMMAND there.  The guest sees the host root filesystem read-only over
-# virtio-9p and the project directory read-write at the same path, and chroots
-# into it, so COMMAND runs with the host's own (dynamically linked) binaries in
-# the caller's working directory.
+# AMD EPYC with SVM+NPT, boots the host's own Debian kernel from a small
+# busybox initramfs, loads kvm-amd and runs COMMAND there.  The guest mounts
+# the host root filesystem read-only over virtio-9p and the project directory
+# read-write at the same path, then chroots into it, so COMMAND runs with the
+# host's own (dynamically linked) binaries in the caller's working directory.
 #
 # Data paths:
 #   ttyS0 (kernel console + init messages) -> $tmp/console.log
 #   ttyS1 (COMMAND's stdout+stderr, raw)   -> fifo -> cat -> our stdout (live)
-#   init prints HV-NESTED-EXIT=<status> on ttyS0, then powers off; we parse it.
+#   The init prints HV-NESTED-EXIT=<status> on ttyS0 and powers off; we parse
+#   it.  No marker means the guest failed (panic, module load, ...).
+#
+# The initramfs is two concatenated newc archives (the kernel accepts that):
+# a cached base (busybox, modules, /init) and a tiny per-run one (/hv/*).
 set -euo pipefail
 
 readonly PROG=nested-kvm
 # Exit codes of the runner itself (COMMAND's own status is passed through).
 readonly EXIT_USAGE=2 EXIT_TIMEOUT=124 EXIT_RUNNER=125
-# Caller variables passed into the guest when set (plus every HV_* variable).
+# Caller variables passed into the guest when exported (plus all HV_*).
 readonly PASS_VARS=(CTEST_OUTPUT_ON_FAILURE CTEST_PARALLEL_LEVEL VERBOSE
                     ASAN_OPTIONS UBSAN_OPTIONS LSAN_OPTIONS GTEST_FILTER)
-# Modules to insmod in the guest; their dependencies are resolved from
-# modules.dep and loaded first, so this yields e.g. irqbypass kvm ccp kvm-amd.
+# Modules to insmod in the guest.  Dependencies come from modules.dep and load
+# first, giving: virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev
+# virtio_pci 9pnet 9pnet_virtio netfs fscache 9p irqbypass kvm ccp kvm-amd.
 readonly WANT_MODULES=(virtio_pci 9pnet_virtio 9p kvm-amd)
-# 9p mount options.  The host root is read-only and does not change under us,
-# so cache=loose (page cache, fast exec) is safe there; the project share is
-# written by COMMAND, so it uses cache=mmap (write-through, mmap-able).
+# 9p mount options (msize: larger messages make reads of big binaries faster).
+# The guest adds cache=loose for the read-only host root (it does not change
+# under us; page cache makes exec fast) and cache=mmap for the read-write
+# project share (write-through, so nothing is lost at power-off, but mmap-able).
 readonly P9_OPTS="trans=virtio,version=9p2000.L,msize=512000"
 
 usage() {
@@ -34,39 +40,62 @@ Usage: scripts/nested-kvm.sh [OPTIONS] -- COMMAND [ARGS...]
 
 Run COMMAND inside a QEMU/TCG guest where /dev/kvm exists (nested KVM on an
 emulated AMD EPYC with SVM+NPT).  The host root is visible read-only, the
-project directory read-write at the same path; COMMAND runs in the current
-directory with the host's binaries.  Its output streams to stdout and the
-script exits with COMMAND's exit status.
+project directory ($project_dir) read-write at the same path, and
+/tmp, /run, /dev, /proc, /sys are the guest's own.  COMMAND runs as root in
+the current directory with the host's binaries; its stdout+stderr stream to
+stdout (stdin is /dev/null).
 
 Options:
   --cpus N             guest vCPUs (default 2)
   --mem MiB            guest memory in MiB (default 2048)
-  --timeout S          kill the guest after S seconds, exit 124 (default 600)
+  --timeout S          kill the guest after S seconds (default 600)
   --keep-console FILE  copy the guest console log (ttyS0) to FILE
   -h, --help           show this help
 
-Exit status: COMMAND's status; 124 on timeout; 125 if the runner or guest
-failed before COMMAND finished (the console tail is printed to stderr);
-2 on usage errors.
+Exit status: COMMAND's status; 124 on timeout; 125 if the runner or the
+guest failed before COMMAND finished; 2 on usage errors.  On any non-zero
+status the tail of the guest console is printed to stderr.
 
 Environment:
   HV_NESTED_KERNEL     kernel image to boot (default: newest /boot/vmlinuz-*
-                       with a matching /lib/modules/<version>)
+                       that has /lib/modules/<version>)
   HV_NESTED_CACHE      initramfs cache dir (default ~/.cache/hv-nested)
   HV_NESTED_APPEND     extra guest kernel arguments (e.g. loglevel=7)
-  Inside the guest HV_NESTED=1 is set; HOME=/root; HV_* and
-  ${PASS_VARS[*]} are passed through.
+Inside the guest: HV_NESTED=1, HOME=/root, TERM=dumb, a standard PATH, and
+the caller's HV_* and ${PASS_VARS[*]} if exported.
 EOF
 }
 
 die() { echo "$PROG: $*" >&2; exit "$EXIT_RUNNER"; }
-usage_error() { echo "$PROG: $*" >&2; usage >&2; exit "$EXIT_USAGE"; }
+usage_error() {
+    echo "$PROG: $*" >&2
+    echo "Usage: scripts/nested-kvm.sh [--cpus N] [--mem MiB] [--timeout S] [--keep-console FILE] -- COMMAND [ARGS...]" >&2
+    echo "Try 'scripts/nested-kvm.sh --help'." >&2
+    exit "$EXIT_USAGE"
+}
 
 # Quote for POSIX sh (the guest init is busybox sh; bash's %q may emit $'..').
 sh_quote() { printf "'%s'" "${1//\'/\'\\\'\'}"; }
 
+# True if $1 is an ELF file without a PT_INTERP program header, i.e. static.
+# (Grepping for "ld-linux" is not enough: static busybox contains it too.)
+elf_is_static() {
+    local phoff phentsize phnum i type
+    [[ $(od -An -c -N4 "$1" | tr -d ' ') == 177ELF ]] || return 1
+    read -r phoff < <(od -An -tu8 -j32 -N8 "$1")
+    read -r phentsize phnum < <(od -An -tu2 -j54 -N4 "$1")
+    for ((i = 0; i < phnum; i++)); do
+        read -r type < <(od -An -tu4 -j$((phoff + i * phentsize)) -N4 "$1")
+        ((type != 3)) || return 1   # PT_INTERP
+    done
+}
+
+script_path=$(readlink -f "${BASH_SOURCE[0]}")
+project_dir=$(cd "$(dirname "$script_path")/.." && pwd -P)
+cwd=$(pwd -P)
+
 # ---------------------------------------------------------------- arguments
-cpus=2 mem=2048 timeout=600 keep_console=
+cpus=2 mem=2048 timeout=600 keep_console=''
 while (($#)); do
     case $1 in
         -h|--help) usage; exit 0 ;;
@@ -90,21 +119,17 @@ while (($#)); do
 done
 (($#)) || usage_error "no COMMAND given"
 for v in cpus mem timeout; do
-    [[ ${!v} =~ ^[1-9][0-9]*$ ]] || usage_error "--$v must be a positive integer, got '${!v}'"
+    [[ ${!v} =~ ^[1-9][0-9]{0,6}$ ]] || usage_error "--$v must be a positive integer, got '${!v}'"
 done
 
 # ------------------------------------------------------------ prerequisites
-script_path=$(readlink -f "${BASH_SOURCE[0]}")
-project_dir=$(cd "$(dirname "$script_path")/.." && pwd -P)
-cwd=$(pwd -P)
-
 command -v qemu-system-x86_64 >/dev/null ||
     die "qemu-system-x86_64 not found (run scripts/setup.sh)"
 
 if [[ -n ${HV_NESTED_KERNEL:-} ]]; then
     kernel=$HV_NESTED_KERNEL
     [[ -f $kernel ]] || die "HV_NESTED_KERNEL=$kernel does not exist"
-    kver=$(basename "$kernel"); kver=${kver#vmlinuz-}
+    kver=${kernel##*/}; kver=${kver#vmlinuz-}
 else
     # Newest kernel that has its modules installed.
     kernel='' kver=''
@@ -122,17 +147,6 @@ moddir=/lib/modules/$kver
 grep -q '/kvm-amd\.ko' "$moddir/modules.dep" ||
     die "KVM modules (kvm-amd) missing in $moddir (run scripts/setup.sh)"
 
-# True if $1 is an ELF file without a PT_INTERP program header, i.e. static.
-elf_is_static() {
-    local phoff phentsize phnum i type
-    [[ $(od -An -c -N4 "$1" | tr -d ' ') == 177ELF ]] || return 1
-    read -r phoff < <(od -An -tu8 -j32 -N8 "$1")
-    read -r phentsize phnum < <(od -An -tu2 -j54 -N4 "$1")
-    for ((i = 0; i < phnum; i++)); do
-        read -r type < <(od -An -tu4 -j$((phoff + i * phentsize)) -N4 "$1")
-        ((type != 3)) || return 1
-    done
-}
 # The initramfs has no libc, so busybox must be the static build.
 busybox=''
 for b in /bin/busybox /usr/bin/busybox "$(command -v busybox || true)"; do
@@ -140,30 +154,68 @@ for b in /bin/busybox /usr/bin/busybox "$(command -v busybox || true)"; do
 done
 [[ -n $busybox ]] || die "static busybox not found (install busybox-static; run scripts/setup.sh)"
 
-# COMMAND runs at the same path inside the guest; paths the guest replaces
-# with fresh filesystems would not be the caller's directory.
+# COMMAND runs at the same path in the guest; the guest's own /tmp, /run,
+# /dev, /proc, /sys hide the host's, so the caller cannot be there (unless in
+# the project, which is mounted on top).
 if [[ $cwd != "$project_dir" && $cwd != "$project_dir"/* ]]; then
     case $cwd/ in
         /tmp/*|/run/*|/proc/*|/sys/*|/dev/*)
-            die "working directory $cwd is hidden in the guest (fresh /tmp,/run,/proc,/sys,/dev); run from the project or another host path" ;;
+            die "working directory $cwd does not exist in the guest (its /tmp,/run,/dev,/proc,/sys are fresh); run from the project dir or another host path" ;;
     esac
 fi
 [[ $project_dir != *$'\n'* && $cwd != *$'\n'* ]] || die "paths with newlines are not supported"
 
-# ------------------------------------------------------------ base initramfs
+# ------------------------------------------------------------ temp + traps
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/hv-nested.XXXXXX")
+qemu_pid='' cat_pid='' timer_pid='' partial=''
+# Stop QEMU: SIGTERM (it exits cleanly), SIGKILL if it is still there after
+# 5s, and reap it so no zombie is left behind.
+stop_qemu() {
+    local i
+    [[ -n $qemu_pid ]] || return 0
+    {
+        kill -TERM "$qemu_pid" || true
+        for ((i = 0; i < 50; i++)); do kill -0 "$qemu_pid" || break; sleep 0.1; done
+        kill -KILL "$qemu_pid" || true
+        wait "$qemu_pid" || true
+    } 2>/dev/null
+    qemu_pid=''
+}
+# shellcheck disable=SC2317  # invoked via trap
+cleanup() {
+    local p
+    # Normally everything has been reaped already; on errors or signals stop
+    # QEMU, the timer and cat, and reap them (silently: no "Killed" notices).
+    stop_qemu
+    for p in "$timer_pid" "$cat_pid"; do
+        [[ -z $p ]] || { kill -TERM "$p"; wait "$p"; } 2>/dev/null || true
+    done
+    rm -rf "$tmp"
+    [[ -z $partial ]] || rm -f "$partial"
+}
+trap cleanup EXIT
+# shellcheck disable=SC2317  # invoked via trap
+on_signal() {
+    echo "$PROG: interrupted, killing QEMU" >&2
+    exit "$1"   # the EXIT trap (cleanup) stops QEMU
+}
+trap 'on_signal 130' INT
+trap 'on_signal 143' TERM
+trap 'on_signal 129' HUP
 
-cache_dir=${HV_NESTED_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/hv-nested}
+# ------------------------------------------------------------ base initramfs
+cache_dir=${HV_NESTED_CACHE:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/hv-nested}
 key=$( { cat "$script_path"; echo "$kver"; stat -c '%s %Y' "$busybox" "$moddir/modules.dep"; } |
        sha256sum | cut -c1-16)
 base_cpio=$cache_dir/base-$kver-$key.cpio
 
-# The guest's PID 1.  Single-quoted heredoc: expanded in the guest, not here.
+# The guest's PID 1.  Quoted heredoc: expanded in the guest, not here.
 write_init() {
     cat <<'INIT'
 #!/bin/busybox sh
 # PID 1 of the nested-KVM guest (generated by scripts/nested-kvm.sh).
-# No /dev/console exists in the archive (building it needs root), so mount
-# devtmpfs first and then attach stdio to the console (ttyS0).
+# The archive has no /dev/console (creating device nodes needs root), so
+# mount devtmpfs first and then attach stdio to the console (ttyS0).
 /bin/busybox mount -t devtmpfs devtmpfs /dev
 exec </dev/null >/dev/console 2>&1
 /bin/busybox --install -s /bin
@@ -178,12 +230,11 @@ echo "hv-nested: loading modules"
 while read -r m; do
     insmod "/lib/modules/$m" || fail "insmod $m failed"
 done < /etc/hv-modules
-[ -c /dev/kvm ] || mknod /dev/kvm c 10 232 || fail "no /dev/kvm"
-[ -c /dev/kvm ] || fail "/dev/kvm did not appear"
+[ -c /dev/kvm ] || fail "/dev/kvm did not appear after loading kvm-amd"
 
-. /hv/config    # HV_PROJECT, HV_BASH (written per run)
+. /hv/config    # HV_PROJECT, HV_BASH, HV_P9_OPTS (per-run archive)
 H=/host
-mount_9p() {  # tag dir options; virtio probing may lag module load a little
+mount_9p() {  # tag dir options; retry in case device probing lags behind
     i=0
     until mount -t 9p -o "$3" "$1" "$2"; do
         i=$((i + 1)); [ $i -lt 20 ] || fail "mount 9p $1 on $2 failed"
@@ -200,7 +251,7 @@ mount -t proc proc $H/proc || fail "mount $H/proc"
 mount -t sysfs sysfs $H/sys || fail "mount $H/sys"
 mount -t tmpfs -o mode=1777 tmpfs $H/tmp || fail "mount $H/tmp"
 mount -t tmpfs -o mode=755 tmpfs $H/run || fail "mount $H/run"
-# The project may live under /tmp or /run, now fresh tmpfs: recreate the path.
+# The project may live under /tmp or /run (now fresh tmpfs): recreate the path.
 mkdir -p "$H$HV_PROJECT" 2>/dev/null
 mount_9p project "$H$HV_PROJECT" "$HV_P9_OPTS,cache=mmap,rw"
 mkdir -p $H/tmp/.hv-nested
@@ -249,11 +300,9 @@ resolve_modules() {
 }
 
 build_base_cpio() {
-    local stage tmp_cpio m src
+    local stage=$tmp/base m src
     resolve_modules
     mkdir -p "$cache_dir"
-    stage=$(mktemp -d "$cache_dir/.stage.XXXXXX")
-    tmp_cpio=$(mktemp "$cache_dir/.base.XXXXXX")
     mkdir -p "$stage"/{bin,dev,proc,sys,host,etc,hv,lib/modules}
     cp "$busybox" "$stage/bin/busybox"
     write_init > "$stage/init"
@@ -261,8 +310,8 @@ build_base_cpio() {
     : > "$stage/etc/hv-modules"
     for m in "${mod_order[@]}"; do
         src=$moddir/$m
-        mkdir -p "$stage/lib/modules/$(dirname "$m")"
-        # busybox insmod wants plain .ko; decompress if the kernel ships them packed.
+        mkdir -p "$stage/lib/modules/${m%/*}"
+        # busybox insmod wants a plain .ko; decompress if the kernel packs them.
         case $m in
             *.ko) cp "$src" "$stage/lib/modules/$m" ;;
             *.ko.xz) xz -dc "$src" > "$stage/lib/modules/${m%.xz}"; m=${m%.xz} ;;
@@ -272,50 +321,24 @@ build_base_cpio() {
         esac
         echo "$m" >> "$stage/etc/hv-modules"
     done
-    (cd "$stage" && find . -mindepth 1 | LC_ALL=C sort | "$busybox" cpio -o -H newc 2>/dev/null) > "$tmp_cpio"
+    partial=$(mktemp "$cache_dir/.base.XXXXXX")
+    (cd "$stage" && find . -mindepth 1 | LC_ALL=C sort |
+        "$busybox" cpio -o -H newc 2>/dev/null) > "$partial"
+    # Atomic rename: concurrent runs never see a partial archive.
+    mv -f "$partial" "$base_cpio"
+    partial=''
     rm -rf "$stage"
-    mv -f "$tmp_cpio" "$base_cpio"   # atomic: concurrent runs never see a partial file
+    # Drop archives of other script versions/kernels unused for a day.
+    find "$cache_dir" -maxdepth 1 -name 'base-*.cpio' ! -name "${base_cpio##*/}" \
+        -mtime +0 -delete 2>/dev/null || true
 }
-[[ -s $base_cpio ]] || build_base_cpio
+if [[ -s $base_cpio ]]; then
+    touch "$base_cpio"   # mark as in use (see pruning above)
+else
+    build_base_cpio
+fi
 
 # ------------------------------------------------------------ per-run data
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/hv-nested.XXXXXX")
-qemu_pid='' cat_pid='' timer_pid=''
-# Stop QEMU: SIGTERM (it exits cleanly), SIGKILL if it is still there after
-# 5s, and reap it so no zombie is left.
-stop_qemu() {
-    local i
-    [[ -n $qemu_pid ]] || return 0
-    {
-        kill -TERM "$qemu_pid" || true
-        for ((i = 0; i < 50; i++)); do kill -0 "$qemu_pid" || break; sleep 0.1; done
-        kill -KILL "$qemu_pid" || true
-        wait "$qemu_pid" || true
-    } 2>/dev/null
-    qemu_pid=''
-}
-# shellcheck disable=SC2317  # invoked via trap
-cleanup() {
-    local p
-    # Normally everything has been reaped already; on errors or signals stop
-    # QEMU, the timer and cat, and reap them (silently: no "Killed" notices).
-    stop_qemu
-    for p in "$timer_pid" "$cat_pid"; do
-        [[ -z $p ]] || { kill -TERM "$p"; wait "$p"; } 2>/dev/null || true
-    done
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-# shellcheck disable=SC2317  # invoked via trap
-on_signal() {
-    echo "$PROG: interrupted, killing QEMU" >&2
-    # cleanup (EXIT trap) stops QEMU, the timer and cat.
-    exit "$1"
-}
-trap 'on_signal 130' INT
-trap 'on_signal 143' TERM
-trap 'on_signal 129' HUP
-
 mkdir -p "$tmp/run/hv"
 {
     echo "HV_PROJECT=$(sh_quote "$project_dir")"
@@ -323,28 +346,26 @@ mkdir -p "$tmp/run/hv"
     echo "HV_P9_OPTS=$(sh_quote "$P9_OPTS")"
 } > "$tmp/run/hv/config"
 {
-    # Executed by the host's bash inside the chroot, so bash %q quoting is fine.
-    printf 'cd -- %q || { echo "%s: cannot cd to %q in the guest" >&2; exit %d; }\n' \
-        "$cwd" "$PROG" "$cwd" "$EXIT_RUNNER"
+    # Run by the host's bash inside the chroot, so bash's %q quoting is fine.
+    printf 'cd -- %q || exit %d\n' "$cwd" "$EXIT_RUNNER"
     echo 'export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
     echo 'export HOME=/root TERM=dumb'
     for v in "${PASS_VARS[@]}" $(compgen -v HV_ || true); do
-        [[ $v == HV_NESTED ]] && continue
-        if [[ -n ${!v+set} ]] && declare -p "$v" 2>/dev/null | grep -q '^declare -[^ ]*x'; then
-            printf 'export %s=%q\n' "$v" "${!v}"
-        fi
+        [[ $v != HV_NESTED && -v $v && ${!v@a} == *x* ]] || continue   # exported only
+        printf 'export %s=%q\n' "$v" "${!v}"
     done
     echo 'export HV_NESTED=1'
     printf 'exec'; printf ' %q' "$@"; printf '\n'
 } > "$tmp/run/hv/run.sh"
-(cd "$tmp/run" && find . -mindepth 1 | LC_ALL=C sort | "$busybox" cpio -o -H newc 2>/dev/null) > "$tmp/run.cpio"
+(cd "$tmp/run" && find . -mindepth 1 | LC_ALL=C sort |
+    "$busybox" cpio -o -H newc 2>/dev/null) > "$tmp/run.cpio"
 cat "$base_cpio" "$tmp/run.cpio" > "$tmp/initrd.cpio"
 
 # ------------------------------------------------------------ run QEMU
 console=$tmp/console.log
 mkfifo "$tmp/out.fifo"
-# cat copies COMMAND's output to our stdout; QEMU never touches our stdio
-# (so it cannot set O_NONBLOCK on a pipe we share with the caller).
+# cat copies COMMAND's output to our stdout.  QEMU never gets our stdio, so
+# it cannot set O_NONBLOCK on a pipe or terminal we share with the caller.
 cat "$tmp/out.fifo" &
 cat_pid=$!
 
@@ -369,7 +390,7 @@ qemu_pid=$!
 sleep "$timeout" >/dev/null 2>&1 &
 timer_pid=$!
 
-qemu_rc=0 who=
+qemu_rc=0 who=''
 wait -n -p who "$qemu_pid" "$timer_pid" || qemu_rc=$?
 timed_out=0
 if [[ $who == "$timer_pid" ]]; then
@@ -377,15 +398,17 @@ if [[ $who == "$timer_pid" ]]; then
     timer_pid=''
     stop_qemu
 else
+    qemu_pid=''
     { kill "$timer_pid"; wait "$timer_pid"; } 2>/dev/null || true
     timer_pid=''
 fi
-qemu_pid=''
 wait "$cat_pid" 2>/dev/null || true   # flush the rest of COMMAND's output
 cat_pid=''
 elapsed=$((SECONDS - start))
 
-[[ -n $keep_console ]] && { cp "$console" "$keep_console" || echo "$PROG: cannot write $keep_console" >&2; }
+if [[ -n $keep_console ]]; then
+    cp "$console" "$keep_console" || echo "$PROG: cannot write $keep_console" >&2
+fi
 
 show_console() {
     echo "$PROG: $1" >&2
@@ -407,7 +430,7 @@ if ((timed_out)); then
 elif [[ -z $marker ]]; then
     reason=$(tr -d '\r' < "$console" | sed -n 's/.*HV-NESTED-ERROR: //p' | tail -n 1)
     if [[ -z $reason ]] && grep -q 'Kernel panic' "$console"; then reason="guest kernel panic"; fi
-    show_console "guest failed before COMMAND finished (${reason:-no exit marker; QEMU status $qemu_rc}) after ${elapsed}s"
+    show_console "guest failed before COMMAND finished (${reason:-no exit marker, QEMU exit status $qemu_rc}) after ${elapsed}s"
     exit "$EXIT_RUNNER"
 elif ((marker != 0)); then
     show_console "COMMAND exited with status $marker after ${elapsed}s"

@@ -77,6 +77,9 @@ std::string format_crash_report(const CrashInput& in, const GuestMemory& memory)
     const std::uint64_t ctl[] = {r.rip, r.rflags, in.sregs.cr0, cr2, in.sregs.cr3, in.sregs.cr4,
                                  in.sregs.efer, in.sregs.cs.selector, in.sregs.ss.selector};
     out += reg_line(ctl_names, ctl, 9);
+    if (!in.guest_frame && r.rip == 0xfff0 && in.sregs.cs.selector == 0xf000 && !(in.sregs.cr0 & 1))
+        out += "note: these are the vCPU's reset values: KVM may reset the vCPU when it intercepts a shutdown "
+               "(it does on AMD SVM), so the state at the fault is lost\n";
 
     const int bits = code_bits(in.sregs);
     std::string failure;
