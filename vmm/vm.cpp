@@ -231,12 +231,28 @@ void Vm::print_stats(Clock::time_point start, Clock::time_point end) const {
     std::fprintf(stderr, "  vmm peak rss         %ld KiB\n", ru.ru_maxrss);
 }
 
+// Each vCPU holds a file descriptor; 1024 vCPUs exceed the usual soft limit
+// of 1024 open files, so raise it up to the hard limit when needed.
+void ensure_fd_limit(std::uint32_t cpus) {
+    const rlim_t needed = rlim_t{cpus} + 64;
+    rlimit lim{};
+    if (getrlimit(RLIMIT_NOFILE, &lim) != 0 || lim.rlim_cur >= needed) return;
+    if (lim.rlim_max != RLIM_INFINITY && lim.rlim_max < needed)
+        throw VmmError("--cpus " + std::to_string(cpus) + " needs about " + std::to_string(needed) +
+                       " file descriptors, but the hard limit is " + std::to_string(lim.rlim_max) + " (ulimit -Hn)");
+    lim.rlim_cur = needed;
+    if (setrlimit(RLIMIT_NOFILE, &lim) != 0)
+        throw VmmError(std::string("cannot raise the open-file limit to ") + std::to_string(needed) + ": " +
+                       std::strerror(errno));
+}
+
 int Vm::run() {
     kvm_.require_capabilities();
     const unsigned max = kvm_.max_vcpus();
     if (config_.cpus > max)
         throw VmmError("--cpus " + std::to_string(config_.cpus) + " exceeds KVM's maximum of " + std::to_string(max) +
                        " vCPUs (KVM_CAP_MAX_VCPUS)");
+    ensure_fd_limit(config_.cpus);
     run_size_ = kvm_.vcpu_mmap_size();
     vm_ = std::make_unique<KvmVm>(kvm_);
     if (kvm_.check_extension(KVM_CAP_SET_TSS_ADDR)) vm_->set_tss_addr(0xfffbd000); // Intel needs it; unused by our guests
