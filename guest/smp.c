@@ -2,7 +2,7 @@
  * smp: every vCPU checks in (bitmap + counter) and records its RSP; vCPU 0
  * waits for all of them and checks that each index arrived exactly once and
  * that every stack lies in its own ABI slot:
- *   vCPU i: [ram_size - (i+1)*HV_STACK_SIZE, ram_size - i*HV_STACK_SIZE).
+ *   vCPU i: [top - (i+1)*HV_STACK_SIZE, top - i*HV_STACK_SIZE), top = min(RAM, 4 GiB).
  * Exit 0 when everything matches, 1 otherwise.
  */
 #include "rt.h"
@@ -90,7 +90,8 @@ int guest_main(const struct guest_boot *boot)
                 printf("smp: vCPU %u booted with %u vCPUs and 0x%lx bytes of RAM; vCPU 0 with %u and 0x%lx\n", i,
                        seen_ncpus[i], (unsigned long)seen_ram[i], n, (unsigned long)ram);
         }
-        uint64_t top = ram - (uint64_t)i * HV_STACK_SIZE;
+        uint64_t stacks_top = ram < (1ull << 32) ? ram : (1ull << 32); /* abi.h: below 4 GiB */
+        uint64_t top = stacks_top - (uint64_t)i * HV_STACK_SIZE;
         uint64_t bottom = top - HV_STACK_SIZE;
         uint64_t sp = stack_ptr[i];
         if (sp < bottom || sp >= top) {

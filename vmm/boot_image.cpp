@@ -140,8 +140,9 @@ void check_image_fits(const BootImage& image, std::uint64_t ram_size, std::uint3
         if (end > ram_size)
             fail(name, "segment " + range + " lies outside guest RAM (" + format_size(ram_size) + ", ends at " +
                            hex(ram_size) + "); raise --mem");
-        if (end > stacks)
-            fail(name, "segment " + range + " overlaps the vCPU stacks at [" + hex(stacks) + ", " + hex(ram_size) +
+        if (end > stacks && s.gpa < layout::stacks_top(ram_size))
+            fail(name, "segment " + range + " overlaps the vCPU stacks at [" + hex(stacks) + ", " +
+                           hex(layout::stacks_top(ram_size)) +
                            ") (" + std::to_string(cpus) + " x " + format_size(HV_STACK_SIZE) + "); raise --mem");
         if (i + 1 < sorted.size() && sorted[i + 1].gpa < end)
             fail(name, "segments " + range + " and [" + hex(sorted[i + 1].gpa) + ", ...) overlap");

@@ -40,13 +40,13 @@ ExitAction hypercall(const ExitRecord& exit, ExitContext& ctx) {
 
 ExitAction port_or_mmio(const ExitRecord& exit, ExitContext& ctx) {
     const bool port = exit.kind == ExitKind::Io;
-    if (port && exit.address == HV_HYPERCALL_PORT && exit.is_write && exit.size == 4 && exit.count == 1)
-        return hypercall(exit, ctx);
-    Bus& bus = port ? ctx.ports : ctx.mmio;
     if (exit.size == 0 || exit.data.size() < std::uint64_t{exit.size} * exit.count)
         return stop_crash(ctx, std::string("malformed ") + to_string(exit.kind) + " exit: " +
                                    std::to_string(exit.count) + " x " + std::to_string(exit.size) +
                                    " bytes with a " + std::to_string(exit.data.size()) + "-byte buffer");
+    if (port && exit.address == HV_HYPERCALL_PORT && exit.is_write && exit.size == 4 && exit.count == 1)
+        return hypercall(exit, ctx);
+    Bus& bus = port ? ctx.ports : ctx.mmio;
     for (std::uint32_t i = 0; i < exit.count; ++i) {
         auto chunk = exit.data.subspan(std::size_t{i} * exit.size, exit.size);
         const BusResult r = exit.is_write ? bus.write(exit.address, chunk) : bus.read(exit.address, chunk);

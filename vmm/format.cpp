@@ -49,8 +49,10 @@ std::optional<std::uint64_t> parse_size(std::string_view text) {
         default: return std::nullopt;
         }
         suffix.remove_prefix(1);
-        if (!suffix.empty() && suffix != "B" && suffix != "b" && suffix != "iB" && suffix != "ib")
-            return std::nullopt;
+        auto lower = [](char c) { return static_cast<char>(std::tolower(static_cast<unsigned char>(c))); };
+        const bool b = suffix.size() == 1 && lower(suffix[0]) == 'b';
+        const bool ib = suffix.size() == 2 && lower(suffix[0]) == 'i' && lower(suffix[1]) == 'b';
+        if (!suffix.empty() && !b && !ib) return std::nullopt;
     }
     if (shift && value > (UINT64_MAX >> shift)) return std::nullopt;
     return value << shift;

@@ -27,11 +27,16 @@ inline constexpr std::uint64_t kImageStart = HV_RESERVED_END;
 inline constexpr std::uint64_t kMinRam = 4ull << 20;
 inline constexpr std::uint64_t kMaxRam = kMaxMappedGiB << 30;
 
+// Stacks hang down from the top of RAM below 4 GiB, so a 32-bit entry (and
+// a 32-bit hypercall address of a stack variable) can reach them.
+inline constexpr std::uint64_t stacks_top(std::uint64_t ram_size) {
+    return ram_size < (4ull << 30) ? ram_size : (4ull << 30);
+}
 inline constexpr std::uint64_t stacks_base(std::uint64_t ram_size, std::uint32_t cpus) {
-    return ram_size - std::uint64_t{cpus} * HV_STACK_SIZE;
+    return stacks_top(ram_size) - std::uint64_t{cpus} * HV_STACK_SIZE;
 }
 inline constexpr std::uint64_t stack_top(std::uint64_t ram_size, std::uint32_t vcpu) {
-    return ram_size - std::uint64_t{vcpu} * HV_STACK_SIZE;
+    return stacks_top(ram_size) - std::uint64_t{vcpu} * HV_STACK_SIZE;
 }
 
 } // namespace hv::layout

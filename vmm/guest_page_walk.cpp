@@ -48,12 +48,17 @@ std::vector<std::uint8_t> read_guest_virtual(const GuestMemory& memory, const kv
         }
         const std::uint64_t pa = std::get<std::uint64_t>(gpa);
         const std::size_t in_page = std::min<std::size_t>(len - out.size(), 0x1000 - (va & 0xfff));
-        auto bytes = memory.span(pa, in_page);
-        if (!bytes) {
-            if (failure) *failure = "guest-physical " + hex(pa) + " (from virtual " + hex(va) + ") is outside guest RAM";
+        const std::size_t readable = pa < memory.size() ? std::min<std::uint64_t>(in_page, memory.size() - pa) : 0;
+        if (readable) {
+            auto bytes = memory.span(pa, readable);
+            out.insert(out.end(), bytes->begin(), bytes->end());
+        }
+        if (readable < in_page) {
+            if (failure)
+                *failure = "guest-physical " + hex(pa + readable) + " (from virtual " + hex(va + readable) +
+                           ") is outside guest RAM";
             break;
         }
-        out.insert(out.end(), bytes->begin(), bytes->end());
     }
     return out;
 }

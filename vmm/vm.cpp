@@ -315,7 +315,7 @@ void validate_run_options(const RunOptions& opt) {
     if (opt.mem % layout::kPageSize)
         throw VmmError("--mem must be a multiple of 4 KiB (got " + std::to_string(opt.mem) + " bytes)");
     const std::uint64_t stacks = std::uint64_t{opt.cpus} * HV_STACK_SIZE;
-    if (stacks > opt.mem - layout::kImageStart)
+    if (stacks > layout::stacks_top(opt.mem) - layout::kImageStart)
         throw VmmError("--mem " + format_size(opt.mem) + " cannot hold " + std::to_string(opt.cpus) + " vCPU stacks of " +
                        format_size(HV_STACK_SIZE) + " above the reserved first MiB; raise --mem");
     if (opt.timeout_seconds < 0) throw VmmError("--timeout must not be negative");

@@ -19,8 +19,12 @@
  *
  * Guest-physical layout: [0, HV_RESERVED_END) belongs to the VMM (GDT, page
  * tables, boot information); loadable segments must lie above it. Stacks
- * are carved from the top of RAM: vCPU i owns
- * [ram_size - (i+1)*HV_STACK_SIZE, ram_size - i*HV_STACK_SIZE).
+ * are carved from the top of RAM below 4 GiB: with top = min(ram_size, 4 GiB),
+ * vCPU i owns [top - (i+1)*HV_STACK_SIZE, top - i*HV_STACK_SIZE).
+ * Hypercall blocks must lie below 4 GiB (the port takes a 32-bit address).
+ * The identity map covers max(4 GiB, RAM rounded up to 1 GiB); nothing
+ * above that is mapped. Multiboot modules are page-aligned; mod_end is
+ * exclusive.
  */
 #ifndef HV_ABI_H
 #define HV_ABI_H
