@@ -366,7 +366,11 @@ console=$tmp/console.log
 mkfifo "$tmp/out.fifo"
 # cat copies COMMAND's output to our stdout.  QEMU never gets our stdio, so
 # it cannot set O_NONBLOCK on a pipe or terminal we share with the caller.
-cat "$tmp/out.fifo" &
+# We hold the FIFO open read-write (never blocks on Linux) so that neither
+# cat nor QEMU can block in open(), even if QEMU dies before opening it; cat
+# sees EOF once QEMU has exited and we close our end.
+exec {fifo_fd}<>"$tmp/out.fifo"
+cat "$tmp/out.fifo" {fifo_fd}>&- &
 cat_pid=$!
 
 # shellcheck disable=SC2054  # commas are QEMU option syntax
@@ -384,10 +388,10 @@ qemu_args=(
     -device virtio-9p-pci,fsdev=fsproj,mount_tag=project
 )
 start=$SECONDS
-qemu-system-x86_64 "${qemu_args[@]}" </dev/null >"$tmp/qemu.err" 2>&1 &
+qemu-system-x86_64 "${qemu_args[@]}" </dev/null >"$tmp/qemu.err" 2>&1 {fifo_fd}>&- &
 qemu_pid=$!
 # The timer must not hold our stdout open (a caller piping us would hang).
-sleep "$timeout" >/dev/null 2>&1 &
+sleep "$timeout" >/dev/null 2>&1 {fifo_fd}>&- &
 timer_pid=$!
 
 qemu_rc=0 who=''
@@ -402,6 +406,7 @@ else
     { kill "$timer_pid"; wait "$timer_pid"; } 2>/dev/null || true
     timer_pid=''
 fi
+exec {fifo_fd}>&-
 wait "$cat_pid" 2>/dev/null || true   # flush the rest of COMMAND's output
 cat_pid=''
 elapsed=$((SECONDS - start))

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Second command of the README: the whole test suite.
 #  1. ASan+UBSan build (clang): unit tests.
-#  2. Normal build (g++): unit tests, `kvm` tests (direct when /dev/kvm is
+#  2. TSan build (g++): unit tests.
+#  3. Normal build (g++): unit tests, `kvm` tests (direct when /dev/kvm is
 #     usable, SKIPPED otherwise) and the `nested` test, which runs the `kvm`
 #     tests inside a nested KVM host under QEMU when /dev/kvm is absent.
 # Exits non-zero when any step fails.
@@ -13,6 +14,10 @@ jobs=$(nproc)
 echo "== sanitizer build (clang, ASan+UBSan): unit tests"
 CC=clang CXX=clang++ scripts/build.sh build-asan -DHV_SANITIZE=ON
 ctest --test-dir build-asan -L unit -j "$jobs" --output-on-failure
+
+echo "== ThreadSanitizer build (g++): unit tests"
+CC=gcc CXX=g++ scripts/build.sh build-tsan -DHV_TSAN=ON
+ctest --test-dir build-tsan -L unit -j "$jobs" --output-on-failure
 
 echo "== normal build (g++)"
 CC=gcc CXX=g++ scripts/build.sh build
