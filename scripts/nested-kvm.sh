@@ -181,9 +181,13 @@ stop_qemu() {
     } 2>/dev/null
     qemu_pid=''
 }
+# Forked children (cat, sleep, QEMU) run with our traps until they exec; a
+# signal in that window must not make them clean up on our behalf.
+main_pid=$BASHPID
 # shellcheck disable=SC2317  # invoked via trap
 cleanup() {
     local p
+    [[ $BASHPID == "$main_pid" ]] || return 0
     # Normally everything has been reaped already; on errors or signals stop
     # QEMU, the timer and cat, and reap them (silently: no "Killed" notices).
     stop_qemu
@@ -196,6 +200,7 @@ cleanup() {
 trap cleanup EXIT
 # shellcheck disable=SC2317  # invoked via trap
 on_signal() {
+    [[ $BASHPID == "$main_pid" ]] || exit "$1"
     echo "$PROG: interrupted, killing QEMU" >&2
     exit "$1"   # the EXIT trap (cleanup) stops QEMU
 }
@@ -363,6 +368,7 @@ cat "$base_cpio" "$tmp/run.cpio" > "$tmp/initrd.cpio"
 
 # ------------------------------------------------------------ run QEMU
 console=$tmp/console.log
+: > "$console"   # exists even if QEMU fails before creating it
 mkfifo "$tmp/out.fifo"
 # cat copies COMMAND's output to our stdout.  QEMU never gets our stdio, so
 # it cannot set O_NONBLOCK on a pipe or terminal we share with the caller.

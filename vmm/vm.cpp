@@ -97,6 +97,7 @@ private:
     Clock::time_point start_;
     StopLatch stop_;
     std::atomic<std::uint32_t> halted_{0};
+    std::atomic<std::uint32_t> halted_with_if_{0};
     std::mutex log_mutex_;
     std::vector<VcpuThread> threads_;
 };
@@ -185,15 +186,21 @@ void Vm::vcpu_loop(VcpuThread& t) {
         case ExitAction::Kind::Resume: break;
         case ExitAction::Kind::Stop: return;
         case ExitAction::Kind::Halted:
-            if (halted_.fetch_add(1) + 1 == config_.cpus)
-                stop_.request(StopReason::AllHalted, 0, "all vCPUs halted with interrupts off");
+        case ExitAction::Kind::Park: {
+            // This VM has no interrupt sources yet (no irqchip, no timer), so
+            // a vCPU halted with interrupts on can never wake either: both
+            // count as halted for good.
+            if (action.kind == ExitAction::Kind::Park) halted_with_if_.fetch_add(1);
+            if (halted_.fetch_add(1) + 1 == config_.cpus) {
+                const std::uint32_t with_if = halted_with_if_.load();
+                stop_.request(StopReason::AllHalted, 0,
+                              with_if == 0 ? std::string("all vCPUs halted with interrupts off")
+                                           : "all vCPUs halted (" + std::to_string(with_if) +
+                                                 " with interrupts on, but this VM has no interrupt source to wake them)");
+            }
             stop_.wait();
             return;
-        case ExitAction::Kind::Park:
-            // No interrupt source exists yet (no irqchip), so nothing can wake
-            // a vCPU halted with interrupts on: it waits for the VM to end.
-            stop_.wait();
-            return;
+        }
         }
     }
 }
