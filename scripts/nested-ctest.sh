@@ -14,5 +14,5 @@ if [[ -r /dev/kvm && -w /dev/kvm && ${HV_NESTED:-0} != 1 ]]; then
   exit 77
 fi
 export HV_REQUIRE_KVM=1
-exec "$root/scripts/nested-kvm.sh" --cpus 2 --mem 3072 --timeout 1400 -- \
-  ctest --test-dir "$build" -L kvm --output-on-failure --timeout 600 "$@"
+exec "$root/scripts/nested-kvm.sh" --cpus 2 --mem 3072 --timeout 1200 -- \
+  ctest --test-dir "$build" -L kvm --output-on-failure --timeout 300 "$@"

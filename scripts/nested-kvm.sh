@@ -192,7 +192,7 @@ cleanup() {
     # QEMU, the timer and cat, and reap them (silently: no "Killed" notices).
     stop_qemu
     for p in "$timer_pid" "$cat_pid"; do
-        [[ -z $p ]] || { kill -TERM "$p"; wait "$p"; } 2>/dev/null || true
+        [[ -z $p ]] || { kill -KILL "$p"; wait "$p"; } 2>/dev/null || true
     done
     rm -rf "$tmp"
     [[ -z $partial ]] || rm -f "$partial"
@@ -228,14 +228,19 @@ export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 
+# Markers for the host go through printk as well: the kernel writes console
+# messages synchronously, whereas a plain write to the tty may still be
+# buffered when poweroff -f cuts the power.  The echo is a fallback.
+mark() { echo "<2>$*" > /dev/kmsg; echo "$*"; }
 # Without the exit marker the host reports a runner failure (exit 125).
-fail() { echo "HV-NESTED-ERROR: $*"; sync; poweroff -f; sleep 10; }
+fail() { mark "HV-NESTED-ERROR: $*"; sync; poweroff -f; sleep 10; }
 
 echo "hv-nested: loading modules"
 while read -r m; do
     insmod "/lib/modules/$m" || fail "insmod $m failed"
 done < /etc/hv-modules
 [ -c /dev/kvm ] || fail "/dev/kvm did not appear after loading kvm-amd"
+echo "hv-nested: kernel $(uname -r); loaded:" $(sed 's|.*/||; s|\.ko$||' /etc/hv-modules)
 
 . /hv/config    # HV_PROJECT, HV_BASH, HV_P9_OPTS (per-run archive)
 H=/host
@@ -265,14 +270,15 @@ cp /hv/run.sh $H/tmp/.hv-nested/run.sh || fail "cannot stage run.sh"
 # COMMAND's output goes to ttyS1 in raw mode: no \n -> \r\n translation.
 exec 3>/dev/ttyS1
 stty -F /dev/ttyS1 raw -echo || fail "stty ttyS1"
-echo "hv-nested: running command"
+echo "hv-nested: running /hv/run.sh:"
+cat /hv/run.sh
 env -i /bin/busybox chroot $H "$HV_BASH" /tmp/.hv-nested/run.sh </dev/null >&3 2>&3
 rc=$?
 # Closing the last fd of the tty waits until its output has been sent.
 exec 3>&-
 sync
 umount "$H$HV_PROJECT" 2>/dev/null
-echo "HV-NESTED-EXIT=$rc"
+mark "HV-NESTED-EXIT=$rc"
 poweroff -f
 INIT
 }
@@ -372,12 +378,16 @@ console=$tmp/console.log
 mkfifo "$tmp/out.fifo"
 # cat copies COMMAND's output to our stdout.  QEMU never gets our stdio, so
 # it cannot set O_NONBLOCK on a pipe or terminal we share with the caller.
-# We hold the FIFO open read-write (never blocks on Linux) so that neither
-# cat nor QEMU can block in open(), even if QEMU dies before opening it; cat
-# sees EOF once QEMU has exited and we close our end.
+# No open() may block, whatever order things start or die in: we open the
+# FIFO read-write first (never blocks on Linux), then a read end for cat.
+# cat sees EOF once QEMU has exited and we have closed our write end.
+# If our stdout goes away (e.g. "| head"), keep draining the FIFO so QEMU
+# never blocks writing to it and the guest still finishes.
 exec {fifo_fd}<>"$tmp/out.fifo"
-cat "$tmp/out.fifo" {fifo_fd}>&- &
+exec {cat_fd}<"$tmp/out.fifo"
+{ cat || exec cat >/dev/null; } <&"$cat_fd" {cat_fd}<&- {fifo_fd}>&- &
 cat_pid=$!
+exec {cat_fd}<&-
 
 # shellcheck disable=SC2054  # commas are QEMU option syntax
 qemu_args=(
@@ -409,7 +419,8 @@ if [[ $who == "$timer_pid" ]]; then
     stop_qemu
 else
     qemu_pid=''
-    { kill "$timer_pid"; wait "$timer_pid"; } 2>/dev/null || true
+    # SIGKILL: a just-forked child can lose a catchable signal before exec.
+    { kill -KILL "$timer_pid"; wait "$timer_pid"; } 2>/dev/null || true
     timer_pid=''
 fi
 exec {fifo_fd}>&-
