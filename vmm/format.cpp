@@ -13,7 +13,7 @@ std::string hex(std::uint64_t value) {
 
 std::string format_size(std::uint64_t bytes) {
     static constexpr const char* units[] = {"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
-    if (bytes < 1024) return std::to_string(bytes) + " bytes";
+    if (bytes < 1024) return std::to_string(bytes) + (bytes == 1 ? " byte" : " bytes");
     double v = static_cast<double>(bytes);
     int unit = -1;
     while (v >= 1024.0 && unit < 5) {

@@ -464,3 +464,18 @@ TEST_CASE("check_image_fits: a parsed image with bss checks mem_size, not file s
     // ...one page less does not, although its file bytes would.
     CHECK(contains(fits_error(image, 0x201000 + 0x3000, 1), "stacks"));
 }
+
+// With more than 4 GiB of RAM the stacks sit just below 4 GiB (abi.h), so a
+// segment above 4 GiB is fine while one reaching into the stacks is not.
+TEST_CASE("check_image_fits: RAM above 4 GiB puts the stacks below 4 GiB") {
+    constexpr std::uint64_t GiB = 1ull << 30;
+    BootImage image;
+    image.entry = 5 * GiB;
+    image.segments = {seg(5 * GiB, 0x10000)};
+    CHECK(fits_error(image, 6 * GiB, 2) == "");
+    // 2 stacks of 16 KiB: [4 GiB - 32 KiB, 4 GiB).
+    image.entry = 4 * GiB - 0x10000;
+    image.segments = {seg(4 * GiB - 0x10000, 0x10000)};
+    const std::string msg = fits_error(image, 6 * GiB, 2);
+    CHECK(contains(msg, "overlaps the vCPU stacks at [0xffff8000, 0x100000000)"));
+}
