@@ -110,7 +110,7 @@ TEST_CASE("CpuidTable::for_vcpu: x2APIC ID in leaves 0xB and 0x1F EDX, every sub
     CHECK(v.size() == 5);
 }
 
-TEST_CASE("CpuidTable::for_vcpu: returns a copy; the table is unchanged") {
+TEST_CASE("CpuidTable::for_vcpu: returns a copy and leaves the table unchanged") {
     const hv::CpuidTable table({leaf(1, 0, 0x00BBCCDD, 0), leaf(0xb, 0, 0, 0)});
     const auto v0 = table.for_vcpu(0);
     const auto v3 = table.for_vcpu(3);
