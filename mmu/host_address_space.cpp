@@ -1,0 +1,431 @@
+#include "host_address_space.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+namespace hv::mmu {
+namespace {
+
+constexpr std::uint64_t kPage = 4096;
+constexpr std::uint64_t kTableSpan = 512 * kPage; // what one leaf table maps
+constexpr std::uint64_t kAddressLimit = 1ull << 47;
+
+std::atomic_ref<std::uint64_t> at(std::uint64_t* e) { return std::atomic_ref<std::uint64_t>(*e); }
+
+std::string hexs(std::uint64_t v) {
+    char b[24];
+    std::snprintf(b, sizeof b, "0x%llx", static_cast<unsigned long long>(v));
+    return b;
+}
+
+// Calls fn(table_pfn, first_address, entries) for each existing leaf table
+// overlapping [start, end), with `entries` limited to the part inside the range.
+template <class Table, class Fn>
+void for_each_table_part(Table& table, std::uint64_t start, std::uint64_t end, Fn&& fn) {
+    table.for_each_leaf_table(start, end, [&](Pfn pfn, std::uint64_t table_start) {
+        const std::uint64_t lo = std::max(start, table_start);
+        const std::uint64_t hi = std::min(end, table_start + kTableSpan);
+        fn(pfn, lo, hi);
+    });
+}
+
+} // namespace
+
+const char* to_string(HostFaultStatus s) {
+    switch (s) {
+    case HostFaultStatus::Mapped: return "mapped";
+    case HostFaultStatus::NoMapping: return "no-mapping";
+    case HostFaultStatus::ReadOnly: return "read-only";
+    case HostFaultStatus::OutOfFrames: return "out-of-frames";
+    }
+    return "?";
+}
+
+HostAddressSpace::HostAddressSpace(FrameSpace& frames, bool page_at_a_time)
+    : frames_(frames), page_at_a_time_(page_at_a_time),
+      table_([&] {
+          auto t = RadixTable<Pte>::create(frames);
+          if (!t) throw std::runtime_error("HostAddressSpace: no frame left for the root page table");
+          return std::move(*t);
+      }()),
+      pt_locks_(std::make_unique<PtLock[]>(frames.frame_count())),
+      map_count_(std::make_unique<std::atomic<std::uint32_t>[]>(frames.frame_count())) {}
+
+HostAddressSpace::~HostAddressSpace() {
+    if (!chain_.released()) chain_.release();
+    // Drop every mapping so the frame space balances after we are gone.
+    std::vector<Pfn> to_free;
+    table_.for_each_leaf_table(0, kAddressLimit, [&](Pfn pfn, std::uint64_t) {
+        std::uint64_t* entries = frames_.entries(pfn);
+        for (unsigned i = 0; i < 512; ++i) {
+            const std::uint64_t pte = at(&entries[i]).load();
+            if (Pte::present(pte)) to_free.push_back(Pte::pfn(pte));
+            entries[i] = 0;
+        }
+    });
+    for (Pfn pfn : to_free) put_frame(pfn);
+}
+
+const HostAddressSpace::Region* HostAddressSpace::region_for(std::uint64_t address) const {
+    auto it = regions_.upper_bound(address);
+    if (it == regions_.begin()) return nullptr;
+    --it;
+    return address < it->second.end ? &it->second : nullptr;
+}
+
+void HostAddressSpace::map_anonymous(HostRange range, bool writable) {
+    if (range.start >= range.end || (range.start | range.end) % kPage || range.end > kAddressLimit)
+        throw std::invalid_argument("map_anonymous: expected a non-empty 4 KiB-aligned range below 2^47, got [" +
+                                    hexs(range.start) + ", " + hexs(range.end) + ")");
+    std::unique_lock lock(regions_mutex_);
+    auto next = regions_.lower_bound(range.start);
+    if (next != regions_.end() && next->first < range.end)
+        throw std::invalid_argument("map_anonymous: [" + hexs(range.start) + ", " + hexs(range.end) +
+                                    ") overlaps the mapping at " + hexs(next->first));
+    if (next != regions_.begin() && std::prev(next)->second.end > range.start)
+        throw std::invalid_argument("map_anonymous: [" + hexs(range.start) + ", " + hexs(range.end) +
+                                    ") overlaps the mapping at " + hexs(std::prev(next)->first));
+    regions_.emplace(range.start, Region{range.end, writable});
+}
+
+std::optional<Pfn> HostAddressSpace::new_frame() {
+    auto pfn = frames_.allocate();
+    if (pfn) map_count_[*pfn].store(1, std::memory_order_relaxed);
+    return pfn;
+}
+
+void HostAddressSpace::put_frame(Pfn pfn) {
+    if (map_count_[pfn].fetch_sub(1, std::memory_order_acq_rel) == 1) frames_.free(pfn);
+}
+
+HostAddressSpace::PteGuard HostAddressSpace::lock_pte(std::uint64_t address) {
+    std::shared_lock upper(upper_lock_);
+    auto slot = table_.find_leaf(address);
+    if (!slot) return {};
+    PtLock& l = pt_lock(slot->table);
+    l.lock();
+    counters_.pt_lock_acquisitions.fetch_add(1, std::memory_order_relaxed);
+    return PteGuard(&l, slot->entry);
+}
+
+std::optional<HostTranslation> HostAddressSpace::lookup(std::uint64_t address) const {
+    std::shared_lock upper(upper_lock_);
+    auto slot = table_.find_leaf(address);
+    if (!slot) return std::nullopt;
+    const std::uint64_t pte = at(slot->entry).load(std::memory_order_acquire);
+    if (!Pte::present(pte)) return std::nullopt;
+    return HostTranslation{Pte::pfn(pte), Pte::writable(pte)};
+}
+
+HostFaultResult HostAddressSpace::fault(std::uint64_t address, Access access) {
+    counters_.faults.fetch_add(1, std::memory_order_relaxed);
+    address &= ~(kPage - 1);
+    bool region_writable;
+    {
+        std::shared_lock regions(regions_mutex_);
+        const Region* r = region_for(address);
+        if (!r) return {HostFaultStatus::NoMapping, {}};
+        region_writable = r->writable;
+    }
+    if (access == Access::Write && !region_writable) return {HostFaultStatus::ReadOnly, {}};
+
+    std::shared_lock upper(upper_lock_);
+    auto slot = table_.ensure_leaf(address);
+    if (!slot) return {HostFaultStatus::OutOfFrames, {}};
+    PtLock& lock = pt_lock(slot->table);
+    lock.lock();
+    counters_.pt_lock_acquisitions.fetch_add(1, std::memory_order_relaxed);
+    auto entry = at(slot->entry);
+    std::uint64_t pte = entry.load(std::memory_order_acquire);
+
+    if (Pte::present(pte)) {
+        if (access == Access::Write && !Pte::writable(pte)) {
+            if (pte & kMergedBit) {
+                lock.unlock();
+                upper.unlock();
+                return break_cow(address);
+            }
+            lock.unlock();
+            return {HostFaultStatus::ReadOnly, {}}; // protect() made it read-only
+        }
+        std::uint64_t updated = Pte::with_accessed(pte, true);
+        if (access == Access::Write) updated = Pte::with_dirty(updated, true);
+        if (updated != pte) entry.store(updated, std::memory_order_release);
+        lock.unlock();
+        return {HostFaultStatus::Mapped, {Pte::pfn(pte), Pte::writable(pte)}};
+    }
+
+    auto pfn = new_frame(); // zeroed by the frame space
+    if (!pfn) {
+        lock.unlock();
+        return {HostFaultStatus::OutOfFrames, {}};
+    }
+    if (is_swap_entry(pte)) {
+        const std::uint64_t slot_id = pte >> 12;
+        std::lock_guard swap(swap_mutex_);
+        auto it = swap_.find(slot_id);
+        if (it != swap_.end()) {
+            std::memcpy(frames_.bytes(*pfn).data(), it->second.data(), kPage);
+            swap_.erase(it);
+        }
+        counters_.swap_ins.fetch_add(1, std::memory_order_relaxed);
+    } else {
+        counters_.zero_fills.fetch_add(1, std::memory_order_relaxed);
+    }
+    Perms perms{};
+    perms.read = true;
+    perms.write = region_writable;
+    perms.user = true;
+    std::uint64_t fresh = Pte::with_accessed(Pte::make_leaf(*pfn, perms), true);
+    if (access == Access::Write) fresh = Pte::with_dirty(fresh, true);
+    entry.store(fresh, std::memory_order_release);
+    lock.unlock();
+    return {HostFaultStatus::Mapped, {*pfn, region_writable}};
+}
+
+HostFaultResult HostAddressSpace::break_cow(std::uint64_t address) {
+    const HostRange page{address, address + kPage};
+    auto inv = chain_.begin(page, InvalidateEvent::Clear, true); // blockable: always begins
+    std::shared_lock upper(upper_lock_);
+    auto slot = table_.find_leaf(address);
+    if (!slot) return {HostFaultStatus::NoMapping, {}};
+    auto fresh = new_frame();
+    if (!fresh) return {HostFaultStatus::OutOfFrames, {}};
+    PtLock& lock = pt_lock(slot->table);
+    std::lock_guard guard(lock);
+    counters_.pt_lock_acquisitions.fetch_add(1, std::memory_order_relaxed);
+    auto entry = at(slot->entry);
+    const std::uint64_t pte = entry.load(std::memory_order_acquire);
+    if (!Pte::present(pte) || !(pte & kMergedBit)) {
+        // Someone else changed it meanwhile (unmap, another breaker): retry from the top.
+        put_frame(*fresh);
+        return {HostFaultStatus::Mapped, {Pte::pfn(pte), Pte::writable(pte)}};
+    }
+    const Pfn old = Pte::pfn(pte);
+    std::memcpy(frames_.bytes(*fresh).data(), frames_.bytes(old).data(), kPage);
+    std::uint64_t updated = Pte::with_dirty(Pte::with_accessed(Pte::with_writable(pte & ~kMergedBit, true), true), true);
+    updated = Pte::with_pfn(updated, *fresh);
+    entry.store(updated, std::memory_order_release);
+    put_frame(old);
+    counters_.cow_breaks.fetch_add(1, std::memory_order_relaxed);
+    return {HostFaultStatus::Mapped, {*fresh, true}};
+}
+
+std::size_t HostAddressSpace::unmap(HostRange range) {
+    std::optional<RangeInvalidation> inv;
+    if (!page_at_a_time_) inv = chain_.begin(range, InvalidateEvent::Unmap, true);
+    std::size_t changed = 0;
+    std::vector<Pfn> to_put;
+    std::vector<std::uint64_t> slots_to_drop;
+    {
+        std::shared_lock upper(upper_lock_);
+        for_each_table_part(table_, range.start, range.end, [&](Pfn table, std::uint64_t lo, std::uint64_t hi) {
+            std::lock_guard guard(pt_lock(table));
+            counters_.pt_lock_acquisitions.fetch_add(1, std::memory_order_relaxed);
+            std::uint64_t* entries = frames_.entries(table);
+            for (std::uint64_t a = lo; a < hi; a += kPage) {
+                auto entry = at(&entries[(a >> 12) & 511]);
+                const std::uint64_t pte = entry.exchange(0, std::memory_order_acq_rel);
+                if (Pte::present(pte)) {
+                    to_put.push_back(Pte::pfn(pte));
+                    ++changed;
+                    if (page_at_a_time_) fire_page(a, InvalidateEvent::Unmap);
+                } else if (is_swap_entry(pte)) {
+                    slots_to_drop.push_back(pte >> 12);
+                    ++changed;
+                }
+            }
+        });
+    }
+    if (inv) inv->end();
+    for (Pfn pfn : to_put) put_frame(pfn);
+    if (!slots_to_drop.empty()) {
+        std::lock_guard swap(swap_mutex_);
+        for (auto s : slots_to_drop) swap_.erase(s);
+    }
+    counters_.unmapped.fetch_add(changed, std::memory_order_relaxed);
+    return changed;
+}
+
+std::size_t HostAddressSpace::protect(HostRange range, bool writable) {
+    // Future faults follow the region's permission; present PTEs change now.
+    {
+        std::unique_lock regions(regions_mutex_);
+        // Split regions at the range boundaries, then set the permission inside.
+        for (std::uint64_t cut : {range.start, range.end}) {
+            auto it = regions_.upper_bound(cut);
+            if (it == regions_.begin()) continue;
+            --it;
+            if (it->first < cut && cut < it->second.end) {
+                regions_.emplace(cut, Region{it->second.end, it->second.writable});
+                it->second.end = cut;
+            }
+        }
+        for (auto it = regions_.lower_bound(range.start); it != regions_.end() && it->first < range.end; ++it)
+            it->second.writable = writable;
+    }
+    std::optional<RangeInvalidation> inv;
+    if (!page_at_a_time_) inv = chain_.begin(range, InvalidateEvent::Protect, true);
+    std::size_t changed = 0;
+    {
+        std::shared_lock upper(upper_lock_);
+        for_each_table_part(table_, range.start, range.end, [&](Pfn table, std::uint64_t lo, std::uint64_t hi) {
+            std::lock_guard guard(pt_lock(table));
+            counters_.pt_lock_acquisitions.fetch_add(1, std::memory_order_relaxed);
+            std::uint64_t* entries = frames_.entries(table);
+            for (std::uint64_t a = lo; a < hi; a += kPage) {
+                auto entry = at(&entries[(a >> 12) & 511]);
+                const std::uint64_t pte = entry.load(std::memory_order_acquire);
+                if (!Pte::present(pte)) continue;
+                // A merged page stays read-only: a write must break the sharing.
+                const bool w = writable && !(pte & kMergedBit);
+                if (Pte::writable(pte) == w) continue;
+                entry.store(Pte::with_writable(pte, w), std::memory_order_release);
+                ++changed;
+                if (page_at_a_time_) fire_page(a, InvalidateEvent::Protect);
+            }
+        });
+    }
+    if (inv) inv->end();
+    counters_.protected_pages.fetch_add(changed, std::memory_order_relaxed);
+    return changed;
+}
+
+bool HostAddressSpace::migrate(std::uint64_t address) {
+    address &= ~(kPage - 1);
+    auto fresh = new_frame();
+    if (!fresh) return false;
+    const HostRange page{address, address + kPage};
+    std::optional<RangeInvalidation> inv;
+    if (!page_at_a_time_) inv = chain_.begin(page, InvalidateEvent::Migrate, true);
+    std::optional<Pfn> old;
+    {
+        std::shared_lock upper(upper_lock_);
+        if (auto slot = table_.find_leaf(address)) {
+            std::lock_guard guard(pt_lock(slot->table));
+            counters_.pt_lock_acquisitions.fetch_add(1, std::memory_order_relaxed);
+            auto entry = at(slot->entry);
+            const std::uint64_t pte = entry.load(std::memory_order_acquire);
+            // Shared (merged) frames are left alone, as the kernel's migration of KSM pages is special.
+            if (Pte::present(pte) && !(pte & kMergedBit)) {
+                old = Pte::pfn(pte);
+                std::memcpy(frames_.bytes(*fresh).data(), frames_.bytes(*old).data(), kPage);
+                entry.store(Pte::with_pfn(pte, *fresh), std::memory_order_release);
+                if (page_at_a_time_) fire_page(address, InvalidateEvent::Migrate);
+            }
+        }
+    }
+    if (inv) inv->end();
+    put_frame(old ? *old : *fresh);
+    if (old) counters_.migrated.fetch_add(1, std::memory_order_relaxed);
+    return old.has_value();
+}
+
+bool HostAddressSpace::merge(std::uint64_t keep, std::uint64_t other) {
+    keep &= ~(kPage - 1);
+    other &= ~(kPage - 1);
+    if (keep == other) return false;
+    auto inv_keep = chain_.begin({keep, keep + kPage}, InvalidateEvent::Merge, true);
+    auto inv_other = chain_.begin({other, other + kPage}, InvalidateEvent::Merge, true);
+    std::optional<Pfn> dropped;
+    {
+        std::shared_lock upper(upper_lock_);
+        auto a = table_.find_leaf(keep);
+        auto b = table_.find_leaf(other);
+        if (a && b) {
+            // Two leaf tables: lock in pfn order so two merges cannot deadlock.
+            PtLock* first = &pt_lock(std::min(a->table, b->table));
+            PtLock* second = a->table == b->table ? nullptr : &pt_lock(std::max(a->table, b->table));
+            first->lock();
+            if (second) second->lock();
+            counters_.pt_lock_acquisitions.fetch_add(second ? 2 : 1, std::memory_order_relaxed);
+            auto ea = at(a->entry);
+            auto eb = at(b->entry);
+            const std::uint64_t pa = ea.load(std::memory_order_acquire);
+            const std::uint64_t pb = eb.load(std::memory_order_acquire);
+            if (Pte::present(pa) && Pte::present(pb) && Pte::pfn(pa) != Pte::pfn(pb) &&
+                std::memcmp(frames_.bytes(Pte::pfn(pa)).data(), frames_.bytes(Pte::pfn(pb)).data(), kPage) == 0) {
+                const Pfn shared = Pte::pfn(pa);
+                map_count_[shared].fetch_add(1, std::memory_order_acq_rel);
+                ea.store(Pte::with_writable(pa, false) | kMergedBit, std::memory_order_release);
+                eb.store(Pte::with_pfn(Pte::with_writable(pb, false), shared) | kMergedBit,
+                         std::memory_order_release);
+                dropped = Pte::pfn(pb);
+            }
+            if (second) second->unlock();
+            first->unlock();
+        }
+    }
+    inv_other->end();
+    inv_keep->end();
+    if (dropped) {
+        put_frame(*dropped);
+        counters_.merged.fetch_add(1, std::memory_order_relaxed);
+    }
+    return dropped.has_value();
+}
+
+bool HostAddressSpace::swap_out(std::uint64_t address) {
+    address &= ~(kPage - 1);
+    const HostRange page{address, address + kPage};
+    std::optional<RangeInvalidation> inv;
+    if (!page_at_a_time_) inv = chain_.begin(page, InvalidateEvent::SwapOut, true);
+    std::optional<Pfn> old;
+    {
+        std::shared_lock upper(upper_lock_);
+        if (auto slot = table_.find_leaf(address)) {
+            std::lock_guard guard(pt_lock(slot->table));
+            counters_.pt_lock_acquisitions.fetch_add(1, std::memory_order_relaxed);
+            auto entry = at(slot->entry);
+            const std::uint64_t pte = entry.load(std::memory_order_acquire);
+            if (Pte::present(pte) && !(pte & kMergedBit)) {
+                old = Pte::pfn(pte);
+                std::vector<std::uint8_t> saved(kPage);
+                std::memcpy(saved.data(), frames_.bytes(*old).data(), kPage);
+                std::uint64_t slot_id;
+                {
+                    std::lock_guard swap(swap_mutex_);
+                    slot_id = next_swap_slot_++;
+                    swap_.emplace(slot_id, std::move(saved));
+                }
+                entry.store((slot_id << 12) | kSwapBit, std::memory_order_release);
+                if (page_at_a_time_) fire_page(address, InvalidateEvent::SwapOut);
+            }
+        }
+    }
+    if (inv) inv->end();
+    if (old) {
+        put_frame(*old);
+        counters_.swapped_out.fetch_add(1, std::memory_order_relaxed);
+    }
+    return old.has_value();
+}
+
+bool HostAddressSpace::age(HostRange range) {
+    bool young = chain_.clear_young(range);
+    std::shared_lock upper(upper_lock_);
+    for_each_table_part(table_, range.start, range.end, [&](Pfn table, std::uint64_t lo, std::uint64_t hi) {
+        std::lock_guard guard(pt_lock(table));
+        counters_.pt_lock_acquisitions.fetch_add(1, std::memory_order_relaxed);
+        std::uint64_t* entries = frames_.entries(table);
+        for (std::uint64_t a = lo; a < hi; a += kPage) {
+            auto entry = at(&entries[(a >> 12) & 511]);
+            const std::uint64_t pte = entry.load(std::memory_order_acquire);
+            if (Pte::present(pte) && Pte::accessed(pte)) {
+                entry.store(Pte::with_accessed(pte, false), std::memory_order_release);
+                young = true;
+                counters_.aged.fetch_add(1, std::memory_order_relaxed);
+            }
+        }
+    });
+    return young;
+}
+
+std::size_t HostAddressSpace::swap_slots_in_use() const {
+    std::lock_guard swap(swap_mutex_);
+    return swap_.size();
+}
+
+} // namespace hv::mmu

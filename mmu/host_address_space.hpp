@@ -1,0 +1,169 @@
+#pragma once
+// The primary MMU model: host page tables in x86-64 format over the frame
+// space, with one lock per 512-entry leaf table (split PT locks) and a
+// reader/writer lock for the upper levels, and the host operations that
+// change mappings (unmap, protect, migrate, merge, swap out, age), each of
+// which fires the notifier chain.
+//
+// Notifier sequence of each operation, exactly:
+//   unmap(r)       start(r, Unmap)   ; clear PTEs, free frames      ; end(r, Unmap)
+//   protect(r, w)  start(r, Protect) ; set/clear RW on present PTEs ; end(r, Protect)
+//   migrate(a)     start(p, Migrate) ; copy frame, repoint PTE      ; end(p, Migrate)      p = the page of a
+//   merge(a, b)    start(pb, Merge)  ; b -> a's frame, both RO      ; end(pb, Merge)
+//                  (a keeps its frame but turns read-only, which also needs
+//                   an invalidation: start(pa, Merge)/end(pa, Merge) bracket
+//                   the whole operation, outermost)
+//   swap_out(a)    start(p, SwapOut) ; save frame, PTE -> swap entry ; end(p, SwapOut)
+//   write fault on a merged page (copy-on-write break):
+//                  start(p, Clear)   ; copy to a new frame, RW       ; end(p, Clear)
+//   age(r)         clear_young(r) on the chain, then test-and-clear A bits in the host PTEs
+// In page-at-a-time mode (the 2008 shape) unmap, protect, migrate and
+// swap_out instead fire invalidate_page(a) for each page after changing its
+// PTE while still holding that page's PT lock.
+// PT locks are never held while start() runs (start may block on secondary
+// MMU locks); they are taken after it.
+#include "entry_format.hpp"
+#include "frame_space.hpp"
+#include "notifier_chain.hpp"
+#include "pt_lock.hpp"
+#include "radix_table.hpp"
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <shared_mutex>
+#include <unordered_map>
+#include <vector>
+
+namespace hv::mmu {
+
+enum class Access { Read, Write };
+
+enum class HostFaultStatus {
+    Mapped,      // the page is present with the access allowed
+    NoMapping,   // no anonymous mapping covers the address (SIGSEGV)
+    ReadOnly,    // a write to a page whose mapping is read-only
+    OutOfFrames, // the frame space is exhausted
+};
+const char* to_string(HostFaultStatus s);
+
+struct HostTranslation {
+    Pfn pfn = 0;
+    bool writable = false;
+};
+
+struct HostFaultResult {
+    HostFaultStatus status = HostFaultStatus::NoMapping;
+    HostTranslation translation;
+};
+
+struct HostCounters {
+    std::atomic<std::uint64_t> faults{0}, zero_fills{0}, swap_ins{0}, cow_breaks{0};
+    std::atomic<std::uint64_t> unmapped{0}, protected_pages{0}, migrated{0}, merged{0}, swapped_out{0}, aged{0};
+    std::atomic<std::uint64_t> pt_lock_acquisitions{0};
+};
+
+class HostAddressSpace {
+public:
+    using Pte = X86PteFormat;
+    // page_at_a_time: fire invalidate_page per page (2008) instead of range start/end.
+    HostAddressSpace(FrameSpace& frames, bool page_at_a_time = false);
+    ~HostAddressSpace();
+    HostAddressSpace(const HostAddressSpace&) = delete;
+    HostAddressSpace& operator=(const HostAddressSpace&) = delete;
+
+    NotifierChain& notifiers() { return chain_; }
+    FrameSpace& frames() { return frames_; }
+
+    // Anonymous demand-zero mapping of [start, end) (4 KiB aligned, inside
+    // 48 bits, not overlapping an existing mapping); throws std::invalid_argument.
+    void map_anonymous(HostRange range, bool writable);
+
+    // A host page fault (what get_user_pages does for KVM): makes the page
+    // present (zero fill, swap in, copy-on-write break) and returns its frame.
+    HostFaultResult fault(std::uint64_t address, Access access);
+    // The current translation without faulting; nullopt when not present.
+    std::optional<HostTranslation> lookup(std::uint64_t address) const;
+
+    // RAII lock of the leaf page table holding `address` (the split PT
+    // lock), for callers that must read a PTE and act on it atomically with
+    // respect to host operations (the `ptlock` coherence policy). Empty when
+    // no leaf table exists for the address.
+    class PteGuard {
+    public:
+        PteGuard() = default;
+        PteGuard(PteGuard&& o) noexcept : lock_(std::exchange(o.lock_, nullptr)), entry_(o.entry_) {}
+        PteGuard& operator=(PteGuard&&) = delete;
+        ~PteGuard() {
+            if (lock_) lock_->unlock();
+        }
+        explicit operator bool() const { return lock_ != nullptr; }
+        std::uint64_t pte() const { return std::atomic_ref<std::uint64_t>(*entry_).load(std::memory_order_acquire); }
+
+    private:
+        friend class HostAddressSpace;
+        PteGuard(PtLock* l, std::uint64_t* e) : lock_(l), entry_(e) {}
+        PtLock* lock_ = nullptr;
+        std::uint64_t* entry_ = nullptr;
+    };
+    PteGuard lock_pte(std::uint64_t address);
+
+    // Host operations; each returns the number of pages it changed.
+    std::size_t unmap(HostRange range);
+    std::size_t protect(HostRange range, bool writable);
+    bool migrate(std::uint64_t address);                 // false: not present, or out of frames
+    bool merge(std::uint64_t keep, std::uint64_t other); // false: not both present, same frame, or contents differ
+    bool swap_out(std::uint64_t address);                // false: not present or shared
+    bool age(HostRange range);                           // true when any page was young (host or secondary)
+
+    // Software bits of host PTEs (bits 9-11 are ignored by the CPU).
+    static constexpr std::uint64_t kMergedBit = 1ull << 9;  // present: frame shared by merge (copy-on-write)
+    static constexpr std::uint64_t kSwapBit = 1ull << 10;   // not present: bits 12+ hold a swap slot
+    static bool is_swap_entry(std::uint64_t pte) { return !Pte::present(pte) && (pte & kSwapBit); }
+
+    const HostCounters& counters() const { return counters_; }
+    std::size_t swap_slots_in_use() const;
+    std::uint32_t map_count(Pfn pfn) const { return map_count_[pfn].load(std::memory_order_relaxed); }
+    // Present host PTEs in [start, end), for audits: calls fn(address, pte).
+    template <class Fn>
+    void for_each_present(HostRange range, Fn&& fn) const;
+
+private:
+    struct Region {
+        std::uint64_t end;
+        bool writable;
+    };
+    const Region* region_for(std::uint64_t address) const; // caller holds regions_mutex_
+    PtLock& pt_lock(Pfn leaf_table) { return pt_locks_[leaf_table]; }
+    std::optional<Pfn> new_frame();
+    void put_frame(Pfn pfn); // drop one mapping; frees the frame at zero
+    HostFaultResult break_cow(std::uint64_t address);
+    void fire_page(std::uint64_t address, InvalidateEvent event) { chain_.invalidate_page(address, event); }
+
+    FrameSpace& frames_;
+    const bool page_at_a_time_;
+    NotifierChain chain_;
+    RadixTable<Pte> table_;
+    mutable std::shared_mutex upper_lock_; // exclusive only to free empty tables
+    std::unique_ptr<PtLock[]> pt_locks_;   // one per frame: a leaf table's lock is pt_locks_[its pfn]
+    std::unique_ptr<std::atomic<std::uint32_t>[]> map_count_; // host PTEs mapping each frame
+    mutable std::shared_mutex regions_mutex_;
+    std::map<std::uint64_t, Region> regions_; // keyed by start
+    mutable std::mutex swap_mutex_;
+    std::unordered_map<std::uint64_t, std::vector<std::uint8_t>> swap_;
+    std::uint64_t next_swap_slot_ = 1;
+    HostCounters counters_;
+};
+
+template <class Fn>
+void HostAddressSpace::for_each_present(HostRange range, Fn&& fn) const {
+    std::shared_lock upper(upper_lock_);
+    const_cast<RadixTable<Pte>&>(table_).for_each_leaf(range.start, range.end, 0, [&](std::uint64_t addr, const auto& slot) {
+        fn(addr, std::atomic_ref<std::uint64_t>(*slot.entry).load(std::memory_order_acquire));
+    });
+}
+
+} // namespace hv::mmu

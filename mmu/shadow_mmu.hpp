@@ -1,0 +1,162 @@
+#pragma once
+// The secondary MMU: x86-64 shadow tables over the frame space, filled by
+// fault() from memslots plus the host tables, kept coherent by the notifier
+// callbacks, with a reverse map per 4 KiB frame and zaps in batches.
+//
+// Policies (DESIGN.md), chosen at construction:
+//  lock       Global: one mutex for faults and zaps (KVM's 2008 mmu_lock).
+//             Rw: faults share a reader lock and publish entries with
+//                 compare-exchange; zaps take it exclusively (the TDP MMU).
+//             Split: one lock per 512-entry leaf table (Linux split PT locks).
+//  coherence  Seq: invalidate_range_start bumps an in-progress count,
+//                 _end bumps a sequence number; a fault snapshots the
+//                 sequence before resolving the host address and retries if
+//                 an invalidation is in progress or the sequence moved (KVM).
+//             PtLock: the host lookup and the install happen under the host
+//                 PT lock (the 2008 #v5 patch); range invalidations still
+//                 refuse installs while in progress.
+//             RangeActive: any active range makes faults back off (the GRU
+//                 driver); before installing, the fault re-reads the host
+//                 translation under the secondary lock and retries if it changed.
+// A zap clears at most `batch` entries per lock hold (0 = unlimited), drops
+// the lock, and sends one shootdown per batch to the vCPUs that may cache a
+// zapped entry (every vCPU that installed into the entry's leaf table).
+#include "host_address_space.hpp"
+#include "memslots.hpp"
+#include "rmap.hpp"
+#include "vcpu_mask.hpp"
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace hv::mmu {
+
+enum class LockPolicy { Global, Rw, Split };
+enum class CoherencePolicy { Seq, PtLock, RangeActive };
+const char* to_string(LockPolicy p);
+const char* to_string(CoherencePolicy p);
+
+enum class FaultResult {
+    Installed,  // the entry is present (installed by this call or already there)
+    Retry,      // raced with an invalidation; fault again
+    NoMemslot,  // the guest address is outside every memslot
+    Refused,    // the host mapping refuses the access (e.g. write to read-only)
+    OutOfFrames // no frame for a host page or a shadow table
+};
+const char* to_string(FaultResult r);
+
+struct ShadowConfig {
+    LockPolicy lock = LockPolicy::Rw;
+    CoherencePolicy coherence = CoherencePolicy::Seq;
+    std::size_t batch = 512; // entries per lock hold during a zap; 0 = unlimited
+    std::uint32_t vcpus = 1;
+};
+
+// Receives one TLB shootdown per zap batch. `pages` are the guest addresses
+// whose entries were cleared; implementations flush them (or everything) on
+// each target and return only when every target acknowledged.
+class TlbShootdown {
+public:
+    virtual ~TlbShootdown() = default;
+    virtual void shootdown(const VcpuMask& targets, std::span<const std::uint64_t> pages) = 0;
+};
+
+// Per-vCPU counters, written only by that vCPU's faults (no shared writes);
+// zap counters live in the zapping thread's slot (index `vcpus`).
+struct ShadowCounters {
+    std::uint64_t faults = 0, installs = 0, retries = 0, no_memslot = 0, refused = 0, out_of_frames = 0;
+    std::uint64_t lock_acquisitions = 0, shared_atomics = 0;
+    std::uint64_t zaps = 0, batches = 0, shootdowns = 0, shootdown_targets = 0, max_batch = 0;
+    ShadowCounters& operator+=(const ShadowCounters& o);
+};
+
+class ShadowMmu final : public MmuNotifier {
+public:
+    using Pte = X86PteFormat;
+    ShadowMmu(HostAddressSpace& host, ShadowConfig config, TlbShootdown* shootdown = nullptr);
+    ~ShadowMmu() override;
+    ShadowMmu(const ShadowMmu&) = delete;
+    ShadowMmu& operator=(const ShadowMmu&) = delete;
+
+    // Memslot changes zap what the slot covered; they throw MemslotError on bad slots.
+    void add_memslot(const Memslot& slot);
+    void alias_memslot(std::uint32_t existing, std::uint32_t id, std::uint64_t guest_start);
+    void remove_memslot(std::uint32_t id);
+
+    FaultResult fault(std::uint32_t vcpu, std::uint64_t guest_address, Access access);
+
+    Pfn root() const { return table_.root(); }
+    const RadixTable<Pte>& table() const { return table_; }
+    // The present secondary entry for a guest page, or 0.
+    std::uint64_t entry(std::uint64_t guest_address) const;
+    const Rmap& rmap() const { return rmap_; }
+    const ShadowConfig& config() const { return config_; }
+    std::vector<Memslot> memslots() const;
+    HostAddressSpace& host() { return host_; }
+
+    // Zaps every entry in the guest range; returns how many were present.
+    std::size_t zap_guest_range(std::uint64_t start, std::uint64_t end);
+    // Zaps every entry mapping `pfn`, found through the rmap.
+    std::size_t zap_frame(Pfn pfn);
+
+    ShadowCounters counters() const; // the sum over all slots
+    // Consistency check, for quiescent states (no fault or host operation
+    // running): every present entry agrees with memslots plus host tables and
+    // has its rmap link, and the rmap holds no other links. Returns the
+    // problems found, one line each.
+    std::vector<std::string> audit();
+    const ShadowCounters& vcpu_counters(std::uint32_t vcpu) const { return counters_[vcpu].c; }
+
+    // Test hook: runs in fault() after the sequence snapshot and the host
+    // lookup, before the install, so tests can force an invalidation there.
+    std::function<void(std::uint32_t vcpu, std::uint64_t guest_address)> after_host_lookup;
+
+    // MmuNotifier
+    StartResult invalidate_range_start(HostRange range, InvalidateEvent event, bool blockable) override;
+    void invalidate_range_end(HostRange range, InvalidateEvent event) override;
+    void invalidate_page(std::uint64_t host_address, InvalidateEvent event) override;
+    bool clear_young(HostRange range) override;
+    bool test_young(HostRange range) override;
+    void release() override;
+
+private:
+    struct alignas(64) PaddedCounters {
+        ShadowCounters c;
+    };
+    // Lock guards per policy. A fault's lock covers one leaf table (split)
+    // or everything (global, rw shared); a zap's lock is exclusive.
+    class FaultLock;
+    class ZapLock;
+    FaultResult install(std::uint32_t vcpu, std::uint64_t ga, const Memslot& slot, HostTranslation t, Access access,
+                        std::uint64_t seq_snapshot, std::uint64_t ha);
+    std::size_t zap_ranges(std::span<const GuestRange> ranges, ShadowCounters& c);
+    VcpuMask& mask_for_table(Pfn table);
+    ShadowCounters& zap_counters() { return counters_[config_.vcpus].c; }
+
+    HostAddressSpace& host_;
+    ShadowConfig config_;
+    TlbShootdown* shootdown_;
+    RadixTable<Pte> table_;
+    Rmap rmap_;
+    MemslotTable memslots_;
+    mutable std::shared_mutex slots_lock_; // memslot changes are rare: writers exclusive
+
+    std::mutex global_lock_;             // LockPolicy::Global
+    std::shared_mutex rw_lock_;          // LockPolicy::Rw
+    std::unique_ptr<PtLock[]> table_locks_; // LockPolicy::Split, by leaf table pfn
+    std::unique_ptr<std::atomic<VcpuMask*>[]> table_masks_; // by leaf table pfn
+    std::mutex zap_mutex_;               // serialises zaps against each other (batching state)
+
+    std::atomic<std::uint64_t> invalidate_seq_{0};
+    std::atomic<std::int64_t> invalidate_in_progress_{0};
+    std::unique_ptr<PaddedCounters[]> counters_; // vcpus + 1 (the last is for zaps)
+    bool subscribed_ = false;
+};
+
+} // namespace hv::mmu
