@@ -82,7 +82,7 @@ constexpr std::uint64_t MiB = 1ull << 20, GiB = 1ull << 30;
 // CpuidTable::for_vcpu. SDM Vol. 2A, CPUID: leaf 1 EBX[31:24] is the initial
 // APIC ID; leaves 0xB and 0x1F return the x2APIC ID in EDX for every subleaf.
 
-TEST_CASE("CpuidTable::for_vcpu: APIC ID in leaf 1 EBX[31:24], other EBX bits kept") {
+TEST_CASE("CpuidTable::for_vcpu: APIC ID in leaf 1 EBX bits 31:24, other EBX bits kept") {
     const hv::CpuidTable table({leaf(0, 0, 0x756e6547, 0x49656e69), leaf(1, 0, 0xAABBCCDD, 0x178bfbff)});
     const auto v = table.for_vcpu(5);
     const auto* l1 = find(v, 1, 0);

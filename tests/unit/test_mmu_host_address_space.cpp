@@ -106,7 +106,7 @@ TEST_CASE("map_anonymous rejects unaligned, empty, overlapping and too-high rang
     CHECK_NOTHROW(f.host.map_anonymous({kBase + 64 * kPage, kBase + 65 * kPage}, true)); // adjacent is fine
 }
 
-TEST_CASE("unmap: start, clear, end; frames freed; next touch is zero again") {
+TEST_CASE("unmap: start, clear, end, then frames freed, then next touch is zero again") {
     Fixture f;
     for (int i = 0; i < 4; ++i) {
         REQUIRE(f.host.fault(kBase + i * kPage, Access::Write).status == HostFaultStatus::Mapped);
@@ -124,7 +124,7 @@ TEST_CASE("unmap: start, clear, end; frames freed; next touch is zero again") {
     CHECK(f.bytes(kBase)[0] == 0xab);
 }
 
-TEST_CASE("protect: read-only then writable again; merged pages stay read-only") {
+TEST_CASE("protect: read-only then writable again, then merged pages stay read-only") {
     Fixture f;
     REQUIRE(f.host.fault(kBase, Access::Write).status == HostFaultStatus::Mapped);
     CHECK(f.host.protect({kBase, kBase + 2 * kPage}, false) == 1);
@@ -139,7 +139,7 @@ TEST_CASE("protect: read-only then writable again; merged pages stay read-only")
     CHECK(f.host.fault(kBase, Access::Write).status == HostFaultStatus::Mapped);
 }
 
-TEST_CASE("migrate: contents move to a new frame under start/end; the old frame is freed") {
+TEST_CASE("migrate: contents move to a new frame under start/end, then the old frame is freed") {
     Fixture f;
     REQUIRE(f.host.fault(kBase, Access::Write).status == HostFaultStatus::Mapped);
     const Pfn before = f.host.lookup(kBase)->pfn;
@@ -155,7 +155,7 @@ TEST_CASE("migrate: contents move to a new frame under start/end; the old frame 
     CHECK_FALSE(f.host.migrate(kBase + kPage)); // not present
 }
 
-TEST_CASE("merge: identical pages share one read-only frame; a write breaks the sharing") {
+TEST_CASE("merge: identical pages share one read-only frame, then a write breaks the sharing") {
     Fixture f;
     const std::uint64_t a = kBase, b = kBase + 7 * kPage;
     REQUIRE(f.host.fault(a, Access::Write).status == HostFaultStatus::Mapped);

@@ -148,7 +148,7 @@ TEST_CASE("NotifierChain: range start goes in subscription order, end in reverse
     CHECK(none->subscribers() == 0);
 }
 
-TEST_CASE("NotifierChain: non-blockable TryAgain aborts; the started ones are ended at once") {
+TEST_CASE("NotifierChain: non-blockable TryAgain aborts, then the started ones are ended at once") {
     Log log;
     Recorder a("A", log), b("B", log), c("C", log);
     b.start_answer = StartResult::TryAgain;
@@ -205,7 +205,7 @@ TEST_CASE("NotifierChain: blockable TryAgain is counted and treated as Ok") {
     CHECK(n.try_again_ignored == 1);
 }
 
-TEST_CASE("NotifierChain: the destructor ends an un-ended invalidation; moves transfer it") {
+TEST_CASE("NotifierChain: the destructor ends an un-ended invalidation, then moves transfer it") {
     Log log;
     Recorder a("A", log), b("B", log);
     NotifierChain chain;
@@ -409,7 +409,7 @@ TEST_CASE("NotifierChain: invalidate_page reaches every subscriber in order") {
     CHECK(chain.counters().starts == 0);
 }
 
-TEST_CASE("NotifierChain: clear_young asks everyone; test_young stops at the first young") {
+TEST_CASE("NotifierChain: clear_young asks everyone, then test_young stops at the first young") {
     Log log;
     Recorder a("A", log), b("B", log), c("C", log);
     NotifierChain chain;

@@ -115,7 +115,7 @@ TEST_CASE("migrate: the entry is zapped and the refault maps the new frame with 
     CHECK(r.mmu.audit().empty());
 }
 
-TEST_CASE("alias: two guest pages map one frame; the rmap lists both; zap_frame drops both") {
+TEST_CASE("alias: two guest pages map one frame, then the rmap lists both, then zap_frame drops both") {
     Rig r(cfg());
     r.mmu.alias_memslot(1, 2, 0x90000000);
     REQUIRE(r.mmu.fault(0, kGuest + 3 * kPage, Access::Write) == FaultResult::Installed);
@@ -130,7 +130,7 @@ TEST_CASE("alias: two guest pages map one frame; the rmap lists both; zap_frame 
     CHECK(r.mmu.audit().empty());
 }
 
-TEST_CASE("merge: both guest pages end up on the shared frame, read-only; a guest write breaks it") {
+TEST_CASE("merge: both guest pages end up on the shared frame, read-only, then a guest write breaks it") {
     Rig r(cfg());
     REQUIRE(r.mmu.fault(0, kGuest, Access::Write) == FaultResult::Installed);
     REQUIRE(r.mmu.fault(0, kGuest + kPage, Access::Write) == FaultResult::Installed);
@@ -249,7 +249,7 @@ TEST_CASE("frames exhausted in the middle of a fault: an error, nothing leaked, 
     CHECK(frames.counters().in_use == 0);
 }
 
-TEST_CASE("memslot removal zaps its entries; bad memslots are refused") {
+TEST_CASE("memslot removal zaps its entries, then bad memslots are refused") {
     Rig r(cfg());
     REQUIRE(r.mmu.fault(0, kGuest, Access::Write) == FaultResult::Installed);
     CHECK_THROWS_AS(r.mmu.add_memslot({2, kGuest + kPage, kPage, kHost, true}), MemslotError);

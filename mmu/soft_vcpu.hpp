@@ -1,0 +1,233 @@
+#pragma once
+// Software vCPUs (DESIGN.md, "The two executors"): threads that run access
+// streams through a private TLB, walk the shadow MMU's secondary table on a
+// miss and call ShadowMmu::fault() on a hole, plus the TLB shootdown
+// protocol the shadow MMU drives, a host "churn" thread that moves pages
+// under them, and a checker that proves no write was lost or misdirected.
+//
+// The model of a CPU writing through its TLB. There is no real CPU, so an
+// access does its load/store while holding the host PT lock of the page
+// (HostAddressSpace::lock_pte) and first checks that the TLB's frame is
+// still the frame of the host PTE: the host cannot move the page between
+// that check and the store. A TLB entry that disagrees with the host is a
+// stale translation: if the vCPU had honoured every flush request sent to
+// it, the shootdown protocol failed (a `violation`); otherwise (a request is
+// pending) the entry is dropped and the access refaults.
+//
+// Stamps. Writes store an 8-byte stamp ((vcpu + 1) << 40 | sequence) into
+// the vCPU's own slot of the page (offset 8 * vcpu, 512 slots per page), so
+// concurrent writers never overwrite each other. Every access first checks
+// the vCPU's slot against the last stamp its model says it wrote there; a
+// mismatch is a lost or misdirected write (`lost_writes`). In shared mode
+// only vCPUs 0..511 write (vCPUs 512..1023 only read: there is no slot left
+// for them); in disjoint mode every vCPU owns its pages, so slot vcpu % 512
+// is used. Host `unmap` legitimately discards contents (the page refaults
+// zero-filled): a slot that reads 0 is excused when an unmap of the page
+// started after the vCPU's last write to it completed.
+//
+// Shootdown protocol. Each vCPU is either "in access" (running its stream;
+// it only ever blocks briefly on a host PT lock) or "outside" (idle, finished,
+// or inside ShadowMmu::fault(), which may block on MMU locks). It changes
+// state only while holding its per-vCPU mutex. shootdown() takes each
+// target's mutex: an outside vCPU's TLB is flushed directly there; an
+// in-access vCPU gets a request (pages, or everything above
+// kFlushAllThreshold pages) and a flag, which it honours at its next access
+// boundary (flush, then acknowledge); shootdown() returns when every
+// requested target has acknowledged.
+//
+// Shadow MMU shootdown targets are the vCPUs that installed into a leaf
+// table (ShadowMmu records installers, not walkers). A vCPU that would fill
+// its TLB from an entry in a leaf table it never faulted into therefore
+// calls fault() first (which finds the entry present and records the vCPU),
+// so it is a target of every later zap there.
+#include "host_address_space.hpp"
+#include "shadow_mmu.hpp"
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <unordered_set>
+#include <vector>
+
+namespace hv::mmu {
+
+enum class AccessPattern { Sequential, Random };
+enum class Sharing { Disjoint, Shared };
+const char* to_string(AccessPattern p);
+const char* to_string(Sharing s);
+
+enum class ChurnOp { Migrate, Unmap, Protect, Merge, Swap, Age };
+inline constexpr std::size_t kChurnOps = 6;
+const char* to_string(ChurnOp op);
+
+struct TlbConfig {
+    std::uint32_t entries = 64; // rounded to a multiple of `ways`
+    std::uint32_t ways = 4;     // 1 = direct mapped
+};
+
+struct SoftRunConfig {
+    std::uint32_t vcpus = 4;
+    std::uint64_t pages = 256; // working set: per vCPU when disjoint, in total when shared
+    AccessPattern pattern = AccessPattern::Random;
+    Sharing sharing = Sharing::Disjoint;
+    double write_fraction = 0.3;
+    TlbConfig tlb;
+    std::uint64_t ops_per_vcpu = 0; // > 0: each vCPU does exactly this many accesses
+    double seconds = 2.0;           // used when ops_per_vcpu == 0
+    std::uint64_t seed = 1;
+    double churn_rate[kChurnOps] = {}; // host operations per second, by ChurnOp
+    std::chrono::microseconds protect_hold{500}; // protect: read-only for this long, then writable again
+    // Region pages for the configuration.
+    std::uint64_t region_pages() const { return sharing == Sharing::Disjoint ? pages * vcpus : pages; }
+};
+
+// Summed over vCPUs at the end of a run.
+struct SoftVcpuCounters {
+    std::uint64_t accesses = 0, reads = 0, writes = 0, tlb_hits = 0, tlb_misses = 0, walks = 0, walk_fills = 0;
+    std::uint64_t faults = 0, retries = 0, refused = 0, out_of_frames = 0, registrations = 0;
+    std::uint64_t flushes_honoured = 0, stale_dropped = 0, violations = 0, lost_writes = 0, unmap_excused = 0;
+    SoftVcpuCounters& operator+=(const SoftVcpuCounters& o);
+};
+
+struct ShootdownCounters {
+    std::uint64_t shootdowns = 0, targets = 0, requests = 0, acks = 0, direct_flushes = 0, flush_all = 0;
+};
+
+struct ChurnCounters {
+    std::uint64_t attempted[kChurnOps] = {};
+    std::uint64_t done[kChurnOps] = {}; // the host operation changed something
+};
+
+struct SoftRunResult {
+    SoftVcpuCounters vcpu;
+    ShootdownCounters shootdown;
+    ChurnCounters churn;
+    ShadowCounters mmu;
+    std::uint64_t lost_writes = 0; // during the run plus the final verification
+    std::uint64_t final_lost_writes = 0;
+    std::uint64_t violations = 0;
+    std::vector<std::string> audit;   // ShadowMmu::audit() after the run
+    std::vector<std::string> details; // the first few lost writes / violations
+    double seconds = 0;               // wall time of the access phase
+    bool ok() const { return lost_writes == 0 && violations == 0 && audit.empty(); }
+};
+
+class SoftVcpuSystem final : public TlbShootdown {
+public:
+    static constexpr std::size_t kFlushAllThreshold = 32;
+    static constexpr std::size_t kMaxDetails = 8;
+
+    // `vcpus` in 1..kMaxVcpus; throws std::invalid_argument otherwise.
+    SoftVcpuSystem(HostAddressSpace& host, std::uint32_t vcpus, TlbConfig tlb = {});
+    ~SoftVcpuSystem() override;
+    SoftVcpuSystem(const SoftVcpuSystem&) = delete;
+    SoftVcpuSystem& operator=(const SoftVcpuSystem&) = delete;
+
+    // The MMU and the region the streams run over: guest pages
+    // [guest_base, guest_base + pages * 4096) mapped by one memslot onto host
+    // [host_base, ...). The caller adds the memslot and the host mapping.
+    void attach(ShadowMmu& mmu, std::uint64_t guest_base, std::uint64_t host_base, std::uint64_t pages);
+
+    // Runs the streams (and the churn thread when any rate is set), joins,
+    // audits the MMU and verifies every stamp. The MMU's ShadowConfig::vcpus
+    // must be at least config.vcpus, which must not exceed this system's.
+    SoftRunResult run(const SoftRunConfig& config);
+
+    // TlbShootdown
+    void shootdown(const VcpuMask& targets, std::span<const std::uint64_t> pages) override;
+
+    // ---- Single steps, for tests (the calling thread acts as vCPU v) -----
+    // One access to region page `page`: enters, accesses (faulting and
+    // retrying as needed), leaves (the vCPU is outside again).
+    bool access_once(std::uint32_t v, std::uint64_t page, Access access);
+    // Marks v in access / outside, as the stream loop does.
+    void enter(std::uint32_t v);
+    void leave(std::uint32_t v);
+    bool tlb_contains(std::uint32_t v, std::uint64_t guest_address);
+    ShootdownCounters shootdown_counters() const;
+    SoftVcpuCounters vcpu_counters(std::uint32_t v) const;
+    std::uint32_t vcpus() const { return vcpus_; }
+
+private:
+    struct TlbEntry {
+        std::uint64_t tag = 0; // guest page number + 1; 0 = invalid
+        Pfn pfn = 0;
+        bool writable = false;
+    };
+    struct Model {
+        std::uint64_t stamp = 0;      // the last stamp this vCPU wrote to the page
+        std::uint64_t unmap_done = 0; // unmaps of the page completed when it wrote
+    };
+    struct alignas(64) Vcpu {
+        std::mutex m;                     // state transitions, pending requests, direct flushes
+        bool in_access = false;           // under m
+        std::atomic<bool> flush_pending{false};
+        std::vector<std::uint64_t> pending_pages; // under m
+        bool pending_all = false;                 // under m
+        std::uint64_t posted = 0;                 // under m: requests posted
+        std::atomic<std::uint64_t> acked{0};      // requests acknowledged
+        // Owned by the vCPU thread (or by a direct flush while outside).
+        std::vector<TlbEntry> tlb;
+        std::vector<std::uint32_t> next_way;
+        std::unordered_set<Pfn> registered; // leaf tables this vCPU faulted into
+        std::vector<Model> model;           // by region page
+        std::uint64_t seq = 0;
+        SoftVcpuCounters c;
+    };
+
+    enum class Step { Done, Refault, Refused, OutOfFrames };
+    bool do_access(Vcpu& s, std::uint32_t v, std::uint64_t page, Access access);
+    Step try_access(Vcpu& s, std::uint32_t v, std::uint64_t page, Access access, TlbEntry& e);
+    TlbEntry* tlb_find(Vcpu& s, std::uint64_t gpn);
+    void tlb_fill(Vcpu& s, std::uint64_t gpn, Pfn pfn, bool writable);
+    void tlb_invalidate(Vcpu& s, std::span<const std::uint64_t> pages, bool all);
+    void honour(Vcpu& s); // caller holds s.m
+    void check_boundary(Vcpu& s);
+    bool slot_owner(std::uint32_t v) const;
+    void detail(std::string text);
+    void stream(std::uint32_t v, const SoftRunConfig& config);
+    void churn(const SoftRunConfig& config, ChurnCounters& out);
+    std::uint64_t verify_final(std::uint32_t vcpus);
+
+    HostAddressSpace& host_;
+    ShadowMmu* mmu_ = nullptr;
+    std::uint32_t vcpus_;
+    TlbConfig tlb_;
+    std::uint32_t sets_ = 1;
+    std::uint64_t guest_base_ = 0, host_base_ = 0, pages_ = 0;
+    Sharing sharing_ = Sharing::Disjoint;
+    std::unique_ptr<Vcpu[]> cpu_;
+    // Per region page: unmaps started / completed (the excuse for a zeroed slot).
+    std::unique_ptr<std::atomic<std::uint64_t>[]> unmap_started_, unmap_done_;
+    std::atomic<bool> stop_{false};
+
+    std::atomic<std::uint64_t> sd_shootdowns_{0}, sd_targets_{0}, sd_requests_{0}, sd_acks_{0}, sd_direct_{0},
+        sd_flush_all_{0};
+    std::mutex details_mutex_;
+    std::vector<std::string> details_;
+};
+
+// A complete software setup: frame space, host address space, the shadow
+// MMU, the vCPUs, one memslot over the region. `frames` = 0 sizes the frame
+// space from the configuration. `shootdown` replaces the system as the MMU's
+// TlbShootdown (tests use it to break the protocol on purpose).
+struct SoftRig {
+    static constexpr std::uint64_t kGuestBase = 0x40000000;
+    static constexpr std::uint64_t kHostBase = 0x7f0000000000;
+    static std::size_t auto_frames(const SoftRunConfig& config);
+
+    SoftRig(const SoftRunConfig& config, ShadowConfig policies, std::size_t frames = 0,
+            TlbShootdown* shootdown = nullptr);
+    FrameSpace frames;
+    HostAddressSpace host;
+    SoftVcpuSystem system;
+    ShadowMmu mmu;
+    SoftRunResult run(const SoftRunConfig& config) { return system.run(config); }
+};
+
+} // namespace hv::mmu
