@@ -1,5 +1,7 @@
 #include "frame_space.hpp"
 
+#include "hex.hpp"
+
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -11,11 +13,6 @@
 namespace hv::mmu {
 namespace {
 
-std::string hex(std::uint64_t v) {
-    char b[24];
-    std::snprintf(b, sizeof b, "0x%llx", static_cast<unsigned long long>(v));
-    return b;
-}
 
 std::size_t bitmap_words(Pfn frames) { return static_cast<std::size_t>((frames + 63) / 64); }
 

@@ -1,5 +1,7 @@
 #include "host_address_space.hpp"
 
+#include "hex.hpp"
+
 #include <algorithm>
 #include <cstring>
 #include <stdexcept>
@@ -14,11 +16,6 @@ constexpr std::uint64_t kAddressLimit = 1ull << 47;
 
 std::atomic_ref<std::uint64_t> at(std::uint64_t* e) { return std::atomic_ref<std::uint64_t>(*e); }
 
-std::string hexs(std::uint64_t v) {
-    char b[24];
-    std::snprintf(b, sizeof b, "0x%llx", static_cast<unsigned long long>(v));
-    return b;
-}
 
 // Calls fn(table_pfn, first_address, entries) for each existing leaf table
 // overlapping [start, end), with `entries` limited to the part inside the range.
@@ -78,15 +75,15 @@ const HostAddressSpace::Region* HostAddressSpace::region_for(std::uint64_t addre
 void HostAddressSpace::map_anonymous(HostRange range, bool writable) {
     if (range.start >= range.end || (range.start | range.end) % kPage || range.end > kAddressLimit)
         throw std::invalid_argument("map_anonymous: expected a non-empty 4 KiB-aligned range below 2^47, got [" +
-                                    hexs(range.start) + ", " + hexs(range.end) + ")");
+                                    hex(range.start) + ", " + hex(range.end) + ")");
     std::unique_lock lock(regions_mutex_);
     auto next = regions_.lower_bound(range.start);
     if (next != regions_.end() && next->first < range.end)
-        throw std::invalid_argument("map_anonymous: [" + hexs(range.start) + ", " + hexs(range.end) +
-                                    ") overlaps the mapping at " + hexs(next->first));
+        throw std::invalid_argument("map_anonymous: [" + hex(range.start) + ", " + hex(range.end) +
+                                    ") overlaps the mapping at " + hex(next->first));
     if (next != regions_.begin() && std::prev(next)->second.end > range.start)
-        throw std::invalid_argument("map_anonymous: [" + hexs(range.start) + ", " + hexs(range.end) +
-                                    ") overlaps the mapping at " + hexs(std::prev(next)->first));
+        throw std::invalid_argument("map_anonymous: [" + hex(range.start) + ", " + hex(range.end) +
+                                    ") overlaps the mapping at " + hex(std::prev(next)->first));
     regions_.emplace(range.start, Region{range.end, writable});
 }
 
@@ -293,13 +290,15 @@ std::size_t HostAddressSpace::protect(HostRange range, bool writable) {
     return changed;
 }
 
-bool HostAddressSpace::migrate(std::uint64_t address) {
-    address &= ~(kPage - 1);
-    auto fresh = new_frame();
-    if (!fresh) return false;
+// The shape migrate and swap_out share: bracket one page with start/end (or
+// fire invalidate_page under its PT lock in page-at-a-time mode) and let
+// `change` rewrite a present, unshared PTE under its PT lock. `change`
+// returns the frame that stops being mapped there, or nullopt to leave it.
+template <class Change>
+std::optional<Pfn> HostAddressSpace::change_page(std::uint64_t address, InvalidateEvent event, Change&& change) {
     const HostRange page{address, address + kPage};
     std::optional<RangeInvalidation> inv;
-    if (!page_at_a_time_) inv = chain_.begin(page, InvalidateEvent::Migrate, true);
+    if (!page_at_a_time_) inv = chain_.begin(page, event, true);
     std::optional<Pfn> old;
     {
         std::shared_lock upper(upper_lock_);
@@ -308,16 +307,28 @@ bool HostAddressSpace::migrate(std::uint64_t address) {
             counters_.pt_lock_acquisitions.fetch_add(1, std::memory_order_relaxed);
             auto entry = at(slot->entry);
             const std::uint64_t pte = entry.load(std::memory_order_acquire);
-            // Shared (merged) frames are left alone, as the kernel's migration of KSM pages is special.
+            // Shared (merged) frames are left alone, as the kernel's migration
+            // and swapping of KSM pages are special cases.
             if (Pte::present(pte) && !(pte & kMergedBit)) {
-                old = Pte::pfn(pte);
-                std::memcpy(frames_.bytes(*fresh).data(), frames_.bytes(*old).data(), kPage);
-                entry.store(Pte::with_pfn(pte, *fresh), std::memory_order_release);
-                if (page_at_a_time_) fire_page(address, InvalidateEvent::Migrate);
+                old = change(entry, pte);
+                if (old && page_at_a_time_) fire_page(address, event);
             }
         }
     }
     if (inv) inv->end();
+    return old;
+}
+
+bool HostAddressSpace::migrate(std::uint64_t address) {
+    address &= ~(kPage - 1);
+    auto fresh = new_frame();
+    if (!fresh) return false;
+    const auto old = change_page(address, InvalidateEvent::Migrate, [&](auto entry, std::uint64_t pte) {
+        const Pfn from = Pte::pfn(pte);
+        std::memcpy(frames_.bytes(*fresh).data(), frames_.bytes(from).data(), kPage);
+        entry.store(Pte::with_pfn(pte, *fresh), std::memory_order_release);
+        return std::optional<Pfn>(from);
+    });
     put_frame(old ? *old : *fresh);
     if (old) counters_.migrated.fetch_add(1, std::memory_order_relaxed);
     return old.has_value();
@@ -369,33 +380,19 @@ bool HostAddressSpace::merge(std::uint64_t keep, std::uint64_t other) {
 
 bool HostAddressSpace::swap_out(std::uint64_t address) {
     address &= ~(kPage - 1);
-    const HostRange page{address, address + kPage};
-    std::optional<RangeInvalidation> inv;
-    if (!page_at_a_time_) inv = chain_.begin(page, InvalidateEvent::SwapOut, true);
-    std::optional<Pfn> old;
-    {
-        std::shared_lock upper(upper_lock_);
-        if (auto slot = table_.find_leaf(address)) {
-            std::lock_guard guard(pt_lock(slot->table));
-            counters_.pt_lock_acquisitions.fetch_add(1, std::memory_order_relaxed);
-            auto entry = at(slot->entry);
-            const std::uint64_t pte = entry.load(std::memory_order_acquire);
-            if (Pte::present(pte) && !(pte & kMergedBit)) {
-                old = Pte::pfn(pte);
-                std::vector<std::uint8_t> saved(kPage);
-                std::memcpy(saved.data(), frames_.bytes(*old).data(), kPage);
-                std::uint64_t slot_id;
-                {
-                    std::lock_guard swap(swap_mutex_);
-                    slot_id = next_swap_slot_++;
-                    swap_.emplace(slot_id, std::move(saved));
-                }
-                entry.store((slot_id << 12) | kSwapBit, std::memory_order_release);
-                if (page_at_a_time_) fire_page(address, InvalidateEvent::SwapOut);
-            }
+    const auto old = change_page(address, InvalidateEvent::SwapOut, [&](auto entry, std::uint64_t pte) {
+        const Pfn from = Pte::pfn(pte);
+        std::vector<std::uint8_t> saved(kPage);
+        std::memcpy(saved.data(), frames_.bytes(from).data(), kPage);
+        std::uint64_t slot_id;
+        {
+            std::lock_guard swap(swap_mutex_);
+            slot_id = next_swap_slot_++;
+            swap_.emplace(slot_id, std::move(saved));
         }
-    }
-    if (inv) inv->end();
+        entry.store((slot_id << 12) | kSwapBit, std::memory_order_release);
+        return std::optional<Pfn>(from);
+    });
     if (old) {
         put_frame(*old);
         counters_.swapped_out.fetch_add(1, std::memory_order_relaxed);

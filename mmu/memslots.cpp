@@ -1,29 +1,26 @@
 #include "memslots.hpp"
 
+#include "hex.hpp"
+
 #include <algorithm>
 #include <cstdio>
 #include <string>
 
 namespace hv::mmu {
 namespace {
-std::string hexs(std::uint64_t v) {
-    char b[24];
-    std::snprintf(b, sizeof b, "0x%llx", static_cast<unsigned long long>(v));
-    return b;
-}
 std::string describe(const Memslot& s) {
-    return "slot " + std::to_string(s.id) + " guest [" + hexs(s.guest_start) + ", " + hexs(s.guest_end()) +
-           ") -> host " + hexs(s.host_start);
+    return "slot " + std::to_string(s.id) + " guest [" + hex(s.guest_start) + ", " + hex(s.guest_end()) +
+           ") -> host " + hex(s.host_start);
 }
 } // namespace
 
 void MemslotTable::add(const Memslot& s) {
     if (s.size == 0) throw MemslotError("memslot " + std::to_string(s.id) + ": size is 0");
     if ((s.guest_start | s.size | s.host_start) & 0xfff)
-        throw MemslotError(describe(s) + " size " + hexs(s.size) + ": addresses and size must be 4 KiB aligned");
+        throw MemslotError(describe(s) + " size " + hex(s.size) + ": addresses and size must be 4 KiB aligned");
     if (s.guest_start >= kAddressLimit || s.size > kAddressLimit - s.guest_start || s.host_start >= kAddressLimit ||
         s.size > kAddressLimit - s.host_start)
-        throw MemslotError(describe(s) + " size " + hexs(s.size) + ": must lie below " + hexs(kAddressLimit));
+        throw MemslotError(describe(s) + " size " + hex(s.size) + ": must lie below " + hex(kAddressLimit));
     for (const auto& [start, other] : by_guest_) {
         if (other.id == s.id) throw MemslotError("memslot id " + std::to_string(s.id) + " is already in use");
         if (s.guest_start < other.guest_end() && other.guest_start < s.guest_end())

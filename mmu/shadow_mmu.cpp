@@ -1,5 +1,7 @@
 #include "shadow_mmu.hpp"
 
+#include "hex.hpp"
+
 #include <algorithm>
 #include <cstdio>
 #include <string>
@@ -49,57 +51,37 @@ ShadowCounters& ShadowCounters::operator+=(const ShadowCounters& o) {
     return *this;
 }
 
-// The lock a fault holds while it checks coherence and publishes an entry.
-class ShadowMmu::FaultLock {
+// The lock the policy prescribes. A fault holds it while it checks coherence
+// and publishes an entry: everything (global), shared (rw) or the entry's leaf
+// table (split). A zap batch holds it exclusively: everything (global, rw) or
+// one leaf table (split).
+class ShadowMmu::PolicyLock {
 public:
-    FaultLock(ShadowMmu& m, Pfn table, ShadowCounters& c) : m_(m), table_(table) {
-        switch (m.config_.lock) {
-        case LockPolicy::Global: m.global_lock_.lock(); c.shared_atomics += 2; break; // lock + unlock on one line
-        case LockPolicy::Rw: m.rw_lock_.lock_shared(); c.shared_atomics += 2; break;  // the reader count
-        case LockPolicy::Split: m.table_locks_[table].lock(); break; // per leaf table: shared only by its users
-        }
-        ++c.lock_acquisitions;
-    }
-    ~FaultLock() {
-        switch (m_.config_.lock) {
-        case LockPolicy::Global: m_.global_lock_.unlock(); break;
-        case LockPolicy::Rw: m_.rw_lock_.unlock_shared(); break;
-        case LockPolicy::Split: m_.table_locks_[table_].unlock(); break;
-        }
-    }
-    FaultLock(const FaultLock&) = delete;
-    FaultLock& operator=(const FaultLock&) = delete;
-
-private:
-    ShadowMmu& m_;
-    Pfn table_;
-};
-
-// The lock a zap batch holds: exclusive over everything (global, rw) or one
-// leaf table (split).
-class ShadowMmu::ZapLock {
-public:
-    ZapLock(ShadowMmu& m, Pfn table, ShadowCounters& c) : m_(m), table_(table) {
+    enum class Mode { Fault, Zap };
+    PolicyLock(ShadowMmu& m, Pfn table, ShadowCounters& c, Mode mode) : m_(m), table_(table), mode_(mode) {
         switch (m.config_.lock) {
         case LockPolicy::Global: m.global_lock_.lock(); break;
-        case LockPolicy::Rw: m.rw_lock_.lock(); break;
-        case LockPolicy::Split: m.table_locks_[table].lock(); break;
+        case LockPolicy::Rw: mode == Mode::Fault ? m.rw_lock_.lock_shared() : m.rw_lock_.lock(); break;
+        case LockPolicy::Split: m.table_locks_[table].lock(); break; // shared only by the table's users
         }
+        // Global and rw faults write one lock word every vCPU writes (lock + unlock).
+        if (mode == Mode::Fault && m.config_.lock != LockPolicy::Split) c.shared_atomics += 2;
         ++c.lock_acquisitions;
     }
-    ~ZapLock() {
+    ~PolicyLock() {
         switch (m_.config_.lock) {
         case LockPolicy::Global: m_.global_lock_.unlock(); break;
-        case LockPolicy::Rw: m_.rw_lock_.unlock(); break;
+        case LockPolicy::Rw: mode_ == Mode::Fault ? m_.rw_lock_.unlock_shared() : m_.rw_lock_.unlock(); break;
         case LockPolicy::Split: m_.table_locks_[table_].unlock(); break;
         }
     }
-    ZapLock(const ZapLock&) = delete;
-    ZapLock& operator=(const ZapLock&) = delete;
+    PolicyLock(const PolicyLock&) = delete;
+    PolicyLock& operator=(const PolicyLock&) = delete;
 
 private:
     ShadowMmu& m_;
     Pfn table_;
+    Mode mode_;
 };
 
 ShadowMmu::ShadowMmu(HostAddressSpace& host, ShadowConfig config, TlbShootdown* shootdown)
@@ -251,7 +233,7 @@ FaultResult ShadowMmu::install(std::uint32_t vcpu, std::uint64_t ga, const Memsl
         ++c.out_of_frames;
         return FaultResult::OutOfFrames;
     }
-    FaultLock lock(*this, leaf->table, c);
+    PolicyLock lock(*this, leaf->table, c, PolicyLock::Mode::Fault);
     const bool in_progress = invalidate_in_progress_.load(std::memory_order_acquire) != 0;
     bool stale = in_progress;
     if (config_.coherence == CoherencePolicy::Seq)
@@ -315,7 +297,7 @@ std::size_t ShadowMmu::zap_ranges(std::span<const GuestRange> ranges, ShadowCoun
             std::vector<std::uint64_t> pages;
             std::uint64_t next;
             {
-                ZapLock lock(*this, table, c);
+                PolicyLock lock(*this, table, c, PolicyLock::Mode::Zap);
                 // Global and rw hold everything: keep going across tables up
                 // to the batch; split holds one table at a time.
                 const std::uint64_t stop = config_.lock == LockPolicy::Split ? table_end : r.end;
@@ -428,11 +410,6 @@ void ShadowMmu::release() {
 
 std::vector<std::string> ShadowMmu::audit() {
     std::vector<std::string> problems;
-    auto hexs = [](std::uint64_t v) {
-        char b[24];
-        std::snprintf(b, sizeof b, "0x%llx", static_cast<unsigned long long>(v));
-        return std::string(b);
-    };
     std::shared_lock slots(slots_lock_);
     std::size_t present = 0;
     table_.for_each_leaf(0, MemslotTable::kAddressLimit, 0, [&](std::uint64_t ga, const auto& slot) {
@@ -440,21 +417,21 @@ std::vector<std::string> ShadowMmu::audit() {
         ++present;
         const auto ha = memslots_.guest_to_host(ga);
         if (!ha) {
-            problems.push_back("entry for " + hexs(ga) + " lies outside every memslot");
+            problems.push_back("entry for " + hex(ga) + " lies outside every memslot");
             return;
         }
         const auto host = host_.lookup(*ha);
         if (!host)
-            problems.push_back("entry for " + hexs(ga) + " maps frame " + hexs(Pte::pfn(e)) + " but host page " +
-                               hexs(*ha) + " is not present");
+            problems.push_back("entry for " + hex(ga) + " maps frame " + hex(Pte::pfn(e)) + " but host page " +
+                               hex(*ha) + " is not present");
         else if (host->pfn != Pte::pfn(e))
-            problems.push_back("entry for " + hexs(ga) + " maps frame " + hexs(Pte::pfn(e)) + ", the host maps " +
-                               hexs(host->pfn));
+            problems.push_back("entry for " + hex(ga) + " maps frame " + hex(Pte::pfn(e)) + ", the host maps " +
+                               hex(host->pfn));
         else if (Pte::writable(e) && !host->writable)
-            problems.push_back("entry for " + hexs(ga) + " is writable, the host page is read-only");
+            problems.push_back("entry for " + hex(ga) + " is writable, the host page is read-only");
         const auto links = rmap_.list(Pte::pfn(e));
         if (std::find(links.begin(), links.end(), ga >> 12) == links.end())
-            problems.push_back("entry for " + hexs(ga) + " has no rmap link from frame " + hexs(Pte::pfn(e)));
+            problems.push_back("entry for " + hex(ga) + " has no rmap link from frame " + hex(Pte::pfn(e)));
     });
     if (rmap_.links() != present)
         problems.push_back("rmap holds " + std::to_string(rmap_.links()) + " links for " + std::to_string(present) +

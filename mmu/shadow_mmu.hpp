@@ -129,10 +129,7 @@ private:
     struct alignas(64) PaddedCounters {
         ShadowCounters c;
     };
-    // Lock guards per policy. A fault's lock covers one leaf table (split)
-    // or everything (global, rw shared); a zap's lock is exclusive.
-    class FaultLock;
-    class ZapLock;
+    class PolicyLock; // the lock a fault or a zap batch holds, per policy
     FaultResult install(std::uint32_t vcpu, std::uint64_t ga, const Memslot& slot, HostTranslation t, Access access,
                         std::uint64_t seq_snapshot, std::uint64_t ha);
     std::size_t zap_ranges(std::span<const GuestRange> ranges, ShadowCounters& c);
