@@ -31,6 +31,7 @@ const char* to_string(TlbStatus s) {
 ExternalTlbCounters& ExternalTlbCounters::operator+=(const ExternalTlbCounters& o) {
     translations += o.translations; hits += o.hits; misses += o.misses; refills += o.refills; retries += o.retries;
     no_mapping += o.no_mapping; refused += o.refused; out_of_frames += o.out_of_frames; evictions += o.evictions;
+    cancelled += o.cancelled; revalidation_failures += o.revalidation_failures;
     range_flushes += o.range_flushes; page_flushes += o.page_flushes; entries_dropped += o.entries_dropped;
     flush_locks += o.flush_locks; shared_atomics += o.shared_atomics; try_again += o.try_again;
     return *this;
@@ -62,10 +63,10 @@ ExternalTlb::Context& ExternalTlb::context(std::uint32_t vcpu) const {
     return contexts_[vcpu];
 }
 
-ExternalTlb::Entry* ExternalTlb::find(Context& ctx, std::uint64_t page) const {
+ExternalTlb::Entry* ExternalTlb::find(Context& ctx, std::uint64_t page, bool pending_too) const {
     Entry* set = &ctx.entries[set_of(page) * ways_];
     for (std::size_t w = 0; w < ways_; ++w)
-        if (set[w].valid && set[w].page == page) return &set[w];
+        if (set[w].valid && set[w].page == page && (pending_too || !set[w].pending)) return &set[w];
     return nullptr;
 }
 
@@ -107,32 +108,57 @@ TlbResult ExternalTlb::translate(std::uint32_t vcpu, std::uint64_t host_address,
     case HostFaultStatus::OutOfFrames: return finish(c, TlbStatus::OutOfFrames);
     }
     if (after_host_lookup) after_host_lookup(vcpu, host_address);
+    const HostTranslation t = r.translation;
+
+    // Reserve the entry: a pending entry serves no hit, and every flush that
+    // covers its page cancels it. So the host.lookup below, which runs
+    // without the TLB lock, is ordered against the flushes: one that comes
+    // before the commit cancels the reservation, one that comes after
+    // drops the committed entry.
+    Entry* e;
+    std::uint64_t token;
+    {
+        std::lock_guard lock(ctx.lock);
+        if (released_.load(std::memory_order_acquire)) return finish(c, TlbStatus::NoMapping);
+        // A start that already flushed this TLB but whose host change may
+        // not have happened yet: the reservation would miss its flush.
+        if (range_active_.load(std::memory_order_acquire) != 0) return finish(c, TlbStatus::Retry);
+        e = find(ctx, page, true);
+        if (!e) {
+            Entry* set = &ctx.entries[set_of(page) * ways_];
+            for (std::size_t w = 0; w < ways_ && !e; ++w)
+                if (!set[w].valid) e = &set[w];
+            if (!e) {
+                e = &set[ctx.victim++ % ways_];
+                bump(c.evictions);
+            }
+        }
+        token = ++ctx.next_token;
+        *e = Entry{page, t.pfn, token, true, true, t.writable, false};
+    }
+    if (after_reserve) after_reserve(vcpu, host_address);
+    // Re-validate: a whole start..end (or an invalidate_page) since the host
+    // fault has changed the translation the refill holds.
+    const auto now = host_.lookup(page);
+    const bool changed = !now || now->pfn != t.pfn || now->writable != t.writable;
 
     std::lock_guard lock(ctx.lock);
     if (while_locked) while_locked(vcpu, host_address);
-    if (released_.load(std::memory_order_acquire)) return finish(c, TlbStatus::NoMapping);
-    // A start that already flushed this TLB but whose host change may not
-    // have happened yet: installing now would outlive the change.
-    if (range_active_.load(std::memory_order_acquire) != 0) return finish(c, TlbStatus::Retry);
-    // A whole start..end (or an invalidate_page) since the host fault:
-    // the translation we hold may be gone.
-    const auto now = host_.lookup(page);
-    if (!now || now->pfn != r.translation.pfn || now->writable != r.translation.writable)
+    // The slot is ours only if no flush or other refill took it meanwhile.
+    const bool ours = e->valid && e->pending && e->token == token && e->page == page;
+    if (!ours) {
+        bump(c.cancelled);
         return finish(c, TlbStatus::Retry);
-
-    Entry* e = find(ctx, page);
-    if (!e) {
-        Entry* set = &ctx.entries[set_of(page) * ways_];
-        for (std::size_t w = 0; w < ways_ && !e; ++w)
-            if (!set[w].valid) e = &set[w];
-        if (!e) {
-            e = &set[ctx.victim++ % ways_];
-            bump(c.evictions);
-        }
     }
-    *e = Entry{page, r.translation.pfn, true, r.translation.writable, true};
+    if (released_.load(std::memory_order_acquire) || range_active_.load(std::memory_order_acquire) != 0 || changed) {
+        e->valid = false;
+        if (changed) bump(c.revalidation_failures);
+        return finish(c, released_.load(std::memory_order_acquire) ? TlbStatus::NoMapping : TlbStatus::Retry);
+    }
+    e->pending = false;
+    e->accessed = true;
     bump(c.refills);
-    return {TlbStatus::Refilled, r.translation.pfn, r.translation.writable};
+    return {TlbStatus::Refilled, t.pfn, t.writable};
 }
 
 std::optional<TlbEntryView> ExternalTlb::probe(std::uint32_t vcpu, std::uint64_t host_address) const {
@@ -147,7 +173,7 @@ std::size_t ExternalTlb::valid_entries(std::uint32_t vcpu) const {
     Context& ctx = context(vcpu);
     std::lock_guard lock(ctx.lock);
     std::size_t n = 0;
-    for (std::size_t i = 0; i < sets_ * ways_; ++i) n += ctx.entries[i].valid;
+    for (std::size_t i = 0; i < sets_ * ways_; ++i) n += ctx.entries[i].valid && !ctx.entries[i].pending;
     return n;
 }
 
@@ -162,7 +188,7 @@ std::size_t ExternalTlb::flush_locked(Context& ctx, std::uint64_t start, std::ui
     auto drop = [&](Entry& e) {
         if (e.valid && e.page >= start && e.page < end) {
             e.valid = false;
-            ++dropped;
+            if (!e.pending) ++dropped; // a cancelled reservation held no translation
         }
     };
     const std::uint64_t pages = (end - start) / kPage;
@@ -239,7 +265,7 @@ bool ExternalTlb::clear_young(HostRange range) {
         std::lock_guard lock(ctx.lock);
         for (std::size_t i = 0; i < sets_ * ways_; ++i) {
             Entry& e = ctx.entries[i];
-            if (e.valid && e.accessed && e.page >= range.start && e.page < range.end) {
+            if (e.valid && !e.pending && e.accessed && e.page >= range.start && e.page < range.end) {
                 e.accessed = false;
                 young = true;
             }
@@ -256,7 +282,7 @@ bool ExternalTlb::test_young(HostRange range) {
         bump(inv_.flush_locks);
         for (std::size_t i = 0; i < sets_ * ways_; ++i) {
             const Entry& e = ctx.entries[i];
-            if (e.valid && e.accessed && e.page >= range.start && e.page < range.end) return true;
+            if (e.valid && !e.pending && e.accessed && e.page >= range.start && e.page < range.end) return true;
         }
     }
     return false;
@@ -283,6 +309,8 @@ ExternalTlbCounters ExternalTlb::counters() const {
         s.refused += get(c.refused);
         s.out_of_frames += get(c.out_of_frames);
         s.evictions += get(c.evictions);
+        s.cancelled += get(c.cancelled);
+        s.revalidation_failures += get(c.revalidation_failures);
     }
     s.range_flushes = get(inv_.range_flushes);
     s.page_flushes = get(inv_.page_flushes);

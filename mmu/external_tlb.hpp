@@ -14,26 +14,37 @@
 //                           the device, counted once per call);
 //   invalidate_range_end    decrements it.
 //   A miss backs off (Retry) while the counter is non-zero. Otherwise it
-//   faults the page in through the host (host.fault), then takes the vCPU's
-//   TLB lock and, before installing, checks again that no range is active
-//   and that the host translation (host.lookup) still equals the one the
-//   refill obtained (same frame, same write permission); either check
-//   failing answers Retry. The first re-check closes the window where a
-//   start has flushed this TLB but the host PTE has not changed yet; the
-//   second catches a whole start..end (a migration, say) that completed
-//   between the refill's host lookup and its install.
+//   faults the page in through the host (host.fault), then
+//     1. reserve: under the vCPU's TLB lock, if still no range is active,
+//        writes the entry as *pending* (no hit uses it; any flush covering
+//        its page cancels it);
+//     2. re-validate: host.lookup() must still give what the fault gave
+//        (same frame, same write permission);
+//     3. commit: under the TLB lock, if the reservation is still there and
+//        no range is active, the entry becomes usable.
+//   Anything failing answers Retry. The counter check at (1) closes the
+//   window where a start has flushed this TLB but the host PTE has not
+//   changed yet; (2) catches a whole start..end (a migration, say) that
+//   completed between the host fault and the reservation; a flush after
+//   (1) cancels the reservation (or, after (3), drops the entry).
 //   Why that suffices: a start increments the counter before it takes any
-//   TLB lock to flush, so an install under that lock either precedes the
-//   flush (and is flushed) or sees the counter. invalidate_page (the 2008
-//   shape) runs after the host PTE changed, under the host PT lock, and takes
-//   the TLB lock to flush: an install that read the old PTE under the TLB lock
-//   precedes that flush, so it is flushed too.
+//   TLB lock to flush, so a reservation either precedes that flush (and is
+//   cancelled by it) or sees the counter. invalidate_page (the 2008 shape)
+//   runs after the host PTE changed and takes the TLB lock to flush: if the
+//   lookup in (2) read the old PTE, that flush comes after (1), so it cancels
+//   the reservation or drops the committed entry.
+//   Why a reservation rather than calling host.lookup() with the TLB lock
+//   held: host.lookup() takes the host's upper-level reader lock, and the
+//   host fires invalidate_page (which takes TLB locks) while holding that
+//   lock: TLB lock -> host lock here and host lock -> TLB lock there is a
+//   lock-order inversion (ThreadSanitizer reports it; it is only safe while
+//   that rwlock is never write-locked and prefers readers).
 //
 // Locking: one mutex per vCPU TLB; translations on different vCPUs share no
 // lock and write no shared line (the counter is only read on a miss). A
-// flush takes each vCPU's TLB lock in turn. Lock order: host PT lock (held
-// by the host around invalidate_page) -> TLB lock -> the host's upper-level
-// reader lock (host.lookup). Never call into the host's page-fault path with
+// flush takes each vCPU's TLB lock in turn. A miss takes its TLB lock three
+// times (hit check, reservation, commit). Lock order: host locks (held by the
+// host around invalidate_page) -> TLB lock; nothing calls into the host with
 // a TLB lock held.
 //
 // Cost accounting (DESIGN.md "Honest measurement"): the range-active counter
@@ -81,6 +92,8 @@ struct ExternalTlbCounters {
     // Translation side (summed over the per-vCPU slots).
     std::uint64_t translations = 0, hits = 0, misses = 0, refills = 0, retries = 0;
     std::uint64_t no_mapping = 0, refused = 0, out_of_frames = 0, evictions = 0;
+    std::uint64_t cancelled = 0;             // refills whose reservation a flush (or eviction) took: Retry
+    std::uint64_t revalidation_failures = 0; // refills whose host.lookup no longer matched: Retry
     // Invalidation side.
     std::uint64_t range_flushes = 0;   // invalidate_range_start calls that flushed (one device write each)
     std::uint64_t page_flushes = 0;    // invalidate_page calls (one device write each)
@@ -121,13 +134,15 @@ public:
     ExternalTlbCounters counters() const;
     HostAddressSpace& host() { return host_; }
 
-    // Test hook: runs in a refill after host.fault() answered and before the
-    // TLB lock is taken for the re-validation and install, so tests can force
-    // an invalidation into that window.
+    // Test hooks, each called with (vcpu, host_address) during a refill:
+    //  after_host_lookup  after host.fault() answered, before the reservation
+    //                     (an invalidation here is caught by the re-validation);
+    //  after_reserve      after the reservation, before host.lookup(), no lock
+    //                     held (an invalidation here cancels the reservation);
+    //  while_locked       at the commit, with the vCPU's TLB lock held (e.g. to
+    //                     make a non-blockable start find it busy).
     std::function<void(std::uint32_t vcpu, std::uint64_t host_address)> after_host_lookup;
-    // Test hook: runs with the vCPU's TLB lock held, just before the
-    // re-validation (e.g. to make a non-blockable start find the lock busy
-    // from another thread).
+    std::function<void(std::uint32_t vcpu, std::uint64_t host_address)> after_reserve;
     std::function<void(std::uint32_t vcpu, std::uint64_t host_address)> while_locked;
 
     // MmuNotifier
@@ -140,21 +155,24 @@ public:
 
 private:
     struct Entry {
-        std::uint64_t page = 0; // host address of the page
+        std::uint64_t page = 0;  // host address of the page
         Pfn pfn = 0;
+        std::uint64_t token = 0; // which refill reserved it (while pending)
         bool valid = false;
+        bool pending = false;    // reserved by a refill, not yet usable
         bool writable = false;
         bool accessed = false;
     };
     struct SlotCounters {
         std::atomic<std::uint64_t> translations{0}, hits{0}, misses{0}, refills{0}, retries{0}, no_mapping{0},
-            refused{0}, out_of_frames{0}, evictions{0};
+            refused{0}, out_of_frames{0}, evictions{0}, cancelled{0}, revalidation_failures{0};
     };
     // One vCPU's TLB: its lock, its entries, its counters, on lines of its own.
     struct alignas(64) Context {
         mutable std::mutex lock;
         std::unique_ptr<Entry[]> entries; // sets_ * ways_, set-major
         std::uint32_t victim = 0;         // round-robin replacement, under lock
+        std::uint64_t next_token = 0;     // refill reservations, under lock
         SlotCounters c;
     };
     struct InvalidationCounters {
@@ -164,7 +182,8 @@ private:
 
     Context& context(std::uint32_t vcpu) const;
     std::size_t set_of(std::uint64_t page) const { return (page >> 12) % sets_; }
-    Entry* find(Context& ctx, std::uint64_t page) const; // ctx.lock held
+    // The entry for page (ctx.lock held); pending reservations only if asked.
+    Entry* find(Context& ctx, std::uint64_t page, bool pending_too = false) const;
     // Drops the entries of [start, end) from ctx (lock held); returns how many.
     std::size_t flush_locked(Context& ctx, std::uint64_t start, std::uint64_t end);
     std::size_t flush_all_contexts(std::uint64_t start, std::uint64_t end);

@@ -410,12 +410,19 @@ void ShadowMmu::release() {
 
 std::vector<std::string> ShadowMmu::audit() {
     std::vector<std::string> problems;
-    std::shared_lock slots(slots_lock_);
+    // Copy the memslots and drop their lock before asking the host: the host
+    // calls into us (invalidate_page) holding its own locks, and we never
+    // take a host lock while holding one of ours except on the fault path.
+    MemslotTable slots_copy;
+    {
+        std::shared_lock slots(slots_lock_);
+        slots_copy = memslots_;
+    }
     std::size_t present = 0;
     table_.for_each_leaf(0, MemslotTable::kAddressLimit, 0, [&](std::uint64_t ga, const auto& slot) {
         const std::uint64_t e = at(slot.entry).load(std::memory_order_acquire);
         ++present;
-        const auto ha = memslots_.guest_to_host(ga);
+        const auto ha = slots_copy.guest_to_host(ga);
         if (!ha) {
             problems.push_back("entry for " + hex(ga) + " lies outside every memslot");
             return;
