@@ -44,7 +44,7 @@ Pfn host_pfn(HostAddressSpace& host, std::uint64_t ha) {
 
 } // namespace
 
-TEST_CASE("external TLB: miss refills from the host tables, then hits; each vCPU has its own TLB") {
+TEST_CASE("external TLB: miss refills from the host tables, then hits, then each vCPU has its own TLB") {
     Rig r;
     const std::uint64_t a = kHost + 5 * kPage + 7;
     const TlbResult first = r.tlb.translate(0, a, Access::Write);
@@ -77,7 +77,7 @@ TEST_CASE("external TLB: miss refills from the host tables, then hits; each vCPU
     CHECK(r.host.notifiers().subscriber_count() == 1); // the failed constructions did not subscribe
 }
 
-TEST_CASE("external TLB: a read-only host page refuses writes; a read-only entry does not satisfy a write") {
+TEST_CASE("external TLB: a read-only host page refuses writes, then a read-only entry does not satisfy a write") {
     Rig r;
     REQUIRE(r.tlb.translate(0, kHost, Access::Read).status == TlbStatus::Refilled);
     CHECK(r.tlb.probe(0, kHost)->writable); // the region is writable: so is the zero-filled page
@@ -296,7 +296,7 @@ TEST_CASE("external TLB side by side with a ShadowMmu: one migration invalidates
     }
 }
 
-TEST_CASE("external TLB aging: hits and refills set the accessed bit; clear_young clears it in the range only") {
+TEST_CASE("external TLB aging: hits and refills set the accessed bit, then clear_young clears it in the range only") {
     Rig r;
     const HostRange p{kHost, kHost + kPage}, q{kHost + kPage, kHost + 2 * kPage};
     CHECK_FALSE(r.tlb.test_young(p));
