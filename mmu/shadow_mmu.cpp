@@ -258,6 +258,9 @@ FaultResult ShadowMmu::install(std::uint32_t vcpu, std::uint64_t ga, const Memsl
     perms.user = true;
     // The fault is an access: the entry starts young, as the CPU would mark it.
     const std::uint64_t fresh = Pte::with_accessed(Pte::make_leaf(t.pfn, perms), true);
+    // Join the table's shootdown targets before publishing: a zap that sees
+    // the entry (its exchange acquires our release) then also sees the bit.
+    if (mask_for_table(leaf->table).set(vcpu)) ++c.shared_atomics;
     auto entry = at(leaf->entry);
     std::uint64_t old = entry.load(std::memory_order_acquire);
     const std::uint64_t gfn = ga >> 12;
@@ -276,7 +279,6 @@ FaultResult ShadowMmu::install(std::uint32_t vcpu, std::uint64_t ga, const Memsl
             break;
         }
     }
-    if (mask_for_table(leaf->table).set(vcpu)) ++c.shared_atomics;
     return FaultResult::Installed;
 }
 

@@ -82,6 +82,10 @@ struct SoftRunConfig {
     std::uint64_t seed = 1;
     double churn_rate[kChurnOps] = {}; // host operations per second, by ChurnOp
     std::chrono::microseconds protect_hold{500}; // protect: read-only for this long, then writable again
+    // Bounded runs (ops_per_vcpu > 0): vCPUs keep accessing past
+    // ops_per_vcpu until the churn thread attempted this many operations of
+    // every enabled kind, so a short run is sure to overlap the churn.
+    std::uint64_t min_churn_ops = 0;
     // Region pages for the configuration.
     std::uint64_t region_pages() const { return sharing == Sharing::Disjoint ? pages * vcpus : pages; }
 };
@@ -148,6 +152,8 @@ public:
     // Marks v in access / outside, as the stream loop does.
     void enter(std::uint32_t v);
     void leave(std::uint32_t v);
+    // An access boundary of an in-access vCPU: honours pending flush requests.
+    void boundary(std::uint32_t v) { check_boundary(cpu_[v]); }
     bool tlb_contains(std::uint32_t v, std::uint64_t guest_address);
     ShootdownCounters shootdown_counters() const;
     SoftVcpuCounters vcpu_counters(std::uint32_t v) const;
@@ -200,11 +206,12 @@ private:
     TlbConfig tlb_;
     std::uint32_t sets_ = 1;
     std::uint64_t guest_base_ = 0, host_base_ = 0, pages_ = 0;
-    Sharing sharing_ = Sharing::Disjoint;
+    Sharing sharing_ = Sharing::Shared; // of the current run; single steps treat the region as shared
+    std::uint64_t model_pages_ = 0;     // pages per vCPU (disjoint) of the current run
     std::unique_ptr<Vcpu[]> cpu_;
     // Per region page: unmaps started / completed (the excuse for a zeroed slot).
     std::unique_ptr<std::atomic<std::uint64_t>[]> unmap_started_, unmap_done_;
-    std::atomic<bool> stop_{false};
+    std::atomic<bool> stop_{false}, churn_stop_{false}, churn_quota_met_{true};
 
     std::atomic<std::uint64_t> sd_shootdowns_{0}, sd_targets_{0}, sd_requests_{0}, sd_acks_{0}, sd_direct_{0},
         sd_flush_all_{0};

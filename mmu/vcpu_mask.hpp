@@ -24,7 +24,8 @@ public:
         auto& w = words_[vcpu / 64];
         const std::uint64_t bit = 1ull << (vcpu % 64);
         if (w.load(std::memory_order_relaxed) & bit) return false;
-        w.fetch_or(bit, std::memory_order_relaxed);
+        // Release: ordered before the entry the caller publishes next.
+        w.fetch_or(bit, std::memory_order_release);
         return true;
     }
     bool test(std::uint32_t vcpu) const { return words_[vcpu / 64].load(std::memory_order_relaxed) >> (vcpu % 64) & 1; }

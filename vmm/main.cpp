@@ -1,6 +1,7 @@
 // The `vmm` executable: a thin CLI over the VMM library.
 #include "format.hpp"
 #include "info.hpp"
+#include "soft_command.hpp"
 #include "vm.hpp"
 #include "vmm_error.hpp"
 
@@ -32,6 +33,9 @@ int main(int argc, char** argv) {
 
     auto* info = app.add_subcommand("info", "Print KVM's API version, capabilities, vCPU limit and paging mode");
 
+    hv::SoftCommandArgs soft_args;
+    auto* soft = hv::add_soft_subcommand(app, soft_args);
+
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
@@ -44,6 +48,7 @@ int main(int argc, char** argv) {
             std::fputs(hv::kvm_info_report().c_str(), stdout);
             return 0;
         }
+        if (soft->parsed()) return hv::run_soft_command(hv::parse_soft_args(soft_args), stdout);
         auto size = hv::parse_size(mem_text);
         if (!size) throw hv::VmmError("--mem: expected a size such as 64M, 2G or 4096, got '" + mem_text + "'");
         opt.mem = *size;

@@ -1,0 +1,297 @@
+// `vmm soft`: see soft_command.hpp.
+#include "soft_command.hpp"
+
+#include "vmm_error.hpp"
+
+#include <CLI/CLI.hpp>
+
+#include <cerrno>
+#include <charconv>
+#include <cmath>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+namespace hv {
+
+namespace {
+
+using namespace hv::mmu;
+
+constexpr std::uint64_t kMaxRegionPages = std::uint64_t{1} << 22; // 16 GiB of guest pages
+
+[[noreturn]] void fail(const std::string& message) { throw VmmError(message); }
+
+std::optional<std::uint64_t> to_u64(const std::string& s) {
+    std::uint64_t v = 0;
+    const auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+    if (s.empty() || ec != std::errc{} || p != s.data() + s.size()) return std::nullopt;
+    return v;
+}
+
+std::optional<double> to_double(const std::string& s) {
+    if (s.empty() || std::isspace(static_cast<unsigned char>(s[0]))) return std::nullopt;
+    errno = 0;
+    char* end = nullptr;
+    const double v = std::strtod(s.c_str(), &end);
+    if (errno != 0 || end != s.c_str() + s.size() || !std::isfinite(v)) return std::nullopt;
+    return v;
+}
+
+std::uint64_t uint_option(const char* name, const std::string& text, std::uint64_t lo, std::uint64_t hi) {
+    const auto v = to_u64(text);
+    if (!v || *v < lo || *v > hi)
+        fail(std::string(name) + " must be " + std::to_string(lo) + ".." + std::to_string(hi) + ", got '" + text + "'");
+    return *v;
+}
+
+std::string fmt(double v, int prec = 2) {
+    char b[64];
+    std::snprintf(b, sizeof b, "%.*f", prec, v);
+    return b;
+}
+
+double per(std::uint64_t a, std::uint64_t b) { return b ? static_cast<double>(a) / static_cast<double>(b) : 0.0; }
+
+} // namespace
+
+SoftCommandOptions parse_soft_args(const SoftCommandArgs& a) {
+    SoftCommandOptions o;
+    auto& r = o.run;
+    if (!a.vcpus.empty()) {
+        const auto v = to_u64(a.vcpus);
+        if (!v || *v < 1 || *v > kMaxVcpus) fail("--vcpus must be 1..1024, got " + a.vcpus);
+        r.vcpus = static_cast<std::uint32_t>(*v);
+    }
+    if (!a.seconds.empty() && !a.ops.empty()) fail("--seconds and --ops exclude each other: give one");
+    if (!a.seconds.empty()) {
+        const auto s = to_double(a.seconds);
+        if (!s || *s <= 0 || *s > 86400) fail("--seconds must be a number of seconds in (0, 86400], got '" + a.seconds + "'");
+        r.seconds = *s;
+    }
+    if (!a.ops.empty()) r.ops_per_vcpu = uint_option("--ops", a.ops, 1, std::uint64_t{1} << 40);
+    if (!a.pattern.empty()) {
+        if (a.pattern == "seq" || a.pattern == "sequential") r.pattern = AccessPattern::Sequential;
+        else if (a.pattern == "random") r.pattern = AccessPattern::Random;
+        else fail("--pattern: expected seq or random, got '" + a.pattern + "'");
+    }
+    if (!a.sharing.empty()) {
+        if (a.sharing == "disjoint") r.sharing = Sharing::Disjoint;
+        else if (a.sharing == "shared") r.sharing = Sharing::Shared;
+        else fail("--sharing: expected disjoint or shared, got '" + a.sharing + "'");
+    }
+    if (!a.writes.empty()) {
+        const auto w = to_double(a.writes);
+        if (!w || *w < 0 || *w > 1) fail("--writes must be a fraction 0..1, got '" + a.writes + "'");
+        r.write_fraction = *w;
+    }
+    if (!a.pages.empty()) r.pages = uint_option("--pages", a.pages, 1, kMaxRegionPages);
+    if (r.region_pages() > kMaxRegionPages)
+        fail("--pages: " + std::to_string(r.pages) + " pages per vCPU x " + std::to_string(r.vcpus) +
+             " vCPUs is more than " + std::to_string(kMaxRegionPages) + " pages in all");
+    if (!a.tlb.empty()) {
+        const auto t = uint_option("--tlb", a.tlb, 1, 65536);
+        r.tlb.entries = static_cast<std::uint32_t>(t);
+        r.tlb.ways = t % 4 == 0 ? 4 : 1; // 4-way set associative, or direct mapped for odd sizes
+    }
+    if (!a.lock.empty()) {
+        if (a.lock == "global") o.shadow.lock = LockPolicy::Global;
+        else if (a.lock == "rw") o.shadow.lock = LockPolicy::Rw;
+        else if (a.lock == "split") o.shadow.lock = LockPolicy::Split;
+        else fail("--lock: expected global, rw or split, got '" + a.lock + "'");
+    }
+    if (!a.coherence.empty()) {
+        if (a.coherence == "seq") o.shadow.coherence = CoherencePolicy::Seq;
+        else if (a.coherence == "ptlock") o.shadow.coherence = CoherencePolicy::PtLock;
+        else if (a.coherence == "range-active") o.shadow.coherence = CoherencePolicy::RangeActive;
+        else fail("--coherence: expected seq, ptlock or range-active, got '" + a.coherence + "'");
+    }
+    if (!a.batch.empty()) {
+        const auto b = to_u64(a.batch);
+        if (!b || *b > (std::uint64_t{1} << 30))
+            fail("--batch: expected entries per lock hold (1, 64, 512, ...) or 0 for unlimited, got '" + a.batch + "'");
+        o.shadow.batch = static_cast<std::size_t>(*b);
+    }
+    if (!a.churn.empty()) {
+        bool seen[kChurnOps] = {};
+        std::stringstream ss(a.churn);
+        std::string item;
+        while (std::getline(ss, item, ',')) {
+            const auto eq = item.find('=');
+            if (eq == std::string::npos) fail("--churn: expected OP=RATE[,OP=RATE...], got '" + item + "'");
+            const std::string op = item.substr(0, eq), rate = item.substr(eq + 1);
+            std::size_t k = 0;
+            while (k < kChurnOps && op != to_string(static_cast<ChurnOp>(k))) ++k;
+            if (k == kChurnOps)
+                fail("--churn: unknown operation '" + op + "' (expected migrate, unmap, protect, merge, swap or age)");
+            if (seen[k]) fail("--churn: '" + op + "' given twice");
+            seen[k] = true;
+            const auto v = to_double(rate);
+            if (!v || *v < 0 || *v > 1e7)
+                fail("--churn: " + op + " rate must be operations per second in 0..10000000, got '" + rate + "'");
+            r.churn_rate[k] = *v;
+        }
+        if (!a.churn.empty() && a.churn.back() == ',') fail("--churn: expected OP=RATE after the last ','");
+    }
+    if (!a.seed.empty()) {
+        const auto s = to_u64(a.seed);
+        if (!s) fail("--seed must be a non-negative integer, got '" + a.seed + "'");
+        r.seed = *s;
+    }
+    if (!a.frames.empty()) o.frames = uint_option("--frames", a.frames, 64, std::uint64_t{1} << 24);
+    o.json = a.json;
+    o.shadow.vcpus = r.vcpus;
+    return o;
+}
+
+CLI::App* add_soft_subcommand(CLI::App& app, SoftCommandArgs& a) {
+    auto* s = app.add_subcommand("soft", "Run software vCPUs over the shadow MMU with host churn; check for lost writes");
+    s->add_option("--vcpus", a.vcpus, "vCPU threads, 1..1024 (default 4)");
+    s->add_option("--seconds", a.seconds, "Run for S seconds (default 2)");
+    s->add_option("--ops", a.ops, "Instead of --seconds: N accesses per vCPU");
+    s->add_option("--pattern", a.pattern, "seq or random (default random)");
+    s->add_option("--sharing", a.sharing, "disjoint (each vCPU its pages) or shared (default disjoint)");
+    s->add_option("--writes", a.writes, "Fraction of accesses that write, 0..1 (default 0.3)");
+    s->add_option("--pages", a.pages, "Working set: pages per vCPU (disjoint) or in total (shared) (default 256)");
+    s->add_option("--tlb", a.tlb, "TLB entries per vCPU (default 64; 4-way when a multiple of 4)");
+    s->add_option("--lock", a.lock, "Shadow MMU lock policy: global, rw or split (default rw)");
+    s->add_option("--coherence", a.coherence, "seq, ptlock or range-active (default seq)");
+    s->add_option("--batch", a.batch, "Entries zapped per lock hold; 0 = unlimited (default 512)");
+    s->add_option("--churn", a.churn, "Host operations: OP=RATE,... with OP in migrate, unmap, protect, merge, swap, age");
+    s->add_option("--seed", a.seed, "Random seed (default 1)");
+    s->add_option("--json", a.json, "Write the results as JSON to FILE");
+    s->add_option("--frames", a.frames, "Frame space size in 4 KiB frames (default: sized automatically)");
+    return s;
+}
+
+namespace {
+
+struct Row {
+    std::string key; // JSON key
+    std::string label;
+    std::string value; // JSON number or string (quoted by the caller)
+    bool text = false;
+};
+
+std::vector<Row> rows(const SoftCommandOptions& o, const SoftRunResult& r) {
+    const auto& m = r.mmu;
+    const auto& v = r.vcpu;
+    const auto u = [](std::uint64_t x) { return std::to_string(x); };
+    std::vector<Row> out = {
+        {"vcpus", "vcpus", u(o.run.vcpus)},
+        {"lock", "lock policy", to_string(o.shadow.lock), true},
+        {"coherence", "coherence policy", to_string(o.shadow.coherence), true},
+        {"batch", "batch (0 = unlimited)", u(o.shadow.batch)},
+        {"pattern", "pattern", to_string(o.run.pattern), true},
+        {"sharing", "sharing", to_string(o.run.sharing), true},
+        {"pages", "region pages", u(o.run.region_pages())},
+        {"seconds", "seconds", fmt(r.seconds, 3)},
+        {"accesses", "accesses", u(v.accesses)},
+        {"tlb_hits", "tlb hits", u(v.tlb_hits)},
+        {"tlb_misses", "tlb misses", u(v.tlb_misses)},
+        {"walks", "walks", u(v.walks)},
+        {"faults", "faults", u(m.faults)},
+        {"faults_per_second", "faults/s", fmt(per(m.faults, 1) / (r.seconds > 0 ? r.seconds : 1), 0)},
+        {"installs", "installs", u(m.installs)},
+        {"retries", "retries", u(m.retries)},
+        {"refused", "refused", u(m.refused)},
+        {"out_of_frames", "out of frames", u(m.out_of_frames)},
+        {"zaps", "zaps", u(m.zaps)},
+        {"batches", "batches (zap lock holds)", u(m.batches)},
+        {"zaps_per_lock_hold", "zaps per lock hold", fmt(per(m.zaps, m.batches))},
+        {"max_batch", "largest batch", u(m.max_batch)},
+        {"shootdowns", "shootdowns", u(m.shootdowns)},
+        {"shootdown_targets", "shootdown targets", u(m.shootdown_targets)},
+        {"shootdown_requests", "shootdown requests (acked)", u(r.shootdown.requests)},
+        {"direct_flushes", "direct flushes (idle vCPUs)", u(r.shootdown.direct_flushes)},
+        {"flushes_honoured", "flushes honoured by vCPUs", u(v.flushes_honoured)},
+        {"lock_acquisitions", "lock acquisitions", u(m.lock_acquisitions)},
+        {"lock_acquisitions_per_fault", "lock acquisitions per fault", fmt(per(m.lock_acquisitions, m.faults))},
+        {"shared_atomics", "shared-line atomics", u(m.shared_atomics)},
+        {"shared_atomics_per_fault", "shared-line atomics per fault", fmt(per(m.shared_atomics, m.faults), 4)},
+    };
+    for (std::size_t k = 0; k < kChurnOps; ++k) {
+        const std::string n = to_string(static_cast<ChurnOp>(k));
+        out.push_back({"churn_" + n, "churn " + n + " (done/attempted)", u(r.churn.done[k])});
+        out.push_back({"churn_" + n + "_attempted", "", u(r.churn.attempted[k])});
+    }
+    out.push_back({"stale_dropped", "stale TLB entries dropped", u(v.stale_dropped)});
+    out.push_back({"unmap_excused", "slots zeroed by unmap", u(v.unmap_excused)});
+    out.push_back({"lost_writes", "lost writes", u(r.lost_writes)});
+    out.push_back({"violations", "violations", u(r.violations)});
+    out.push_back({"audit_problems", "audit problems", u(r.audit.size())});
+    return out;
+}
+
+std::string json_escape(const std::string& s) {
+    std::string out;
+    for (char c : s) {
+        if (c == '"' || c == '\\') {
+            out += '\\';
+            out += c;
+        } else if (static_cast<unsigned char>(c) < 0x20) {
+            char b[8];
+            std::snprintf(b, sizeof b, "\\u%04x", c);
+            out += b;
+        } else {
+            out += c;
+        }
+    }
+    return out;
+}
+
+} // namespace
+
+std::string soft_summary(const SoftCommandOptions& o, const SoftRunResult& r) {
+    const auto all = rows(o, r);
+    std::string out;
+    char line[160];
+    for (std::size_t i = 0; i < all.size(); ++i) {
+        const Row& row = all[i];
+        if (row.label.empty()) continue;
+        std::string value = row.value;
+        if (row.key.rfind("churn_", 0) == 0 && i + 1 < all.size()) value += " / " + all[i + 1].value;
+        std::snprintf(line, sizeof line, "%-34s %s\n", row.label.c_str(), value.c_str());
+        out += line;
+    }
+    for (const auto& d : r.details) out += "  " + d + "\n";
+    for (std::size_t i = 0; i < r.audit.size() && i < 8; ++i) out += "  audit: " + r.audit[i] + "\n";
+    out += r.ok() ? "result: ok\n" : "result: FAILED\n";
+    return out;
+}
+
+std::string soft_json(const SoftCommandOptions& o, const SoftRunResult& r) {
+    std::string out = "{\n";
+    for (const Row& row : rows(o, r)) {
+        out += "  \"" + row.key + "\": ";
+        out += row.text ? "\"" + json_escape(row.value) + "\"" : row.value;
+        out += ",\n";
+    }
+    out += "  \"details\": [";
+    for (std::size_t i = 0; i < r.details.size(); ++i)
+        out += (i ? ", \"" : "\"") + json_escape(r.details[i]) + "\"";
+    out += "],\n  \"ok\": ";
+    out += r.ok() ? "true" : "false";
+    out += "\n}\n";
+    return out;
+}
+
+int run_soft_command(const SoftCommandOptions& o, std::FILE* out) {
+    std::unique_ptr<SoftRig> rig;
+    try {
+        rig = std::make_unique<SoftRig>(o.run, o.shadow, o.frames);
+    } catch (const std::exception& e) {
+        throw VmmError(std::string("soft: cannot set up the frame space and MMU: ") + e.what());
+    }
+    const SoftRunResult r = rig->run(o.run);
+    std::fputs(soft_summary(o, r).c_str(), out);
+    if (!o.json.empty()) {
+        std::ofstream f(o.json);
+        f << soft_json(o, r);
+        f.close();
+        if (!f) throw VmmError("--json: cannot write '" + o.json + "'");
+    }
+    return r.ok() ? 0 : 1;
+}
+
+} // namespace hv
