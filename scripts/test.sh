@@ -10,6 +10,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 jobs=$(nproc)
+scripts/setup.sh # idempotent: a no-op when everything is installed
 
 echo "== sanitizer build (clang, ASan+UBSan): unit tests"
 CC=clang CXX=clang++ scripts/build.sh build-asan -DHV_SANITIZE=ON
