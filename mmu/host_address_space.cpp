@@ -40,6 +40,20 @@ const char* to_string(HostFaultStatus s) {
     return "?";
 }
 
+// Calls fn(address, entry) for every PTE slot of [range) that has a leaf
+// table, holding the upper levels shared and each leaf table's PT lock: the
+// walk unmap, protect and age share.
+template <class Fn>
+void HostAddressSpace::for_each_locked_pte(HostRange range, Fn&& fn) {
+    std::shared_lock upper(upper_lock_);
+    for_each_table_part(table_, range.start, range.end, [&](Pfn table, std::uint64_t lo, std::uint64_t hi) {
+        std::lock_guard guard(pt_lock(table));
+        counters_.pt_lock_acquisitions.fetch_add(1, std::memory_order_relaxed);
+        std::uint64_t* entries = frames_.entries(table);
+        for (std::uint64_t a = lo; a < hi; a += kPage) fn(a, at(&entries[(a >> 12) & 511]));
+    });
+}
+
 HostAddressSpace::HostAddressSpace(FrameSpace& frames, bool page_at_a_time)
     : frames_(frames), page_at_a_time_(page_at_a_time),
       table_([&] {
@@ -216,26 +230,17 @@ std::size_t HostAddressSpace::unmap(HostRange range) {
     std::size_t changed = 0;
     std::vector<Pfn> to_put;
     std::vector<std::uint64_t> slots_to_drop;
-    {
-        std::shared_lock upper(upper_lock_);
-        for_each_table_part(table_, range.start, range.end, [&](Pfn table, std::uint64_t lo, std::uint64_t hi) {
-            std::lock_guard guard(pt_lock(table));
-            counters_.pt_lock_acquisitions.fetch_add(1, std::memory_order_relaxed);
-            std::uint64_t* entries = frames_.entries(table);
-            for (std::uint64_t a = lo; a < hi; a += kPage) {
-                auto entry = at(&entries[(a >> 12) & 511]);
-                const std::uint64_t pte = entry.exchange(0, std::memory_order_acq_rel);
-                if (Pte::present(pte)) {
-                    to_put.push_back(Pte::pfn(pte));
-                    ++changed;
-                    if (page_at_a_time_) fire_page(a, InvalidateEvent::Unmap);
-                } else if (is_swap_entry(pte)) {
-                    slots_to_drop.push_back(pte >> 12);
-                    ++changed;
-                }
-            }
-        });
-    }
+    for_each_locked_pte(range, [&](std::uint64_t a, std::atomic_ref<std::uint64_t> entry) {
+        const std::uint64_t pte = entry.exchange(0, std::memory_order_acq_rel);
+        if (Pte::present(pte)) {
+            to_put.push_back(Pte::pfn(pte));
+            ++changed;
+            if (page_at_a_time_) fire_page(a, InvalidateEvent::Unmap);
+        } else if (is_swap_entry(pte)) {
+            slots_to_drop.push_back(pte >> 12);
+            ++changed;
+        }
+    });
     if (inv) inv->end();
     for (Pfn pfn : to_put) put_frame(pfn);
     if (!slots_to_drop.empty()) {
@@ -266,25 +271,16 @@ std::size_t HostAddressSpace::protect(HostRange range, bool writable) {
     std::optional<RangeInvalidation> inv;
     if (!page_at_a_time_) inv = chain_.begin(range, InvalidateEvent::Protect, true);
     std::size_t changed = 0;
-    {
-        std::shared_lock upper(upper_lock_);
-        for_each_table_part(table_, range.start, range.end, [&](Pfn table, std::uint64_t lo, std::uint64_t hi) {
-            std::lock_guard guard(pt_lock(table));
-            counters_.pt_lock_acquisitions.fetch_add(1, std::memory_order_relaxed);
-            std::uint64_t* entries = frames_.entries(table);
-            for (std::uint64_t a = lo; a < hi; a += kPage) {
-                auto entry = at(&entries[(a >> 12) & 511]);
-                const std::uint64_t pte = entry.load(std::memory_order_acquire);
-                if (!Pte::present(pte)) continue;
-                // A merged page stays read-only: a write must break the sharing.
-                const bool w = writable && !(pte & kMergedBit);
-                if (Pte::writable(pte) == w) continue;
-                entry.store(Pte::with_writable(pte, w), std::memory_order_release);
-                ++changed;
-                if (page_at_a_time_) fire_page(a, InvalidateEvent::Protect);
-            }
-        });
-    }
+    for_each_locked_pte(range, [&](std::uint64_t a, std::atomic_ref<std::uint64_t> entry) {
+        const std::uint64_t pte = entry.load(std::memory_order_acquire);
+        if (!Pte::present(pte)) return;
+        // A merged page stays read-only: a write must break the sharing.
+        const bool w = writable && !(pte & kMergedBit);
+        if (Pte::writable(pte) == w) return;
+        entry.store(Pte::with_writable(pte, w), std::memory_order_release);
+        ++changed;
+        if (page_at_a_time_) fire_page(a, InvalidateEvent::Protect);
+    });
     if (inv) inv->end();
     counters_.protected_pages.fetch_add(changed, std::memory_order_relaxed);
     return changed;
@@ -402,19 +398,12 @@ bool HostAddressSpace::swap_out(std::uint64_t address) {
 
 bool HostAddressSpace::age(HostRange range) {
     bool young = chain_.clear_young(range);
-    std::shared_lock upper(upper_lock_);
-    for_each_table_part(table_, range.start, range.end, [&](Pfn table, std::uint64_t lo, std::uint64_t hi) {
-        std::lock_guard guard(pt_lock(table));
-        counters_.pt_lock_acquisitions.fetch_add(1, std::memory_order_relaxed);
-        std::uint64_t* entries = frames_.entries(table);
-        for (std::uint64_t a = lo; a < hi; a += kPage) {
-            auto entry = at(&entries[(a >> 12) & 511]);
-            const std::uint64_t pte = entry.load(std::memory_order_acquire);
-            if (Pte::present(pte) && Pte::accessed(pte)) {
-                entry.store(Pte::with_accessed(pte, false), std::memory_order_release);
-                young = true;
-                counters_.aged.fetch_add(1, std::memory_order_relaxed);
-            }
+    for_each_locked_pte(range, [&](std::uint64_t, std::atomic_ref<std::uint64_t> entry) {
+        const std::uint64_t pte = entry.load(std::memory_order_acquire);
+        if (Pte::present(pte) && Pte::accessed(pte)) {
+            entry.store(Pte::with_accessed(pte, false), std::memory_order_release);
+            young = true;
+            counters_.aged.fetch_add(1, std::memory_order_relaxed);
         }
     });
     return young;

@@ -141,6 +141,8 @@ private:
     std::optional<Pfn> new_frame();
     void put_frame(Pfn pfn); // drop one mapping; frees the frame at zero
     HostFaultResult break_cow(std::uint64_t address);
+    template <class Fn>
+    void for_each_locked_pte(HostRange range, Fn&& fn);
     template <class Change>
     std::optional<Pfn> change_page(std::uint64_t address, InvalidateEvent event, Change&& change);
     void fire_page(std::uint64_t address, InvalidateEvent event) { chain_.invalidate_page(address, event); }

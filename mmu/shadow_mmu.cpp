@@ -341,6 +341,11 @@ std::size_t ShadowMmu::zap_frame(Pfn pfn) {
     return zap_ranges(ranges, zap_counters());
 }
 
+std::vector<GuestRange> ShadowMmu::guest_ranges(HostRange range) const {
+    std::shared_lock lock(slots_lock_);
+    return memslots_.host_to_guest(range.start, range.end);
+}
+
 StartResult ShadowMmu::invalidate_range_start(HostRange range, InvalidateEvent, bool blockable) {
     std::unique_lock zaps(zap_mutex_, std::defer_lock);
     if (blockable)
@@ -348,11 +353,7 @@ StartResult ShadowMmu::invalidate_range_start(HostRange range, InvalidateEvent, 
     else if (!zaps.try_lock())
         return StartResult::TryAgain;
     invalidate_in_progress_.fetch_add(1);
-    std::vector<GuestRange> ranges;
-    {
-        std::shared_lock lock(slots_lock_);
-        ranges = memslots_.host_to_guest(range.start, range.end);
-    }
+    const std::vector<GuestRange> ranges = guest_ranges(range);
     zap_ranges(ranges, zap_counters());
     return StartResult::Ok;
 }
@@ -369,11 +370,7 @@ void ShadowMmu::invalidate_page(std::uint64_t host_address, InvalidateEvent even
 }
 
 bool ShadowMmu::clear_young(HostRange range) {
-    std::vector<GuestRange> ranges;
-    {
-        std::shared_lock lock(slots_lock_);
-        ranges = memslots_.host_to_guest(range.start, range.end);
-    }
+    const std::vector<GuestRange> ranges = guest_ranges(range);
     bool young = false;
     for (const auto& r : ranges)
         table_.for_each_leaf(r.start, r.end, 0, [&](std::uint64_t, const auto& slot) {
@@ -390,11 +387,7 @@ bool ShadowMmu::clear_young(HostRange range) {
 }
 
 bool ShadowMmu::test_young(HostRange range) {
-    std::vector<GuestRange> ranges;
-    {
-        std::shared_lock lock(slots_lock_);
-        ranges = memslots_.host_to_guest(range.start, range.end);
-    }
+    const std::vector<GuestRange> ranges = guest_ranges(range);
     bool young = false;
     for (const auto& r : ranges)
         table_.for_each_leaf(r.start, r.end, 0, [&](std::uint64_t, const auto& slot) {

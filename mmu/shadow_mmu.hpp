@@ -134,6 +134,7 @@ private:
                         std::uint64_t seq_snapshot, std::uint64_t ha);
     std::size_t zap_ranges(std::span<const GuestRange> ranges, ShadowCounters& c);
     VcpuMask& mask_for_table(Pfn table);
+    std::vector<GuestRange> guest_ranges(HostRange range) const; // the memslots' view of a host range
     ShadowCounters& zap_counters() { return counters_[config_.vcpus].c; }
 
     HostAddressSpace& host_;
