@@ -41,14 +41,13 @@ const char* to_string(HostFaultStatus s) {
 }
 
 // Calls fn(address, entry) for every PTE slot of [range) that has a leaf
-// table, holding the upper levels shared and each leaf table's PT lock: the
+// table, holding each leaf table's PT lock: the
 // walk unmap, protect and age share.
 template <class Fn>
 void HostAddressSpace::for_each_locked_pte(HostRange range, Fn&& fn) {
-    std::shared_lock upper(upper_lock_);
     for_each_table_part(table_, range.start, range.end, [&](Pfn table, std::uint64_t lo, std::uint64_t hi) {
         std::lock_guard guard(pt_lock(table));
-        counters_.pt_lock_acquisitions.fetch_add(1, std::memory_order_relaxed);
+        count(Count::PtLocks);
         std::uint64_t* entries = frames_.entries(table);
         for (std::uint64_t a = lo; a < hi; a += kPage) fn(a, at(&entries[(a >> 12) & 511]));
     });
@@ -62,7 +61,29 @@ HostAddressSpace::HostAddressSpace(FrameSpace& frames, bool page_at_a_time)
           return std::move(*t);
       }()),
       pt_locks_(std::make_unique<PtLock[]>(frames.frame_count())),
-      map_count_(std::make_unique<std::atomic<std::uint32_t>[]>(frames.frame_count())) {}
+      map_count_(std::make_unique<std::atomic<std::uint32_t>[]>(frames.frame_count())),
+      slots_(std::make_unique<CounterSlot[]>(kMaxVcpus + 1)) {}
+
+HostCounters HostAddressSpace::counters() const {
+    std::uint64_t sum[static_cast<std::size_t>(Count::N)] = {};
+    for (std::uint32_t c = 0; c <= kMaxVcpus; ++c)
+        for (std::size_t i = 0; i < static_cast<std::size_t>(Count::N); ++i)
+            sum[i] += slots_[c].v[i].load(std::memory_order_relaxed);
+    auto get = [&](Count which) { return sum[static_cast<std::size_t>(which)]; };
+    HostCounters h;
+    h.faults = get(Count::Faults);
+    h.zero_fills = get(Count::ZeroFills);
+    h.swap_ins = get(Count::SwapIns);
+    h.cow_breaks = get(Count::CowBreaks);
+    h.unmapped = get(Count::Unmapped);
+    h.protected_pages = get(Count::Protected);
+    h.migrated = get(Count::Migrated);
+    h.merged = get(Count::Merged);
+    h.swapped_out = get(Count::SwappedOut);
+    h.aged = get(Count::Aged);
+    h.pt_lock_acquisitions = get(Count::PtLocks);
+    return h;
+}
 
 HostAddressSpace::~HostAddressSpace() {
     if (!chain_.released()) chain_.release();
@@ -111,18 +132,16 @@ void HostAddressSpace::put_frame(Pfn pfn) {
     if (map_count_[pfn].fetch_sub(1, std::memory_order_acq_rel) == 1) frames_.free(pfn);
 }
 
-HostAddressSpace::PteGuard HostAddressSpace::lock_pte(std::uint64_t address) {
-    std::shared_lock upper(upper_lock_);
+HostAddressSpace::PteGuard HostAddressSpace::lock_pte(std::uint64_t address, std::uint32_t cpu) {
     auto slot = table_.find_leaf(address);
     if (!slot) return {};
     PtLock& l = pt_lock(slot->table);
     l.lock();
-    counters_.pt_lock_acquisitions.fetch_add(1, std::memory_order_relaxed);
+    count(Count::PtLocks, 1, cpu);
     return PteGuard(&l, slot->entry);
 }
 
 std::optional<HostTranslation> HostAddressSpace::lookup(std::uint64_t address) const {
-    std::shared_lock upper(upper_lock_);
     auto slot = table_.find_leaf(address);
     if (!slot) return std::nullopt;
     const std::uint64_t pte = at(slot->entry).load(std::memory_order_acquire);
@@ -130,60 +149,87 @@ std::optional<HostTranslation> HostAddressSpace::lookup(std::uint64_t address) c
     return HostTranslation{Pte::pfn(pte), Pte::writable(pte)};
 }
 
-HostFaultResult HostAddressSpace::fault(std::uint64_t address, Access access) {
-    counters_.faults.fetch_add(1, std::memory_order_relaxed);
+HostFaultResult HostAddressSpace::fault(std::uint64_t address, Access access, std::uint32_t cpu) {
+    count(Count::Faults, 1, cpu);
     address &= ~(kPage - 1);
+    if (address >= kAddressLimit) return {HostFaultStatus::NoMapping, {}};
+    // A present PTE answers by itself (protect() changes present PTEs under
+    // their PT lock); only a page that must be made present consults the
+    // region map, under its (shared) lock.
+    if (auto slot = table_.find_leaf(address)) {
+        PtLock& lock = pt_lock(slot->table);
+        lock.lock();
+        count(Count::PtLocks, 1, cpu);
+        auto entry = at(slot->entry);
+        const std::uint64_t pte = entry.load(std::memory_order_acquire);
+        if (Pte::present(pte)) {
+            if (access == Access::Write && !Pte::writable(pte)) {
+                lock.unlock();
+                if (pte & kMergedBit) {
+                    // Copy-on-write, unless protect() made the range read-only.
+                    {
+                        std::shared_lock regions(regions_mutex_);
+                        const Region* r = region_for(address);
+                        if (!r || !r->writable) return {HostFaultStatus::ReadOnly, {}, 2, 2};
+                    }
+                    HostFaultResult r = break_cow(address, cpu);
+                    r.locks += 2;
+                    r.shared_atomics += 2;
+                    return r;
+                }
+                return {HostFaultStatus::ReadOnly, {}, 1, 0}; // protect() made it read-only
+            }
+            std::uint64_t updated = Pte::with_accessed(pte, true);
+            if (access == Access::Write) updated = Pte::with_dirty(updated, true);
+            if (updated != pte) entry.store(updated, std::memory_order_release);
+            lock.unlock();
+            return {HostFaultStatus::Mapped, {Pte::pfn(pte), Pte::writable(pte)}, 1, 0};
+        }
+        lock.unlock();
+    }
+
     bool region_writable;
     {
         std::shared_lock regions(regions_mutex_);
         const Region* r = region_for(address);
-        if (!r) return {HostFaultStatus::NoMapping, {}};
+        if (!r) return {HostFaultStatus::NoMapping, {}, 1, 2};
         region_writable = r->writable;
     }
-    if (access == Access::Write && !region_writable) return {HostFaultStatus::ReadOnly, {}};
+    if (access == Access::Write && !region_writable) return {HostFaultStatus::ReadOnly, {}, 1, 2};
 
-    std::shared_lock upper(upper_lock_);
+    // The frame allocator's mutex: one lock, written by every CPU (2 RMWs).
     auto slot = table_.ensure_leaf(address);
-    if (!slot) return {HostFaultStatus::OutOfFrames, {}};
+    if (!slot) return {HostFaultStatus::OutOfFrames, {}, 2, 4};
     PtLock& lock = pt_lock(slot->table);
     lock.lock();
-    counters_.pt_lock_acquisitions.fetch_add(1, std::memory_order_relaxed);
+    count(Count::PtLocks, 1, cpu);
     auto entry = at(slot->entry);
-    std::uint64_t pte = entry.load(std::memory_order_acquire);
-
+    const std::uint64_t pte = entry.load(std::memory_order_acquire);
     if (Pte::present(pte)) {
-        if (access == Access::Write && !Pte::writable(pte)) {
-            if (pte & kMergedBit) {
-                lock.unlock();
-                upper.unlock();
-                return break_cow(address);
-            }
-            lock.unlock();
-            return {HostFaultStatus::ReadOnly, {}}; // protect() made it read-only
-        }
-        std::uint64_t updated = Pte::with_accessed(pte, true);
-        if (access == Access::Write) updated = Pte::with_dirty(updated, true);
-        if (updated != pte) entry.store(updated, std::memory_order_release);
+        // Another fault made it present since we looked: answer from it.
         lock.unlock();
-        return {HostFaultStatus::Mapped, {Pte::pfn(pte), Pte::writable(pte)}};
+        if (access == Access::Write && !Pte::writable(pte)) return {HostFaultStatus::ReadOnly, {}, 3, 2};
+        return {HostFaultStatus::Mapped, {Pte::pfn(pte), Pte::writable(pte)}, 3, 2};
     }
-
     auto pfn = new_frame(); // zeroed by the frame space
     if (!pfn) {
         lock.unlock();
-        return {HostFaultStatus::OutOfFrames, {}};
+        return {HostFaultStatus::OutOfFrames, {}, 4, 4};
     }
+    std::uint32_t locks = 4, shared = 4; // region lock, PT lock (twice), allocator
     if (is_swap_entry(pte)) {
         const std::uint64_t slot_id = pte >> 12;
         std::lock_guard swap(swap_mutex_);
+        ++locks;
+        shared += 2;
         auto it = swap_.find(slot_id);
         if (it != swap_.end()) {
             std::memcpy(frames_.bytes(*pfn).data(), it->second.data(), kPage);
             swap_.erase(it);
         }
-        counters_.swap_ins.fetch_add(1, std::memory_order_relaxed);
+        count(Count::SwapIns, 1, cpu);
     } else {
-        counters_.zero_fills.fetch_add(1, std::memory_order_relaxed);
+        count(Count::ZeroFills, 1, cpu);
     }
     Perms perms{};
     perms.read = true;
@@ -193,26 +239,27 @@ HostFaultResult HostAddressSpace::fault(std::uint64_t address, Access access) {
     if (access == Access::Write) fresh = Pte::with_dirty(fresh, true);
     entry.store(fresh, std::memory_order_release);
     lock.unlock();
-    return {HostFaultStatus::Mapped, {*pfn, region_writable}};
+    return {HostFaultStatus::Mapped, {*pfn, region_writable}, locks, shared};
 }
 
-HostFaultResult HostAddressSpace::break_cow(std::uint64_t address) {
+// Costs: the notifier chain's reader count (2 shared RMWs), the allocator
+// (a lock, 2 shared RMWs), the PT lock.
+HostFaultResult HostAddressSpace::break_cow(std::uint64_t address, std::uint32_t cpu) {
     const HostRange page{address, address + kPage};
     auto inv = chain_.begin(page, InvalidateEvent::Clear, true); // blockable: always begins
-    std::shared_lock upper(upper_lock_);
     auto slot = table_.find_leaf(address);
-    if (!slot) return {HostFaultStatus::NoMapping, {}};
+    if (!slot) return {HostFaultStatus::NoMapping, {}, 0, 2};
     auto fresh = new_frame();
-    if (!fresh) return {HostFaultStatus::OutOfFrames, {}};
+    if (!fresh) return {HostFaultStatus::OutOfFrames, {}, 1, 4};
     PtLock& lock = pt_lock(slot->table);
     std::lock_guard guard(lock);
-    counters_.pt_lock_acquisitions.fetch_add(1, std::memory_order_relaxed);
+    count(Count::PtLocks, 1, cpu);
     auto entry = at(slot->entry);
     const std::uint64_t pte = entry.load(std::memory_order_acquire);
     if (!Pte::present(pte) || !(pte & kMergedBit)) {
         // Someone else changed it meanwhile (unmap, another breaker): retry from the top.
         put_frame(*fresh);
-        return {HostFaultStatus::Mapped, {Pte::pfn(pte), Pte::writable(pte)}};
+        return {HostFaultStatus::Mapped, {Pte::pfn(pte), Pte::writable(pte)}, 3, 6};
     }
     const Pfn old = Pte::pfn(pte);
     std::memcpy(frames_.bytes(*fresh).data(), frames_.bytes(old).data(), kPage);
@@ -220,8 +267,8 @@ HostFaultResult HostAddressSpace::break_cow(std::uint64_t address) {
     updated = Pte::with_pfn(updated, *fresh);
     entry.store(updated, std::memory_order_release);
     put_frame(old);
-    counters_.cow_breaks.fetch_add(1, std::memory_order_relaxed);
-    return {HostFaultStatus::Mapped, {*fresh, true}};
+    count(Count::CowBreaks, 1, cpu);
+    return {HostFaultStatus::Mapped, {*fresh, true}, 2, 6};
 }
 
 std::size_t HostAddressSpace::unmap(HostRange range) {
@@ -247,7 +294,7 @@ std::size_t HostAddressSpace::unmap(HostRange range) {
         std::lock_guard swap(swap_mutex_);
         for (auto s : slots_to_drop) swap_.erase(s);
     }
-    counters_.unmapped.fetch_add(changed, std::memory_order_relaxed);
+    count(Count::Unmapped, changed);
     return changed;
 }
 
@@ -282,7 +329,7 @@ std::size_t HostAddressSpace::protect(HostRange range, bool writable) {
         if (page_at_a_time_) fire_page(a, InvalidateEvent::Protect);
     });
     if (inv) inv->end();
-    counters_.protected_pages.fetch_add(changed, std::memory_order_relaxed);
+    count(Count::Protected, changed);
     return changed;
 }
 
@@ -297,10 +344,9 @@ std::optional<Pfn> HostAddressSpace::change_page(std::uint64_t address, Invalida
     if (!page_at_a_time_) inv = chain_.begin(page, event, true);
     std::optional<Pfn> old;
     {
-        std::shared_lock upper(upper_lock_);
         if (auto slot = table_.find_leaf(address)) {
             std::lock_guard guard(pt_lock(slot->table));
-            counters_.pt_lock_acquisitions.fetch_add(1, std::memory_order_relaxed);
+            count(Count::PtLocks);
             auto entry = at(slot->entry);
             const std::uint64_t pte = entry.load(std::memory_order_acquire);
             // Shared (merged) frames are left alone, as the kernel's migration
@@ -326,7 +372,7 @@ bool HostAddressSpace::migrate(std::uint64_t address) {
         return std::optional<Pfn>(from);
     });
     put_frame(old ? *old : *fresh);
-    if (old) counters_.migrated.fetch_add(1, std::memory_order_relaxed);
+    if (old) count(Count::Migrated);
     return old.has_value();
 }
 
@@ -338,7 +384,6 @@ bool HostAddressSpace::merge(std::uint64_t keep, std::uint64_t other) {
     auto inv_other = chain_.begin({other, other + kPage}, InvalidateEvent::Merge, true);
     std::optional<Pfn> dropped;
     {
-        std::shared_lock upper(upper_lock_);
         auto a = table_.find_leaf(keep);
         auto b = table_.find_leaf(other);
         if (a && b) {
@@ -347,7 +392,7 @@ bool HostAddressSpace::merge(std::uint64_t keep, std::uint64_t other) {
             PtLock* second = a->table == b->table ? nullptr : &pt_lock(std::max(a->table, b->table));
             first->lock();
             if (second) second->lock();
-            counters_.pt_lock_acquisitions.fetch_add(second ? 2 : 1, std::memory_order_relaxed);
+            count(Count::PtLocks, second ? 2 : 1);
             auto ea = at(a->entry);
             auto eb = at(b->entry);
             const std::uint64_t pa = ea.load(std::memory_order_acquire);
@@ -369,7 +414,7 @@ bool HostAddressSpace::merge(std::uint64_t keep, std::uint64_t other) {
     inv_keep->end();
     if (dropped) {
         put_frame(*dropped);
-        counters_.merged.fetch_add(1, std::memory_order_relaxed);
+        count(Count::Merged);
     }
     return dropped.has_value();
 }
@@ -391,7 +436,7 @@ bool HostAddressSpace::swap_out(std::uint64_t address) {
     });
     if (old) {
         put_frame(*old);
-        counters_.swapped_out.fetch_add(1, std::memory_order_relaxed);
+        count(Count::SwappedOut);
     }
     return old.has_value();
 }
@@ -403,7 +448,7 @@ bool HostAddressSpace::age(HostRange range) {
         if (Pte::present(pte) && Pte::accessed(pte)) {
             entry.store(Pte::with_accessed(pte, false), std::memory_order_release);
             young = true;
-            counters_.aged.fetch_add(1, std::memory_order_relaxed);
+            count(Count::Aged);
         }
     });
     return young;

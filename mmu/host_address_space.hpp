@@ -22,11 +22,18 @@
 // PTE while still holding that page's PT lock.
 // PT locks are never held while start() runs (start may block on secondary
 // MMU locks); they are taken after it.
+//
+// Locking: upper-level tables are never freed while the address space lives
+// (RadixTable publishes new tables with compare-exchange), so walks need no
+// lock above the leaf; each leaf table has its PT lock. The region map
+// (which ranges are mapped, and writable) has a reader/writer lock that only
+// faults on non-present pages read: a present PTE answers by itself.
 #include "entry_format.hpp"
 #include "frame_space.hpp"
 #include "notifier_chain.hpp"
 #include "pt_lock.hpp"
 #include "radix_table.hpp"
+#include "vcpu_mask.hpp"
 
 #include <atomic>
 #include <cstdint>
@@ -58,17 +65,26 @@ struct HostTranslation {
 struct HostFaultResult {
     HostFaultStatus status = HostFaultStatus::NoMapping;
     HostTranslation translation;
+    // What this fault cost, for the caller's per-vCPU counters: locks taken
+    // and read-modify-writes on cache lines every CPU writes (the region
+    // lock, the frame allocator, the notifier chain of a copy-on-write break).
+    std::uint32_t locks = 0, shared_atomics = 0;
 };
 
+// A snapshot summed over the per-CPU counter slots.
 struct HostCounters {
-    std::atomic<std::uint64_t> faults{0}, zero_fills{0}, swap_ins{0}, cow_breaks{0};
-    std::atomic<std::uint64_t> unmapped{0}, protected_pages{0}, migrated{0}, merged{0}, swapped_out{0}, aged{0};
-    std::atomic<std::uint64_t> pt_lock_acquisitions{0};
+    std::uint64_t faults = 0, zero_fills = 0, swap_ins = 0, cow_breaks = 0;
+    std::uint64_t unmapped = 0, protected_pages = 0, migrated = 0, merged = 0, swapped_out = 0, aged = 0;
+    std::uint64_t pt_lock_acquisitions = 0;
 };
 
 class HostAddressSpace {
 public:
     using Pte = X86PteFormat;
+    // Callers that pass a CPU index (0..kMaxVcpus-1) count into that CPU's
+    // own counter slot; kAnyCpu shares one slot among all other callers.
+    static constexpr std::uint32_t kAnyCpu = ~0u;
+
     // page_at_a_time: fire invalidate_page per page (2008) instead of range start/end.
     HostAddressSpace(FrameSpace& frames, bool page_at_a_time = false);
     ~HostAddressSpace();
@@ -84,7 +100,7 @@ public:
 
     // A host page fault (what get_user_pages does for KVM): makes the page
     // present (zero fill, swap in, copy-on-write break) and returns its frame.
-    HostFaultResult fault(std::uint64_t address, Access access);
+    HostFaultResult fault(std::uint64_t address, Access access, std::uint32_t cpu = kAnyCpu);
     // The current translation without faulting; nullopt when not present.
     std::optional<HostTranslation> lookup(std::uint64_t address) const;
 
@@ -109,7 +125,7 @@ public:
         PtLock* lock_ = nullptr;
         std::uint64_t* entry_ = nullptr;
     };
-    PteGuard lock_pte(std::uint64_t address);
+    PteGuard lock_pte(std::uint64_t address, std::uint32_t cpu = kAnyCpu);
 
     // Host operations; each returns the number of pages it changed.
     std::size_t unmap(HostRange range);
@@ -124,7 +140,7 @@ public:
     static constexpr std::uint64_t kSwapBit = 1ull << 10;   // not present: bits 12+ hold a swap slot
     static bool is_swap_entry(std::uint64_t pte) { return !Pte::present(pte) && (pte & kSwapBit); }
 
-    const HostCounters& counters() const { return counters_; }
+    HostCounters counters() const;
     std::size_t swap_slots_in_use() const;
     std::uint32_t map_count(Pfn pfn) const { return map_count_[pfn].load(std::memory_order_relaxed); }
     // Present host PTEs in [start, end), for audits: calls fn(address, pte).
@@ -136,11 +152,19 @@ private:
         std::uint64_t end;
         bool writable;
     };
+    enum class Count { Faults, ZeroFills, SwapIns, CowBreaks, Unmapped, Protected, Migrated, Merged, SwappedOut, Aged,
+                       PtLocks, N };
+    struct alignas(64) CounterSlot {
+        std::atomic<std::uint64_t> v[static_cast<std::size_t>(Count::N)] = {};
+    };
+    void count(Count which, std::uint64_t n = 1, std::uint32_t cpu = kAnyCpu) {
+        slots_[cpu < kMaxVcpus ? cpu : kMaxVcpus].v[static_cast<std::size_t>(which)].fetch_add(n, std::memory_order_relaxed);
+    }
     const Region* region_for(std::uint64_t address) const; // caller holds regions_mutex_
     PtLock& pt_lock(Pfn leaf_table) { return pt_locks_[leaf_table]; }
     std::optional<Pfn> new_frame();
     void put_frame(Pfn pfn); // drop one mapping; frees the frame at zero
-    HostFaultResult break_cow(std::uint64_t address);
+    HostFaultResult break_cow(std::uint64_t address, std::uint32_t cpu);
     template <class Fn>
     void for_each_locked_pte(HostRange range, Fn&& fn);
     template <class Change>
@@ -151,7 +175,6 @@ private:
     const bool page_at_a_time_;
     NotifierChain chain_;
     RadixTable<Pte> table_;
-    mutable std::shared_mutex upper_lock_; // exclusive only to free empty tables
     std::unique_ptr<PtLock[]> pt_locks_;   // one per frame: a leaf table's lock is pt_locks_[its pfn]
     std::unique_ptr<std::atomic<std::uint32_t>[]> map_count_; // host PTEs mapping each frame
     mutable std::shared_mutex regions_mutex_;
@@ -159,12 +182,11 @@ private:
     mutable std::mutex swap_mutex_;
     std::unordered_map<std::uint64_t, std::vector<std::uint8_t>> swap_;
     std::uint64_t next_swap_slot_ = 1;
-    HostCounters counters_;
+    std::unique_ptr<CounterSlot[]> slots_; // kMaxVcpus + 1: the last is kAnyCpu's
 };
 
 template <class Fn>
 void HostAddressSpace::for_each_present(HostRange range, Fn&& fn) const {
-    std::shared_lock upper(upper_lock_);
     const_cast<RadixTable<Pte>&>(table_).for_each_leaf(range.start, range.end, 0, [&](std::uint64_t addr, const auto& slot) {
         fn(addr, std::atomic_ref<std::uint64_t>(*slot.entry).load(std::memory_order_acquire));
     });

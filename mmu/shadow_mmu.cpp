@@ -4,7 +4,9 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <stdexcept>
 #include <string>
+#include <thread>
 
 namespace hv::mmu {
 namespace {
@@ -46,8 +48,9 @@ const char* to_string(FaultResult r) {
 ShadowCounters& ShadowCounters::operator+=(const ShadowCounters& o) {
     faults += o.faults; installs += o.installs; retries += o.retries; no_memslot += o.no_memslot;
     refused += o.refused; out_of_frames += o.out_of_frames; lock_acquisitions += o.lock_acquisitions;
-    shared_atomics += o.shared_atomics; zaps += o.zaps; batches += o.batches; shootdowns += o.shootdowns;
-    shootdown_targets += o.shootdown_targets; max_batch = std::max(max_batch, o.max_batch);
+    shared_atomics += o.shared_atomics; host_lock_acquisitions += o.host_lock_acquisitions;
+    host_shared_atomics += o.host_shared_atomics; zaps += o.zaps; batches += o.batches; shootdowns += o.shootdowns;
+    shootdown_targets += o.shootdown_targets; walk_registrations += o.walk_registrations; max_batch = std::max(max_batch, o.max_batch);
     return *this;
 }
 
@@ -55,23 +58,37 @@ ShadowCounters& ShadowCounters::operator+=(const ShadowCounters& o) {
 // and publishes an entry: everything (global), shared (rw) or the entry's leaf
 // table (split). A zap batch holds it exclusively: everything (global, rw) or
 // one leaf table (split).
+//
+// Counting shared-line atomics: the global mutex is written by every vCPU
+// (lock + unlock = 2). The rw lock's readers write only their own slot
+// (ReaderSlotLock), so an rw fault adds none. A split table lock is shared
+// only when another vCPU uses the same leaf table, which its shootdown mask
+// records: then it counts 2.
 class ShadowMmu::PolicyLock {
 public:
     enum class Mode { Fault, Zap };
-    PolicyLock(ShadowMmu& m, Pfn table, ShadowCounters& c, Mode mode) : m_(m), table_(table), mode_(mode) {
+    PolicyLock(ShadowMmu& m, Pfn table, ShadowCounters& c, Mode mode, std::uint32_t vcpu)
+        : m_(m), table_(table), mode_(mode), vcpu_(vcpu) {
         switch (m.config_.lock) {
-        case LockPolicy::Global: m.global_lock_.lock(); break;
-        case LockPolicy::Rw: mode == Mode::Fault ? m.rw_lock_.lock_shared() : m.rw_lock_.lock(); break;
-        case LockPolicy::Split: m.table_locks_[table].lock(); break; // shared only by the table's users
+        case LockPolicy::Global:
+            m.global_lock_.lock();
+            if (mode == Mode::Fault) c.shared_atomics += 2;
+            break;
+        case LockPolicy::Rw: mode == Mode::Fault ? m.rw_lock_.lock_shared(vcpu) : m.rw_lock_.lock(); break;
+        case LockPolicy::Split:
+            m.table_locks_[table].lock();
+            if (mode == Mode::Fault) {
+                const VcpuMask* users = m.table_masks_[table].load(std::memory_order_acquire);
+                if (users && users->any_other_than(vcpu)) c.shared_atomics += 2;
+            }
+            break;
         }
-        // Global and rw faults write one lock word every vCPU writes (lock + unlock).
-        if (mode == Mode::Fault && m.config_.lock != LockPolicy::Split) c.shared_atomics += 2;
         ++c.lock_acquisitions;
     }
     ~PolicyLock() {
         switch (m_.config_.lock) {
         case LockPolicy::Global: m_.global_lock_.unlock(); break;
-        case LockPolicy::Rw: mode_ == Mode::Fault ? m_.rw_lock_.unlock_shared() : m_.rw_lock_.unlock(); break;
+        case LockPolicy::Rw: mode_ == Mode::Fault ? m_.rw_lock_.unlock_shared(vcpu_) : m_.rw_lock_.unlock(); break;
         case LockPolicy::Split: m_.table_locks_[table_].unlock(); break;
         }
     }
@@ -82,22 +99,29 @@ private:
     ShadowMmu& m_;
     Pfn table_;
     Mode mode_;
+    std::uint32_t vcpu_;
 };
 
+namespace {
+ShadowConfig validated(ShadowConfig config) {
+    if (config.vcpus == 0 || config.vcpus > kMaxVcpus)
+        throw std::invalid_argument("ShadowMmu: vcpus must be 1.." + std::to_string(kMaxVcpus) + ", got " +
+                                    std::to_string(config.vcpus));
+    return config;
+}
+} // namespace
+
 ShadowMmu::ShadowMmu(HostAddressSpace& host, ShadowConfig config, TlbShootdown* shootdown)
-    : host_(host), config_(config), shootdown_(shootdown),
+    : host_(host), config_(validated(config)), shootdown_(shootdown),
       table_([&] {
           auto t = RadixTable<Pte>::create(host.frames());
           if (!t) throw std::runtime_error("ShadowMmu: no frame left for the root table");
           return std::move(*t);
       }()),
-      rmap_(host.frames().frame_count()),
+      rmap_(host.frames().frame_count()), slots_lock_(config_.vcpus), rw_lock_(config_.vcpus),
       table_locks_(std::make_unique<PtLock[]>(host.frames().frame_count())),
       table_masks_(std::make_unique<std::atomic<VcpuMask*>[]>(host.frames().frame_count())),
-      counters_(std::make_unique<PaddedCounters[]>(config.vcpus + 1)) {
-    if (config.vcpus == 0 || config.vcpus > kMaxVcpus)
-        throw std::invalid_argument("ShadowMmu: vcpus must be 1.." + std::to_string(kMaxVcpus) + ", got " +
-                                    std::to_string(config.vcpus));
+      counters_(std::make_unique<PaddedCounters[]>(config_.vcpus + 1)) {
     host_.notifiers().subscribe(*this);
     subscribed_ = true;
 }
@@ -106,7 +130,7 @@ ShadowMmu::~ShadowMmu() {
     if (subscribed_ && !host_.notifiers().released()) host_.notifiers().unsubscribe(*this);
     shootdown_ = nullptr; // its owner may be gone; nobody can use our entries any more
     const GuestRange everything{0, MemslotTable::kAddressLimit};
-    zap_ranges(std::span(&everything, 1), zap_counters());
+    zap_ranges(std::span(&everything, 1), zap_slot());
     for (Pfn p = 0; p < host_.frames().frame_count(); ++p) delete table_masks_[p].load();
 }
 
@@ -119,12 +143,24 @@ VcpuMask& ShadowMmu::mask_for_table(Pfn table) {
     return *m;
 }
 
+// A new slot must not appear while an invalidation runs: its guest range
+// is not in the hull the invalidation announced, so a fault through it
+// could install a page the host is changing. Like KVM, wait until no
+// invalidation is active (holding zap_mutex_, so none starts meanwhile).
+void ShadowMmu::wait_no_invalidation() {
+    while (invalidate_in_progress_.load(std::memory_order_seq_cst) != 0) std::this_thread::yield();
+}
+
 void ShadowMmu::add_memslot(const Memslot& slot) {
+    std::lock_guard zaps(zap_mutex_);
+    wait_no_invalidation();
     std::unique_lock lock(slots_lock_);
     memslots_.add(slot);
 }
 
 void ShadowMmu::alias_memslot(std::uint32_t existing, std::uint32_t id, std::uint64_t guest_start) {
+    std::lock_guard zaps(zap_mutex_);
+    wait_no_invalidation();
     std::unique_lock lock(slots_lock_);
     memslots_.alias(existing, id, guest_start);
 }
@@ -133,19 +169,18 @@ void ShadowMmu::remove_memslot(std::uint32_t id) {
     // Like an invalidation: faults that looked the slot up before must retry.
     // Lock order everywhere: zap_mutex_, then slots_lock_, then the zap locks.
     std::lock_guard zaps(zap_mutex_);
-    invalidate_in_progress_.fetch_add(1);
-    {
-        std::unique_lock lock(slots_lock_);
-        const Memslot s = memslots_.remove(id);
-        const GuestRange r{s.guest_start, s.guest_end()};
-        zap_ranges(std::span(&r, 1), zap_counters());
-    }
+    std::unique_lock lock(slots_lock_);
+    const Memslot s = memslots_.remove(id); // throws for an unknown id, before anything changed
+    slots_gen_.fetch_add(1);                // before the zap: see fault()
+    const GuestRange r{s.guest_start, s.guest_end()};
+    begin_invalidation(std::span(&r, 1));
+    zap_ranges(std::span(&r, 1), zap_slot());
     invalidate_seq_.fetch_add(1);
     invalidate_in_progress_.fetch_sub(1);
 }
 
 std::vector<Memslot> ShadowMmu::memslots() const {
-    std::shared_lock lock(slots_lock_);
+    ReaderSlotLock::SharedGuard lock(slots_lock_, slots_lock_.shared_slot());
     return memslots_.slots();
 }
 
@@ -156,13 +191,33 @@ std::uint64_t ShadowMmu::entry(std::uint64_t ga) const {
     return Pte::present(e) ? e : 0;
 }
 
+std::uint64_t ShadowMmu::walk(std::uint32_t vcpu, std::uint64_t guest_address) {
+    auto leaf = table_.find_leaf(guest_address);
+    if (!leaf) return 0;
+    // Register before reading, both sequentially consistent: a zap exchanges
+    // the entry and then reads the mask, so either it sees our bit or we
+    // read the cleared entry.
+    if (mask_for_table(leaf->table).set(vcpu)) {
+        ShadowCounters& c = counters_[vcpu].c;
+        ++c.walk_registrations;
+        ++c.shared_atomics;
+    }
+    const std::uint64_t e = at(leaf->entry).load(std::memory_order_seq_cst);
+    return Pte::present(e) ? e : 0;
+}
+
 FaultResult ShadowMmu::fault(std::uint32_t vcpu, std::uint64_t guest_address, Access access) {
     ShadowCounters& c = counters_[vcpu].c;
     ++c.faults;
     const std::uint64_t ga = guest_address & ~(kPage - 1);
+    // Snapshots before the memslot lookup and the host lookup: a memslot
+    // removal or an invalidation that completes between them and the
+    // install changes one of them, and the install is refused.
+    const std::uint64_t slots_gen = slots_gen_.load(std::memory_order_acquire);
+    const std::uint64_t seq = invalidate_seq_.load(std::memory_order_acquire);
     Memslot slot;
     {
-        std::shared_lock lock(slots_lock_);
+        ReaderSlotLock::SharedGuard lock(slots_lock_, vcpu);
         const Memslot* s = memslots_.find_guest(ga);
         if (!s) {
             ++c.no_memslot;
@@ -175,7 +230,6 @@ FaultResult ShadowMmu::fault(std::uint32_t vcpu, std::uint64_t guest_address, Ac
         return FaultResult::Refused;
     }
     const std::uint64_t ha = slot.host_start + (ga - slot.guest_start);
-    const std::uint64_t seq = invalidate_seq_.load(std::memory_order_acquire);
     if (config_.coherence == CoherencePolicy::RangeActive &&
         invalidate_in_progress_.load(std::memory_order_acquire) != 0) {
         ++c.retries;
@@ -187,18 +241,20 @@ FaultResult ShadowMmu::fault(std::uint32_t vcpu, std::uint64_t guest_address, Ac
         // the host page in (without locks) when it is not usable yet.
         for (int attempt = 0; attempt < 3; ++attempt) {
             {
-                auto guard = host_.lock_pte(ha);
-                ++c.lock_acquisitions;
+                auto guard = host_.lock_pte(ha, vcpu);
+                ++c.host_lock_acquisitions;
                 if (guard) {
                     const std::uint64_t pte = guard.pte();
                     if (X86PteFormat::present(pte) && (access == Access::Read || X86PteFormat::writable(pte))) {
                         if (after_host_lookup) after_host_lookup(vcpu, ga);
                         return install(vcpu, ga, slot, {X86PteFormat::pfn(pte), X86PteFormat::writable(pte)}, access,
-                                       seq, ha);
+                                       {seq, slots_gen}, ha);
                     }
                 }
             }
-            const HostFaultResult r = host_.fault(ha, access);
+            const HostFaultResult r = host_.fault(ha, access, vcpu);
+            c.host_lock_acquisitions += r.locks;
+            c.host_shared_atomics += r.shared_atomics;
             if (r.status == HostFaultStatus::OutOfFrames) {
                 ++c.out_of_frames;
                 return FaultResult::OutOfFrames;
@@ -212,7 +268,9 @@ FaultResult ShadowMmu::fault(std::uint32_t vcpu, std::uint64_t guest_address, Ac
         return FaultResult::Retry;
     }
 
-    const HostFaultResult r = host_.fault(ha, access);
+    const HostFaultResult r = host_.fault(ha, access, vcpu);
+    c.host_lock_acquisitions += r.locks;
+    c.host_shared_atomics += r.shared_atomics;
     if (r.status == HostFaultStatus::OutOfFrames) {
         ++c.out_of_frames;
         return FaultResult::OutOfFrames;
@@ -222,22 +280,29 @@ FaultResult ShadowMmu::fault(std::uint32_t vcpu, std::uint64_t guest_address, Ac
         return FaultResult::Refused;
     }
     if (after_host_lookup) after_host_lookup(vcpu, ga);
-    return install(vcpu, ga, slot, r.translation, access, seq, ha);
+    return install(vcpu, ga, slot, r.translation, access, {seq, slots_gen}, ha);
 }
 
 FaultResult ShadowMmu::install(std::uint32_t vcpu, std::uint64_t ga, const Memslot& slot, HostTranslation t,
-                               Access access, std::uint64_t seq_snapshot, std::uint64_t ha) {
+                               Access access, Snapshot snap, std::uint64_t ha) {
     ShadowCounters& c = counters_[vcpu].c;
     auto leaf = table_.ensure_leaf(ga);
     if (!leaf) {
         ++c.out_of_frames;
         return FaultResult::OutOfFrames;
     }
-    PolicyLock lock(*this, leaf->table, c, PolicyLock::Mode::Fault);
-    const bool in_progress = invalidate_in_progress_.load(std::memory_order_acquire) != 0;
-    bool stale = in_progress;
+    PolicyLock lock(*this, leaf->table, c, PolicyLock::Mode::Fault, vcpu);
+    // An invalidation in progress refuses installs in the hull of its guest
+    // ranges (as KVM's range check does) -- everywhere under range-active,
+    // whose point is backing off from any active range. Every policy refuses
+    // an install across a memslot removal (the slot it looked up may be
+    // gone); the sequence number is the seq policy's.
+    const bool in_progress = config_.coherence == CoherencePolicy::RangeActive
+                                 ? invalidate_in_progress_.load(std::memory_order_seq_cst) != 0
+                                 : invalidation_covers(ga);
+    bool stale = in_progress || slots_gen_.load(std::memory_order_acquire) != snap.slots_gen;
     if (config_.coherence == CoherencePolicy::Seq)
-        stale = stale || invalidate_seq_.load(std::memory_order_acquire) != seq_snapshot;
+        stale = stale || invalidate_seq_.load(std::memory_order_acquire) != snap.seq;
     if (config_.coherence == CoherencePolicy::RangeActive && !stale) {
         const auto now = host_.lookup(ha);
         stale = !now || now->pfn != t.pfn || now->writable != t.writable;
@@ -299,12 +364,12 @@ std::size_t ShadowMmu::zap_ranges(std::span<const GuestRange> ranges, ShadowCoun
             std::vector<std::uint64_t> pages;
             std::uint64_t next;
             {
-                PolicyLock lock(*this, table, c, PolicyLock::Mode::Zap);
+                PolicyLock lock(*this, table, c, PolicyLock::Mode::Zap, config_.vcpus);
                 // Global and rw hold everything: keep going across tables up
                 // to the batch; split holds one table at a time.
                 const std::uint64_t stop = config_.lock == LockPolicy::Split ? table_end : r.end;
                 next = table_.for_each_leaf(from, stop, batch, [&](std::uint64_t addr, const auto& slot) {
-                    const std::uint64_t old = at(slot.entry).exchange(0, std::memory_order_acq_rel);
+                    const std::uint64_t old = at(slot.entry).exchange(0, std::memory_order_seq_cst);
                     if (!Pte::present(old)) return;
                     rmap_.remove(Pte::pfn(old), addr >> 12);
                     if (VcpuMask* m = table_masks_[slot.table].load(std::memory_order_acquire)) targets.merge(*m);
@@ -331,18 +396,18 @@ std::size_t ShadowMmu::zap_ranges(std::span<const GuestRange> ranges, ShadowCoun
 std::size_t ShadowMmu::zap_guest_range(std::uint64_t start, std::uint64_t end) {
     const GuestRange r{start, end};
     std::lock_guard zaps(zap_mutex_);
-    return zap_ranges(std::span(&r, 1), zap_counters());
+    return zap_ranges(std::span(&r, 1), zap_slot());
 }
 
 std::size_t ShadowMmu::zap_frame(Pfn pfn) {
     std::vector<GuestRange> ranges;
     for (std::uint64_t gfn : rmap_.list(pfn)) ranges.push_back({gfn << 12, (gfn << 12) + kPage});
     std::lock_guard zaps(zap_mutex_);
-    return zap_ranges(ranges, zap_counters());
+    return zap_ranges(ranges, zap_slot());
 }
 
 std::vector<GuestRange> ShadowMmu::guest_ranges(HostRange range) const {
-    std::shared_lock lock(slots_lock_);
+    ReaderSlotLock::SharedGuard lock(slots_lock_, slots_lock_.shared_slot());
     return memslots_.host_to_guest(range.start, range.end);
 }
 
@@ -352,10 +417,36 @@ StartResult ShadowMmu::invalidate_range_start(HostRange range, InvalidateEvent, 
         zaps.lock();
     else if (!zaps.try_lock())
         return StartResult::TryAgain;
-    invalidate_in_progress_.fetch_add(1);
     const std::vector<GuestRange> ranges = guest_ranges(range);
-    zap_ranges(ranges, zap_counters());
+    begin_invalidation(ranges);
+    zap_ranges(ranges, zap_slot());
     return StartResult::Ok;
+}
+
+// Caller holds zap_mutex_, so starts do not race each other; an end may
+// run concurrently, which at worst leaves the hull larger than needed.
+// The hull is written before the count goes up, and faults read it under
+// the policy lock that the zap of their entry also takes, so a fault that
+// could install an entry this invalidation zaps sees the widened hull.
+void ShadowMmu::begin_invalidation(std::span<const GuestRange> ranges) {
+    std::uint64_t lo = ~0ull, hi = 0;
+    for (const GuestRange& r : ranges) {
+        lo = std::min(lo, r.start);
+        hi = std::max(hi, r.end);
+    }
+    if (invalidate_in_progress_.load(std::memory_order_seq_cst) == 0) {
+        invalidate_lo_.store(lo, std::memory_order_seq_cst);
+        invalidate_hi_.store(hi, std::memory_order_seq_cst);
+    } else {
+        invalidate_lo_.store(std::min(lo, invalidate_lo_.load()), std::memory_order_seq_cst);
+        invalidate_hi_.store(std::max(hi, invalidate_hi_.load()), std::memory_order_seq_cst);
+    }
+    invalidate_in_progress_.fetch_add(1, std::memory_order_seq_cst);
+}
+
+bool ShadowMmu::invalidation_covers(std::uint64_t ga) const {
+    return invalidate_in_progress_.load(std::memory_order_seq_cst) != 0 &&
+           invalidate_lo_.load(std::memory_order_seq_cst) <= ga && ga < invalidate_hi_.load(std::memory_order_seq_cst);
 }
 
 void ShadowMmu::invalidate_range_end(HostRange, InvalidateEvent) {
@@ -400,7 +491,7 @@ void ShadowMmu::release() {
     subscribed_ = false;
     const GuestRange everything{0, MemslotTable::kAddressLimit};
     std::lock_guard zaps(zap_mutex_);
-    zap_ranges(std::span(&everything, 1), zap_counters());
+    zap_ranges(std::span(&everything, 1), zap_slot());
 }
 
 std::vector<std::string> ShadowMmu::audit() {
@@ -410,7 +501,7 @@ std::vector<std::string> ShadowMmu::audit() {
     // take a host lock while holding one of ours except on the fault path.
     MemslotTable slots_copy;
     {
-        std::shared_lock slots(slots_lock_);
+        ReaderSlotLock::SharedGuard slots(slots_lock_, slots_lock_.shared_slot());
         slots_copy = memslots_;
     }
     std::size_t present = 0;
@@ -442,8 +533,14 @@ std::vector<std::string> ShadowMmu::audit() {
 }
 
 ShadowCounters ShadowMmu::counters() const {
+    ShadowCounters sum = fault_counters();
+    sum += counters_[config_.vcpus].c;
+    return sum;
+}
+
+ShadowCounters ShadowMmu::fault_counters() const {
     ShadowCounters sum;
-    for (std::uint32_t i = 0; i <= config_.vcpus; ++i) sum += counters_[i].c;
+    for (std::uint32_t i = 0; i < config_.vcpus; ++i) sum += counters_[i].c;
     return sum;
 }
 

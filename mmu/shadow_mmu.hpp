@@ -8,21 +8,24 @@
 //             Rw: faults share a reader lock and publish entries with
 //                 compare-exchange; zaps take it exclusively (the TDP MMU).
 //             Split: one lock per 512-entry leaf table (Linux split PT locks).
-//  coherence  Seq: invalidate_range_start bumps an in-progress count,
-//                 _end bumps a sequence number; a fault snapshots the
-//                 sequence before resolving the host address and retries if
-//                 an invalidation is in progress or the sequence moved (KVM).
+//  coherence  Seq: invalidate_range_start bumps an in-progress count and
+//                 widens the hull of in-progress guest ranges, _end bumps a
+//                 sequence number; a fault snapshots the sequence before
+//                 resolving the host address and retries if an invalidation
+//                 in progress covers its page or the sequence moved (KVM).
 //             PtLock: the host lookup and the install happen under the host
 //                 PT lock (the 2008 #v5 patch); range invalidations still
-//                 refuse installs while in progress.
+//                 refuse installs in their hull while in progress.
 //             RangeActive: any active range makes faults back off (the GRU
 //                 driver); before installing, the fault re-reads the host
 //                 translation under the secondary lock and retries if it changed.
 // A zap clears at most `batch` entries per lock hold (0 = unlimited), drops
 // the lock, and sends one shootdown per batch to the vCPUs that may cache a
-// zapped entry (every vCPU that installed into the entry's leaf table).
+// zapped entry: every vCPU that installed into, or walked, the entry's leaf
+// table (a vCPU's bit is set before it can read an entry of the table).
 #include "host_address_space.hpp"
 #include "memslots.hpp"
+#include "reader_slot_lock.hpp"
 #include "rmap.hpp"
 #include "vcpu_mask.hpp"
 
@@ -69,10 +72,16 @@ public:
 
 // Per-vCPU counters, written only by that vCPU's faults (no shared writes);
 // zap counters live in the zapping thread's slot (index `vcpus`).
+// lock_acquisitions and shared_atomics count the shadow MMU's own work
+// (policy lock, rmap, shootdown masks); host_* count what the host fault
+// underneath cost (PT locks; the region lock and frame allocator on a fresh
+// page). "Shared" means a cache line more than one vCPU writes by design.
 struct ShadowCounters {
     std::uint64_t faults = 0, installs = 0, retries = 0, no_memslot = 0, refused = 0, out_of_frames = 0;
     std::uint64_t lock_acquisitions = 0, shared_atomics = 0;
+    std::uint64_t host_lock_acquisitions = 0, host_shared_atomics = 0;
     std::uint64_t zaps = 0, batches = 0, shootdowns = 0, shootdown_targets = 0, max_batch = 0;
+    std::uint64_t walk_registrations = 0; // walk() added the vCPU to a leaf table's shootdown targets
     ShadowCounters& operator+=(const ShadowCounters& o);
 };
 
@@ -90,6 +99,10 @@ public:
     void remove_memslot(std::uint32_t id);
 
     FaultResult fault(std::uint32_t vcpu, std::uint64_t guest_address, Access access);
+    // A vCPU's table walk (a TLB refill): the present entry for the guest
+    // page, or 0. The vCPU joins the leaf table's shootdown targets first, so
+    // every later zap of an entry it may cache reaches it.
+    std::uint64_t walk(std::uint32_t vcpu, std::uint64_t guest_address);
 
     Pfn root() const { return table_.root(); }
     const RadixTable<Pte>& table() const { return table_; }
@@ -105,7 +118,9 @@ public:
     // Zaps every entry mapping `pfn`, found through the rmap.
     std::size_t zap_frame(Pfn pfn);
 
-    ShadowCounters counters() const; // the sum over all slots
+    ShadowCounters counters() const;       // the sum over all slots
+    ShadowCounters fault_counters() const; // the sum over the vCPUs' slots only
+    ShadowCounters zap_counters() const { return counters_[config_.vcpus].c; } // zaps, memslot changes
     // Consistency check, for quiescent states (no fault or host operation
     // running): every present entry agrees with memslots plus host tables and
     // has its rmap link, and the rmap holds no other links. Returns the
@@ -130,12 +145,18 @@ private:
         ShadowCounters c;
     };
     class PolicyLock; // the lock a fault or a zap batch holds, per policy
+    struct Snapshot {
+        std::uint64_t seq, slots_gen; // taken when the fault began
+    };
     FaultResult install(std::uint32_t vcpu, std::uint64_t ga, const Memslot& slot, HostTranslation t, Access access,
-                        std::uint64_t seq_snapshot, std::uint64_t ha);
+                        Snapshot snap, std::uint64_t ha);
     std::size_t zap_ranges(std::span<const GuestRange> ranges, ShadowCounters& c);
     VcpuMask& mask_for_table(Pfn table);
     std::vector<GuestRange> guest_ranges(HostRange range) const; // the memslots' view of a host range
-    ShadowCounters& zap_counters() { return counters_[config_.vcpus].c; }
+    ShadowCounters& zap_slot() { return counters_[config_.vcpus].c; }
+    void begin_invalidation(std::span<const GuestRange> ranges); // caller holds zap_mutex_
+    bool invalidation_covers(std::uint64_t guest_address) const;
+    void wait_no_invalidation(); // caller holds zap_mutex_
 
     HostAddressSpace& host_;
     ShadowConfig config_;
@@ -143,16 +164,18 @@ private:
     RadixTable<Pte> table_;
     Rmap rmap_;
     MemslotTable memslots_;
-    mutable std::shared_mutex slots_lock_; // memslot changes are rare: writers exclusive
+    mutable ReaderSlotLock slots_lock_; // memslot changes are rare: writers exclusive
 
     std::mutex global_lock_;             // LockPolicy::Global
-    std::shared_mutex rw_lock_;          // LockPolicy::Rw
+    ReaderSlotLock rw_lock_;             // LockPolicy::Rw
     std::unique_ptr<PtLock[]> table_locks_; // LockPolicy::Split, by leaf table pfn
     std::unique_ptr<std::atomic<VcpuMask*>[]> table_masks_; // by leaf table pfn
     std::mutex zap_mutex_;               // serialises zaps against each other (batching state)
 
     std::atomic<std::uint64_t> invalidate_seq_{0};
+    std::atomic<std::uint64_t> slots_gen_{0}; // memslot removals
     std::atomic<std::int64_t> invalidate_in_progress_{0};
+    std::atomic<std::uint64_t> invalidate_lo_{0}, invalidate_hi_{0}; // hull of in-progress guest ranges
     std::unique_ptr<PaddedCounters[]> counters_; // vcpus + 1 (the last is for zaps)
     bool subscribed_ = false;
 };

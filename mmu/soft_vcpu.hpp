@@ -27,31 +27,40 @@
 //
 // Shootdown protocol. Each vCPU is either "in access" (running its stream;
 // it only ever blocks briefly on a host PT lock) or "outside" (idle, finished,
-// or inside ShadowMmu::fault(), which may block on MMU locks). It changes
-// state only while holding its per-vCPU mutex. shootdown() takes each
-// target's mutex: an outside vCPU's TLB is flushed directly there; an
-// in-access vCPU gets a request (pages, or everything above
-// kFlushAllThreshold pages) and a flag, which it honours at its next access
-// boundary (flush, then acknowledge); shootdown() returns when every
-// requested target has acknowledged.
+// or inside ShadowMmu::fault(), which may block on MMU locks); it flips an
+// atomic flag, without a lock, at each change. shootdown() posts a request
+// (pages, or everything above kFlushAllThreshold pages) to every target
+// under the target's mutex; an outside vCPU honours it when it enters again
+// (before it uses its TLB) and is not waited for, and an in-access vCPU
+// honours it at its next access boundary (flush, then acknowledge).
+// shootdown() waits for the
+// acknowledgements, but at most set_ack_wait() (200 us by default): a vCPU
+// that has not answered by then is not running (the OS preempted its
+// thread), which is the case KVM handles by leaving a request that the vCPU
+// processes before it re-enters the guest. That is sound here because an
+// access re-checks its TLB entry against the host PTE under the PT lock
+// before it loads or stores: a vCPU that resumes after the host changed the
+// page finds the pending request (a stale entry is dropped, not counted as
+// a violation), and one preempted while it holds the PT lock finishes its
+// store before the host can move the page. Without the bound, a shootdown
+// to 1024 threads on 2 cores waits a whole scheduler round for the one
+// target that was preempted inside an access.
 //
-// Shadow MMU shootdown targets are the vCPUs that installed into a leaf
-// table (ShadowMmu records installers, not walkers). A vCPU that would fill
-// its TLB from an entry in a leaf table it never faulted into therefore
-// calls fault() first (which finds the entry present and records the vCPU),
-// so it is a target of every later zap there.
+// Shadow MMU shootdown targets are the vCPUs that installed into or walked
+// a leaf table: a TLB refill goes through ShadowMmu::walk(), which records
+// the vCPU before it reads the entry.
 #include "host_address_space.hpp"
 #include "shadow_mmu.hpp"
 
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstring>
 #include <cstdint>
 #include <memory>
 #include <mutex>
 #include <span>
 #include <string>
-#include <unordered_set>
 #include <vector>
 
 namespace hv::mmu {
@@ -93,13 +102,16 @@ struct SoftRunConfig {
 // Summed over vCPUs at the end of a run.
 struct SoftVcpuCounters {
     std::uint64_t accesses = 0, reads = 0, writes = 0, tlb_hits = 0, tlb_misses = 0, walks = 0, walk_fills = 0;
-    std::uint64_t faults = 0, retries = 0, refused = 0, out_of_frames = 0, registrations = 0;
+    std::uint64_t faults = 0, retries = 0, refused = 0, out_of_frames = 0;
     std::uint64_t flushes_honoured = 0, stale_dropped = 0, violations = 0, lost_writes = 0, unmap_excused = 0;
     SoftVcpuCounters& operator+=(const SoftVcpuCounters& o);
 };
 
 struct ShootdownCounters {
-    std::uint64_t shootdowns = 0, targets = 0, requests = 0, acks = 0, direct_flushes = 0, flush_all = 0;
+    // requests: to vCPUs in access, waited for; idle_requests: to vCPUs
+    // outside, honoured when they enter, not waited for.
+    std::uint64_t shootdowns = 0, targets = 0, requests = 0, acks = 0, idle_requests = 0, flush_all = 0;
+    std::uint64_t deferred = 0; // requests left pending past the ack wait (the vCPU was not running)
 };
 
 struct ChurnCounters {
@@ -111,7 +123,9 @@ struct SoftRunResult {
     SoftVcpuCounters vcpu;
     ShootdownCounters shootdown;
     ChurnCounters churn;
-    ShadowCounters mmu;
+    ShadowCounters mmu;        // everything
+    ShadowCounters mmu_faults; // the vCPUs' fault paths only
+    ShadowCounters mmu_zaps;   // zaps and memslot changes only
     std::uint64_t lost_writes = 0; // during the run plus the final verification
     std::uint64_t final_lost_writes = 0;
     std::uint64_t violations = 0;
@@ -125,6 +139,8 @@ class SoftVcpuSystem final : public TlbShootdown {
 public:
     static constexpr std::size_t kFlushAllThreshold = 32;
     static constexpr std::size_t kMaxDetails = 8;
+    static constexpr std::chrono::microseconds kDefaultAckWait{200};
+    static constexpr std::chrono::microseconds kAckSpin{20};
 
     // `vcpus` in 1..kMaxVcpus; throws std::invalid_argument otherwise.
     SoftVcpuSystem(HostAddressSpace& host, std::uint32_t vcpus, TlbConfig tlb = {});
@@ -145,6 +161,10 @@ public:
     // TlbShootdown
     void shootdown(const VcpuMask& targets, std::span<const std::uint64_t> pages) override;
 
+    // How long shootdown() waits for an in-access vCPU's acknowledgement
+    // before it leaves the request pending and returns; zero waits forever.
+    void set_ack_wait(std::chrono::microseconds wait) { ack_wait_ = wait; }
+
     // ---- Single steps, for tests (the calling thread acts as vCPU v) -----
     // One access to region page `page`: enters, accesses (faulting and
     // retrying as needed), leaves (the vCPU is outside again).
@@ -156,6 +176,11 @@ public:
     void boundary(std::uint32_t v) { check_boundary(cpu_[v]); }
     bool tlb_contains(std::uint32_t v, std::uint64_t guest_address);
     ShootdownCounters shootdown_counters() const;
+    // For quiescent states (no stream running): after honouring pending
+    // requests, every TLB entry must agree with the present secondary entry
+    // (same frame, no more writable). An entry that does not was zapped
+    // without a flush reaching this vCPU. One line per problem.
+    std::vector<std::string> audit_tlbs(std::uint32_t vcpus);
     SoftVcpuCounters vcpu_counters(std::uint32_t v) const;
     std::uint32_t vcpus() const { return vcpus_; }
 
@@ -170,25 +195,30 @@ private:
         std::uint64_t unmap_done = 0; // unmaps of the page completed when it wrote
     };
     struct alignas(64) Vcpu {
-        std::mutex m;                     // state transitions, pending requests, direct flushes
-        bool in_access = false;           // under m
+        std::mutex m;                     // pending requests; honouring them
+        std::atomic<bool> in_access{false};
         std::atomic<bool> flush_pending{false};
         std::vector<std::uint64_t> pending_pages; // under m
         bool pending_all = false;                 // under m
-        std::uint64_t posted = 0;                 // under m: requests posted
-        std::atomic<std::uint64_t> acked{0};      // requests acknowledged
-        // Owned by the vCPU thread (or by a direct flush while outside).
+        std::uint32_t posted = 0;                 // under m: requests posted (wraps)
+        std::atomic<std::uint32_t> acked{0};      // requests acknowledged (a futex word)
+        // Owned by the vCPU thread.
         std::vector<TlbEntry> tlb;
         std::vector<std::uint32_t> next_way;
-        std::unordered_set<Pfn> registered; // leaf tables this vCPU faulted into
         std::vector<Model> model;           // by region page
         std::uint64_t seq = 0;
         SoftVcpuCounters c;
     };
 
+    static std::uint64_t load_slot(const std::uint8_t* p) {
+        std::uint64_t v;
+        std::memcpy(&v, p, 8);
+        return v;
+    }
     enum class Step { Done, Refault, Refused, OutOfFrames };
     bool do_access(Vcpu& s, std::uint32_t v, std::uint64_t page, Access access);
     Step try_access(Vcpu& s, std::uint32_t v, std::uint64_t page, Access access, TlbEntry& e);
+    void stale_entry(Vcpu& s, std::uint32_t v, std::uint64_t ga, const TlbEntry& e, std::uint64_t hp);
     TlbEntry* tlb_find(Vcpu& s, std::uint64_t gpn);
     void tlb_fill(Vcpu& s, std::uint64_t gpn, Pfn pfn, bool writable);
     void tlb_invalidate(Vcpu& s, std::span<const std::uint64_t> pages, bool all);
@@ -213,8 +243,9 @@ private:
     std::unique_ptr<std::atomic<std::uint64_t>[]> unmap_started_, unmap_done_;
     std::atomic<bool> stop_{false}, churn_stop_{false}, churn_quota_met_{true};
 
-    std::atomic<std::uint64_t> sd_shootdowns_{0}, sd_targets_{0}, sd_requests_{0}, sd_acks_{0}, sd_direct_{0},
-        sd_flush_all_{0};
+    std::chrono::microseconds ack_wait_{kDefaultAckWait};
+    std::atomic<std::uint64_t> sd_shootdowns_{0}, sd_targets_{0}, sd_requests_{0}, sd_acks_{0}, sd_idle_{0},
+        sd_flush_all_{0}, sd_deferred_{0};
     std::mutex details_mutex_;
     std::vector<std::string> details_;
 };

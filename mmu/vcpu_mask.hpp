@@ -24,14 +24,24 @@ public:
         auto& w = words_[vcpu / 64];
         const std::uint64_t bit = 1ull << (vcpu % 64);
         if (w.load(std::memory_order_relaxed) & bit) return false;
-        // Release: ordered before the entry the caller publishes next.
-        w.fetch_or(bit, std::memory_order_release);
+        // Sequentially consistent: ordered before the entry the caller
+        // publishes or reads next (see ShadowMmu::walk).
+        w.fetch_or(bit, std::memory_order_seq_cst);
         return true;
     }
     bool test(std::uint32_t vcpu) const { return words_[vcpu / 64].load(std::memory_order_relaxed) >> (vcpu % 64) & 1; }
+    // True when a vCPU other than `vcpu` is in the set.
+    bool any_other_than(std::uint32_t vcpu) const {
+        for (std::size_t i = 0; i < kWords; ++i) {
+            std::uint64_t v = words_[i].load(std::memory_order_relaxed);
+            if (i == vcpu / 64) v &= ~(1ull << (vcpu % 64));
+            if (v) return true;
+        }
+        return false;
+    }
     void merge(const VcpuMask& o) {
         for (std::size_t i = 0; i < kWords; ++i) {
-            const std::uint64_t v = o.words_[i].load(std::memory_order_relaxed);
+            const std::uint64_t v = o.words_[i].load(std::memory_order_seq_cst);
             if (v) words_[i].fetch_or(v, std::memory_order_relaxed);
         }
     }

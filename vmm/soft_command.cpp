@@ -175,6 +175,8 @@ struct Row {
 
 std::vector<Row> rows(const SoftCommandOptions& o, const SoftRunResult& r) {
     const auto& m = r.mmu;
+    const auto& f = r.mmu_faults;
+    const auto& z = r.mmu_zaps;
     const auto& v = r.vcpu;
     const auto u = [](std::uint64_t x) { return std::to_string(x); };
     std::vector<Row> out = {
@@ -203,12 +205,18 @@ std::vector<Row> rows(const SoftCommandOptions& o, const SoftRunResult& r) {
         {"shootdowns", "shootdowns", u(m.shootdowns)},
         {"shootdown_targets", "shootdown targets", u(m.shootdown_targets)},
         {"shootdown_requests", "shootdown requests (acked)", u(r.shootdown.requests)},
-        {"direct_flushes", "direct flushes (idle vCPUs)", u(r.shootdown.direct_flushes)},
+        {"idle_requests", "requests to idle vCPUs (not waited)", u(r.shootdown.idle_requests)},
+        {"shootdown_deferred", "requests left pending (vCPU not running)", u(r.shootdown.deferred)},
+        {"walk_registrations", "walk registrations", u(m.walk_registrations)},
         {"flushes_honoured", "flushes honoured by vCPUs", u(v.flushes_honoured)},
-        {"lock_acquisitions", "lock acquisitions", u(m.lock_acquisitions)},
-        {"lock_acquisitions_per_fault", "lock acquisitions per fault", fmt(per(m.lock_acquisitions, m.faults))},
-        {"shared_atomics", "shared-line atomics", u(m.shared_atomics)},
-        {"shared_atomics_per_fault", "shared-line atomics per fault", fmt(per(m.shared_atomics, m.faults), 4)},
+        {"lock_acquisitions", "fault: shadow lock acquisitions", u(f.lock_acquisitions)},
+        {"lock_acquisitions_per_fault", "fault: shadow locks per fault", fmt(per(f.lock_acquisitions, f.faults))},
+        {"shared_atomics", "fault: shadow shared-line atomics", u(f.shared_atomics)},
+        {"shared_atomics_per_fault", "fault: shadow shared-line atomics/fault", fmt(per(f.shared_atomics, f.faults), 4)},
+        {"host_lock_acquisitions_per_fault", "fault: host locks per fault", fmt(per(f.host_lock_acquisitions, f.faults))},
+        {"host_shared_atomics_per_fault", "fault: host shared-line atomics/fault",
+         fmt(per(f.host_shared_atomics, f.faults), 4)},
+        {"zap_lock_acquisitions", "zap: lock acquisitions", u(z.lock_acquisitions)},
     };
     for (std::size_t k = 0; k < kChurnOps; ++k) {
         const std::string n = to_string(static_cast<ChurnOp>(k));

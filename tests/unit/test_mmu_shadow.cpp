@@ -217,6 +217,63 @@ TEST_CASE("a fault racing an invalidation never installs the stale frame, under 
     }
 }
 
+TEST_CASE("a fault racing a memslot removal never installs an entry for the removed slot, under every policy") {
+    for (CoherencePolicy coh : {CoherencePolicy::Seq, CoherencePolicy::RangeActive, CoherencePolicy::PtLock}) {
+        for (LockPolicy lock : {LockPolicy::Global, LockPolicy::Rw, LockPolicy::Split}) {
+            const std::string policies = std::string(to_string(lock)) + "/" + to_string(coh);
+            CAPTURE(policies);
+            Rig r(cfg(lock, coh));
+            // The fault looked the slot up; the removal completes before the install.
+            r.mmu.after_host_lookup = [&](std::uint32_t, std::uint64_t) { r.mmu.remove_memslot(1); };
+            CHECK(r.mmu.fault(0, kGuest, Access::Write) == FaultResult::Retry);
+            r.mmu.after_host_lookup = nullptr;
+            CHECK(r.mmu.entry(kGuest) == 0);
+            CHECK(r.mmu.audit().empty());
+            CHECK(r.mmu.fault(0, kGuest, Access::Write) == FaultResult::NoMemslot);
+        }
+    }
+}
+
+TEST_CASE("an invalidation in progress refuses installs in its range only, except under range-active") {
+    for (CoherencePolicy coh : {CoherencePolicy::Seq, CoherencePolicy::PtLock, CoherencePolicy::RangeActive}) {
+        const std::string coherence = to_string(coh);
+        CAPTURE(coherence);
+        Rig r(cfg(LockPolicy::Rw, coh));
+        auto inv = r.host.notifiers().begin({kHost + 8 * kPage, kHost + 16 * kPage}, InvalidateEvent::Unmap, true);
+        REQUIRE(inv);
+        CHECK(r.mmu.fault(0, kGuest + 9 * kPage, Access::Read) == FaultResult::Retry);
+        const FaultResult elsewhere = r.mmu.fault(0, kGuest + 40 * kPage, Access::Read);
+        CHECK(elsewhere == (coh == CoherencePolicy::RangeActive ? FaultResult::Retry : FaultResult::Installed));
+        inv->end();
+        CHECK(r.mmu.fault(0, kGuest + 9 * kPage, Access::Read) == FaultResult::Installed);
+        CHECK(r.mmu.audit().empty());
+    }
+}
+
+TEST_CASE("adding a memslot waits until no invalidation is in progress") {
+    Rig r(cfg());
+    r.host.map_anonymous({kHost + 0x1000000, kHost + 0x1100000}, true);
+    auto inv = r.host.notifiers().begin({kHost + 0x1000000, kHost + 0x1001000}, InvalidateEvent::Unmap, true);
+    REQUIRE(inv);
+    std::atomic<bool> added{false};
+    std::thread adder([&] {
+        r.mmu.add_memslot({2, kGuest + 0x1000000, 0x100000, kHost + 0x1000000, true});
+        added = true;
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    CHECK_FALSE(added.load());
+    inv->end();
+    adder.join();
+    CHECK(added.load());
+    CHECK(r.mmu.fault(0, kGuest + 0x1000000, Access::Read) == FaultResult::Installed);
+}
+
+TEST_CASE("removing an unknown memslot is an error that leaves faults working") {
+    Rig r(cfg());
+    CHECK_THROWS_AS(r.mmu.remove_memslot(42), MemslotError);
+    CHECK(r.mmu.fault(0, kGuest, Access::Write) == FaultResult::Installed);
+}
+
 TEST_CASE("aging: clear_young and test_young answer from the secondary entries") {
     Rig r(cfg());
     REQUIRE(r.mmu.fault(0, kGuest, Access::Read) == FaultResult::Installed);
