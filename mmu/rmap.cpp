@@ -1,18 +1,21 @@
 #include "rmap.hpp"
 
+#include <cassert>
 #include <mutex>
 #include <stdexcept>
 
 namespace hv::mmu {
 
-Rmap::Rmap(Pfn frames)
+template <unsigned N>
+BasicRmap<N>::BasicRmap(Pfn frames)
     : frames_(frames), heads_(std::make_unique<std::uint64_t[]>(frames)), locks_(std::make_unique<PtLock[]>(frames)) {}
 
-Rmap::~Rmap() {
+template <unsigned N>
+BasicRmap<N>::~BasicRmap() {
     for (Pfn p = 0; p < frames_; ++p) {
         const std::uint64_t head = heads_[p];
-        if (head == 0 || inline_entry(head)) continue;
-        for (Desc* d = reinterpret_cast<Desc*>(head); d;) {
+        if (head == 0 || is_inline(head)) continue;
+        for (Desc* d = as_desc(head); d;) {
             Desc* next = d->next;
             delete d;
             d = next;
@@ -20,84 +23,147 @@ Rmap::~Rmap() {
     }
 }
 
-void Rmap::add(Pfn pfn, std::uint64_t gfn) {
+template <unsigned N>
+void BasicRmap<N>::add(Pfn pfn, std::uint64_t gfn) {
     if (pfn >= frames_) throw std::out_of_range("Rmap::add: frame out of range");
     std::lock_guard guard(locks_[pfn]);
-    links_.fetch_add(1, std::memory_order_relaxed);
     std::uint64_t& head = heads_[pfn];
     if (head == 0) {
         head = (gfn << 1) | 1;
         return;
     }
-    if (inline_entry(head)) {
+    if (is_inline(head)) {
         auto* d = new Desc;
-        descriptors_.fetch_add(1, std::memory_order_relaxed);
         d->gfns[0] = head >> 1;
         d->gfns[1] = gfn;
         d->count = 2;
         head = reinterpret_cast<std::uint64_t>(d);
         return;
     }
-    auto* first = reinterpret_cast<Desc*>(head);
-    if (first->count < kRmapDescEntries) {
+    Desc* first = as_desc(head);
+    if (first->count < N) {
         first->gfns[first->count++] = gfn;
         return;
     }
+    // The first descriptor is full: a new one goes in front, so the partly
+    // full descriptor is always the first.
     auto* d = new Desc;
-    descriptors_.fetch_add(1, std::memory_order_relaxed);
     d->gfns[0] = gfn;
     d->count = 1;
     d->next = first;
     head = reinterpret_cast<std::uint64_t>(d);
 }
 
-bool Rmap::remove(Pfn pfn, std::uint64_t gfn) {
+template <unsigned N>
+bool BasicRmap<N>::remove(Pfn pfn, std::uint64_t gfn) {
     if (pfn >= frames_) return false;
     std::lock_guard guard(locks_[pfn]);
     std::uint64_t& head = heads_[pfn];
     if (head == 0) return false;
-    if (inline_entry(head)) {
+    if (is_inline(head)) {
         if ((head >> 1) != gfn) return false;
         head = 0;
-        links_.fetch_sub(1, std::memory_order_relaxed);
         return true;
     }
-    auto* first = reinterpret_cast<Desc*>(head);
-    for (Desc* d = first; d; d = d->next) {
-        for (unsigned i = 0; i < d->count; ++i) {
-            if (d->gfns[i] != gfn) continue;
-            // Fill the hole with the last entry of the first descriptor, so
-            // only the first descriptor is ever partly full.
-            d->gfns[i] = first->gfns[--first->count];
-            if (first->count == 0) {
-                head = reinterpret_cast<std::uint64_t>(first->next);
-                delete first;
-                descriptors_.fetch_sub(1, std::memory_order_relaxed);
-                if (head == 0) break;
+    Desc* first = as_desc(head);
+    std::uint64_t* slot = nullptr;
+    for (Desc* d = first; d && !slot; d = d->next)
+        for (unsigned i = 0; i < d->count; ++i)
+            if (d->gfns[i] == gfn) {
+                slot = &d->gfns[i];
+                break;
             }
-            // Back to the inline form when one entry is left.
-            auto* h = reinterpret_cast<Desc*>(head);
-            if (h && !h->next && h->count == 1) {
-                head = (h->gfns[0] << 1) | 1;
-                delete h;
-                descriptors_.fetch_sub(1, std::memory_order_relaxed);
-            }
-            links_.fetch_sub(1, std::memory_order_relaxed);
-            return true;
-        }
+    if (!slot) return false;
+    // Fill the hole with the last entry of the first descriptor, so only the
+    // first descriptor is ever partly full.
+    *slot = first->gfns[--first->count];
+    if (first->count == 0) {
+        // A lone descriptor holds at least two links, so a full one follows.
+        assert(first->next);
+        head = reinterpret_cast<std::uint64_t>(first->next);
+        delete first;
+        first = as_desc(head);
     }
-    return false;
+    // Back to the inline form when one link is left.
+    if (!first->next && first->count == 1) {
+        head = (first->gfns[0] << 1) | 1;
+        delete first;
+    }
+    return true;
 }
 
-std::vector<std::uint64_t> Rmap::list(Pfn pfn) const {
+template <unsigned N>
+std::vector<std::uint64_t> BasicRmap<N>::list(Pfn pfn) const {
     std::vector<std::uint64_t> out;
     if (pfn >= frames_) return out;
     std::lock_guard guard(locks_[pfn]);
     const std::uint64_t head = heads_[pfn];
     if (head == 0) return out;
-    if (inline_entry(head)) return {head >> 1};
-    for (const Desc* d = reinterpret_cast<const Desc*>(head); d; d = d->next) out.insert(out.end(), d->gfns, d->gfns + d->count);
+    if (is_inline(head)) {
+        out.push_back(head >> 1);
+        return out;
+    }
+    const Desc* first = as_desc(head);
+    // All but the first descriptor are full: one allocation fits them all.
+    std::size_t chain = 0;
+    for (const Desc* d = first->next; d; d = d->next) ++chain;
+    out.reserve(first->count + chain * N);
+    for (const Desc* d = first; d; d = d->next) out.insert(out.end(), d->gfns, d->gfns + d->count);
     return out;
 }
+
+template <unsigned N>
+std::size_t BasicRmap<N>::count(Pfn pfn) const {
+    if (pfn >= frames_) return 0;
+    std::lock_guard guard(locks_[pfn]);
+    const std::uint64_t head = heads_[pfn];
+    if (head == 0) return 0;
+    if (is_inline(head)) return 1;
+    std::size_t n = 0;
+    for (const Desc* d = as_desc(head); d; d = d->next) n += d->count;
+    return n;
+}
+
+template <unsigned N>
+template <class F>
+void BasicRmap<N>::for_each_head(F f) const {
+    for (Pfn p = 0; p < frames_; ++p) {
+        std::lock_guard guard(locks_[p]);
+        f(heads_[p]);
+    }
+}
+
+template <unsigned N>
+std::size_t BasicRmap<N>::descriptors() const {
+    std::size_t n = 0;
+    for_each_head([&](std::uint64_t head) {
+        if (head == 0 || is_inline(head)) return;
+        for (const Desc* d = as_desc(head); d; d = d->next) ++n;
+    });
+    return n;
+}
+
+template <unsigned N>
+std::uint64_t BasicRmap<N>::links() const {
+    std::uint64_t n = 0;
+    for_each_head([&](std::uint64_t head) {
+        if (head == 0) return;
+        if (is_inline(head)) {
+            ++n;
+            return;
+        }
+        for (const Desc* d = as_desc(head); d; d = d->next) n += d->count;
+    });
+    return n;
+}
+
+template class BasicRmap<6>;
+template class BasicRmap<14>;
+template class BasicRmap<30>;
+template class BasicRmap<62>;
+static_assert(BasicRmap<6>::descriptor_bytes() == 64);
+static_assert(BasicRmap<14>::descriptor_bytes() == 128);
+static_assert(BasicRmap<30>::descriptor_bytes() == 256);
+static_assert(BasicRmap<62>::descriptor_bytes() == 512);
 
 } // namespace hv::mmu
