@@ -195,6 +195,7 @@ std::vector<Row> rows(const SoftCommandOptions& o, const SoftRunResult& r) {
         {"faults", "faults", u(m.faults)},
         {"faults_per_second", "faults/s", fmt(per(m.faults, 1) / (r.seconds > 0 ? r.seconds : 1), 0)},
         {"installs", "installs", u(m.installs)},
+        {"installs_per_second", "installs/s", fmt(per(m.installs, 1) / (r.seconds > 0 ? r.seconds : 1), 0)},
         {"retries", "retries", u(m.retries)},
         {"refused", "refused", u(m.refused)},
         {"out_of_frames", "out of frames", u(m.out_of_frames)},
