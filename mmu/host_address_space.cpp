@@ -149,97 +149,112 @@ std::optional<HostTranslation> HostAddressSpace::lookup(std::uint64_t address) c
     return HostTranslation{Pte::pfn(pte), Pte::writable(pte)};
 }
 
+// The fault on a page whose leaf table exists: under its PT lock, a present
+// PTE answers by itself (protect() changes present PTEs under that lock).
+// nullopt (lock released) when the PTE is not present. The PT lock is the
+// caller's to count; the result carries what else was taken.
+std::optional<HostFaultResult> HostAddressSpace::fault_present(std::uint64_t* slot_entry, Pfn table,
+                                                               std::uint64_t address, Access access, std::uint32_t cpu) {
+    PtLock& lock = pt_lock(table);
+    lock.lock();
+    count(Count::PtLocks, 1, cpu);
+    auto entry = at(slot_entry);
+    const std::uint64_t pte = entry.load(std::memory_order_acquire);
+    if (!Pte::present(pte)) {
+        lock.unlock();
+        return std::nullopt;
+    }
+    if (access == Access::Write && !Pte::writable(pte)) {
+        lock.unlock();
+        if (!(pte & kMergedBit)) return HostFaultResult{HostFaultStatus::ReadOnly, {}}; // protect() made it read-only
+        // Copy-on-write, unless protect() made the range read-only.
+        {
+            std::shared_lock regions(regions_mutex_);
+            const Region* r = region_for(address);
+            if (!r || !r->writable) return HostFaultResult{HostFaultStatus::ReadOnly, {}, 1, 2};
+        }
+        HostFaultResult r = break_cow(address, cpu);
+        r.locks += 1;
+        r.shared_atomics += 2;
+        return r;
+    }
+    std::uint64_t updated = Pte::with_accessed(pte, true);
+    if (access == Access::Write) updated = Pte::with_dirty(updated, true);
+    if (updated != pte) entry.store(updated, std::memory_order_release);
+    lock.unlock();
+    return HostFaultResult{HostFaultStatus::Mapped, {Pte::pfn(pte), Pte::writable(pte)}};
+}
+
 HostFaultResult HostAddressSpace::fault(std::uint64_t address, Access access, std::uint32_t cpu) {
     count(Count::Faults, 1, cpu);
     address &= ~(kPage - 1);
     if (address >= kAddressLimit) return {HostFaultStatus::NoMapping, {}};
-    // A present PTE answers by itself (protect() changes present PTEs under
-    // their PT lock); only a page that must be made present consults the
-    // region map, under its (shared) lock.
-    if (auto slot = table_.find_leaf(address)) {
+    std::uint32_t locks = 0, shared = 0; // what this fault cost so far
+    const auto costed = [&](HostFaultResult r) {
+        r.locks += locks;
+        r.shared_atomics += shared;
+        return r;
+    };
+    for (;;) {
+        if (auto slot = table_.find_leaf(address)) {
+            ++locks;
+            if (auto r = fault_present(slot->entry, slot->table, address, access, cpu)) return costed(*r);
+        }
+        // The page must be made present: consult the region map, under its
+        // (shared) lock, which every CPU writes (2 RMWs).
+        bool region_writable;
+        {
+            std::shared_lock regions(regions_mutex_);
+            ++locks;
+            shared += 2;
+            const Region* r = region_for(address);
+            if (!r) return costed({HostFaultStatus::NoMapping, {}});
+            region_writable = r->writable;
+        }
+        if (access == Access::Write && !region_writable) return costed({HostFaultStatus::ReadOnly, {}});
+        auto slot = table_.ensure_leaf(address);
+        if (!slot) return costed({HostFaultStatus::OutOfFrames, {}});
         PtLock& lock = pt_lock(slot->table);
         lock.lock();
+        ++locks;
         count(Count::PtLocks, 1, cpu);
         auto entry = at(slot->entry);
         const std::uint64_t pte = entry.load(std::memory_order_acquire);
         if (Pte::present(pte)) {
-            if (access == Access::Write && !Pte::writable(pte)) {
-                lock.unlock();
-                if (pte & kMergedBit) {
-                    // Copy-on-write, unless protect() made the range read-only.
-                    {
-                        std::shared_lock regions(regions_mutex_);
-                        const Region* r = region_for(address);
-                        if (!r || !r->writable) return {HostFaultStatus::ReadOnly, {}, 2, 2};
-                    }
-                    HostFaultResult r = break_cow(address, cpu);
-                    r.locks += 2;
-                    r.shared_atomics += 2;
-                    return r;
-                }
-                return {HostFaultStatus::ReadOnly, {}, 1, 0}; // protect() made it read-only
-            }
-            std::uint64_t updated = Pte::with_accessed(pte, true);
-            if (access == Access::Write) updated = Pte::with_dirty(updated, true);
-            if (updated != pte) entry.store(updated, std::memory_order_release);
             lock.unlock();
-            return {HostFaultStatus::Mapped, {Pte::pfn(pte), Pte::writable(pte)}, 1, 0};
+            continue; // another fault made it present since we looked: answer from it
         }
-        lock.unlock();
-    }
-
-    bool region_writable;
-    {
-        std::shared_lock regions(regions_mutex_);
-        const Region* r = region_for(address);
-        if (!r) return {HostFaultStatus::NoMapping, {}, 1, 2};
-        region_writable = r->writable;
-    }
-    if (access == Access::Write && !region_writable) return {HostFaultStatus::ReadOnly, {}, 1, 2};
-
-    // The frame allocator's mutex: one lock, written by every CPU (2 RMWs).
-    auto slot = table_.ensure_leaf(address);
-    if (!slot) return {HostFaultStatus::OutOfFrames, {}, 2, 4};
-    PtLock& lock = pt_lock(slot->table);
-    lock.lock();
-    count(Count::PtLocks, 1, cpu);
-    auto entry = at(slot->entry);
-    const std::uint64_t pte = entry.load(std::memory_order_acquire);
-    if (Pte::present(pte)) {
-        // Another fault made it present since we looked: answer from it.
-        lock.unlock();
-        if (access == Access::Write && !Pte::writable(pte)) return {HostFaultStatus::ReadOnly, {}, 3, 2};
-        return {HostFaultStatus::Mapped, {Pte::pfn(pte), Pte::writable(pte)}, 3, 2};
-    }
-    auto pfn = new_frame(); // zeroed by the frame space
-    if (!pfn) {
-        lock.unlock();
-        return {HostFaultStatus::OutOfFrames, {}, 4, 4};
-    }
-    std::uint32_t locks = 4, shared = 4; // region lock, PT lock (twice), allocator
-    if (is_swap_entry(pte)) {
-        const std::uint64_t slot_id = pte >> 12;
-        std::lock_guard swap(swap_mutex_);
+        auto pfn = new_frame(); // zeroed by the frame space; its allocator's mutex: 2 shared RMWs
         ++locks;
         shared += 2;
-        auto it = swap_.find(slot_id);
-        if (it != swap_.end()) {
-            std::memcpy(frames_.bytes(*pfn).data(), it->second.data(), kPage);
-            swap_.erase(it);
+        if (!pfn) {
+            lock.unlock();
+            return costed({HostFaultStatus::OutOfFrames, {}});
         }
-        count(Count::SwapIns, 1, cpu);
-    } else {
-        count(Count::ZeroFills, 1, cpu);
+        if (is_swap_entry(pte)) {
+            const std::uint64_t slot_id = pte >> 12;
+            std::lock_guard swap(swap_mutex_);
+            ++locks;
+            shared += 2;
+            auto it = swap_.find(slot_id);
+            if (it != swap_.end()) {
+                std::memcpy(frames_.bytes(*pfn).data(), it->second.data(), kPage);
+                swap_.erase(it);
+            }
+            count(Count::SwapIns, 1, cpu);
+        } else {
+            count(Count::ZeroFills, 1, cpu);
+        }
+        Perms perms{};
+        perms.read = true;
+        perms.write = region_writable;
+        perms.user = true;
+        std::uint64_t fresh = Pte::with_accessed(Pte::make_leaf(*pfn, perms), true);
+        if (access == Access::Write) fresh = Pte::with_dirty(fresh, true);
+        entry.store(fresh, std::memory_order_release);
+        lock.unlock();
+        return costed({HostFaultStatus::Mapped, {*pfn, region_writable}});
     }
-    Perms perms{};
-    perms.read = true;
-    perms.write = region_writable;
-    perms.user = true;
-    std::uint64_t fresh = Pte::with_accessed(Pte::make_leaf(*pfn, perms), true);
-    if (access == Access::Write) fresh = Pte::with_dirty(fresh, true);
-    entry.store(fresh, std::memory_order_release);
-    lock.unlock();
-    return {HostFaultStatus::Mapped, {*pfn, region_writable}, locks, shared};
 }
 
 // Costs: the notifier chain's reader count (2 shared RMWs), the allocator

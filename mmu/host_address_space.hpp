@@ -165,6 +165,8 @@ private:
     std::optional<Pfn> new_frame();
     void put_frame(Pfn pfn); // drop one mapping; frees the frame at zero
     HostFaultResult break_cow(std::uint64_t address, std::uint32_t cpu);
+    std::optional<HostFaultResult> fault_present(std::uint64_t* entry, Pfn table, std::uint64_t address, Access access,
+                                                 std::uint32_t cpu);
     template <class Fn>
     void for_each_locked_pte(HostRange range, Fn&& fn);
     template <class Change>
