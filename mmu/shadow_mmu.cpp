@@ -1,6 +1,8 @@
+// The shadow MMU: construction, memslots, faults and walks. Zaps, the
+// notifier callbacks and audit() are in shadow_invalidate.cpp.
 #include "shadow_mmu.hpp"
 
-#include "hex.hpp"
+#include "shadow_policy_lock.hpp"
 
 #include <algorithm>
 #include <cstdio>
@@ -12,7 +14,6 @@ namespace hv::mmu {
 namespace {
 
 constexpr std::uint64_t kPage = 4096;
-constexpr std::uint64_t kTableSpan = 512 * kPage;
 
 std::atomic_ref<std::uint64_t> at(std::uint64_t* e) { return std::atomic_ref<std::uint64_t>(*e); }
 
@@ -54,53 +55,6 @@ ShadowCounters& ShadowCounters::operator+=(const ShadowCounters& o) {
     return *this;
 }
 
-// The lock the policy prescribes. A fault holds it while it checks coherence
-// and publishes an entry: everything (global), shared (rw) or the entry's leaf
-// table (split). A zap batch holds it exclusively: everything (global, rw) or
-// one leaf table (split).
-//
-// Counting shared-line atomics: the global mutex is written by every vCPU
-// (lock + unlock = 2). The rw lock's readers write only their own slot
-// (ReaderSlotLock), so an rw fault adds none. A split table lock is shared
-// only when another vCPU uses the same leaf table, which its shootdown mask
-// records: then it counts 2.
-class ShadowMmu::PolicyLock {
-public:
-    enum class Mode { Fault, Zap };
-    PolicyLock(ShadowMmu& m, Pfn table, ShadowCounters& c, Mode mode, std::uint32_t vcpu)
-        : m_(m), table_(table), mode_(mode), vcpu_(vcpu) {
-        switch (m.config_.lock) {
-        case LockPolicy::Global:
-            m.global_lock_.lock();
-            if (mode == Mode::Fault) c.shared_atomics += 2;
-            break;
-        case LockPolicy::Rw: mode == Mode::Fault ? m.rw_lock_.lock_shared(vcpu) : m.rw_lock_.lock(); break;
-        case LockPolicy::Split:
-            m.table_locks_[table].lock();
-            if (mode == Mode::Fault) {
-                const VcpuMask* users = m.table_masks_[table].load(std::memory_order_acquire);
-                if (users && users->any_other_than(vcpu)) c.shared_atomics += 2;
-            }
-            break;
-        }
-        ++c.lock_acquisitions;
-    }
-    ~PolicyLock() {
-        switch (m_.config_.lock) {
-        case LockPolicy::Global: m_.global_lock_.unlock(); break;
-        case LockPolicy::Rw: mode_ == Mode::Fault ? m_.rw_lock_.unlock_shared(vcpu_) : m_.rw_lock_.unlock(); break;
-        case LockPolicy::Split: m_.table_locks_[table_].unlock(); break;
-        }
-    }
-    PolicyLock(const PolicyLock&) = delete;
-    PolicyLock& operator=(const PolicyLock&) = delete;
-
-private:
-    ShadowMmu& m_;
-    Pfn table_;
-    Mode mode_;
-    std::uint32_t vcpu_;
-};
 
 namespace {
 ShadowConfig validated(ShadowConfig config) {
@@ -345,191 +299,6 @@ FaultResult ShadowMmu::install(std::uint32_t vcpu, std::uint64_t ga, const Memsl
         }
     }
     return FaultResult::Installed;
-}
-
-std::size_t ShadowMmu::zap_ranges(std::span<const GuestRange> ranges, ShadowCounters& c) {
-    std::size_t total = 0;
-    const std::size_t batch = config_.batch;
-    for (const GuestRange& r : ranges) {
-        // Leaf tables are never freed while the MMU lives, so the list stays valid.
-        std::vector<std::pair<Pfn, std::uint64_t>> tables;
-        table_.for_each_leaf_table(r.start, r.end, [&](Pfn pfn, std::uint64_t start) { tables.push_back({pfn, start}); });
-        std::size_t t = 0;
-        std::uint64_t cursor = r.start;
-        while (t < tables.size()) {
-            const Pfn table = tables[t].first;
-            const std::uint64_t table_end = std::min(r.end, tables[t].second + kTableSpan);
-            const std::uint64_t from = std::max(cursor, tables[t].second);
-            VcpuMask targets;
-            std::vector<std::uint64_t> pages;
-            std::uint64_t next;
-            {
-                PolicyLock lock(*this, table, c, PolicyLock::Mode::Zap, config_.vcpus);
-                // Global and rw hold everything: keep going across tables up
-                // to the batch; split holds one table at a time.
-                const std::uint64_t stop = config_.lock == LockPolicy::Split ? table_end : r.end;
-                next = table_.for_each_leaf(from, stop, batch, [&](std::uint64_t addr, const auto& slot) {
-                    const std::uint64_t old = at(slot.entry).exchange(0, std::memory_order_seq_cst);
-                    if (!Pte::present(old)) return;
-                    rmap_.remove(Pte::pfn(old), addr >> 12);
-                    if (VcpuMask* m = table_masks_[slot.table].load(std::memory_order_acquire)) targets.merge(*m);
-                    pages.push_back(addr);
-                });
-            }
-            cursor = next;
-            while (t < tables.size() && cursor >= std::min(r.end, tables[t].second + kTableSpan)) ++t;
-            if (pages.empty()) continue;
-            total += pages.size();
-            c.zaps += pages.size();
-            ++c.batches;
-            c.max_batch = std::max<std::uint64_t>(c.max_batch, pages.size());
-            if (shootdown_ && !targets.empty()) {
-                ++c.shootdowns;
-                c.shootdown_targets += targets.count();
-                shootdown_->shootdown(targets, pages);
-            }
-        }
-    }
-    return total;
-}
-
-std::size_t ShadowMmu::zap_guest_range(std::uint64_t start, std::uint64_t end) {
-    const GuestRange r{start, end};
-    std::lock_guard zaps(zap_mutex_);
-    return zap_ranges(std::span(&r, 1), zap_slot());
-}
-
-std::size_t ShadowMmu::zap_frame(Pfn pfn) {
-    std::vector<GuestRange> ranges;
-    for (std::uint64_t gfn : rmap_.list(pfn)) ranges.push_back({gfn << 12, (gfn << 12) + kPage});
-    std::lock_guard zaps(zap_mutex_);
-    return zap_ranges(ranges, zap_slot());
-}
-
-std::vector<GuestRange> ShadowMmu::guest_ranges(HostRange range) const {
-    ReaderSlotLock::SharedGuard lock(slots_lock_, slots_lock_.shared_slot());
-    return memslots_.host_to_guest(range.start, range.end);
-}
-
-StartResult ShadowMmu::invalidate_range_start(HostRange range, InvalidateEvent, bool blockable) {
-    std::unique_lock zaps(zap_mutex_, std::defer_lock);
-    if (blockable)
-        zaps.lock();
-    else if (!zaps.try_lock())
-        return StartResult::TryAgain;
-    const std::vector<GuestRange> ranges = guest_ranges(range);
-    begin_invalidation(ranges);
-    zap_ranges(ranges, zap_slot());
-    return StartResult::Ok;
-}
-
-// Caller holds zap_mutex_, so starts do not race each other; an end may
-// run concurrently, which at worst leaves the hull larger than needed.
-// The hull is written before the count goes up, and faults read it under
-// the policy lock that the zap of their entry also takes, so a fault that
-// could install an entry this invalidation zaps sees the widened hull.
-void ShadowMmu::begin_invalidation(std::span<const GuestRange> ranges) {
-    std::uint64_t lo = ~0ull, hi = 0;
-    for (const GuestRange& r : ranges) {
-        lo = std::min(lo, r.start);
-        hi = std::max(hi, r.end);
-    }
-    if (invalidate_in_progress_.load(std::memory_order_seq_cst) == 0) {
-        invalidate_lo_.store(lo, std::memory_order_seq_cst);
-        invalidate_hi_.store(hi, std::memory_order_seq_cst);
-    } else {
-        invalidate_lo_.store(std::min(lo, invalidate_lo_.load()), std::memory_order_seq_cst);
-        invalidate_hi_.store(std::max(hi, invalidate_hi_.load()), std::memory_order_seq_cst);
-    }
-    invalidate_in_progress_.fetch_add(1, std::memory_order_seq_cst);
-}
-
-bool ShadowMmu::invalidation_covers(std::uint64_t ga) const {
-    return invalidate_in_progress_.load(std::memory_order_seq_cst) != 0 &&
-           invalidate_lo_.load(std::memory_order_seq_cst) <= ga && ga < invalidate_hi_.load(std::memory_order_seq_cst);
-}
-
-void ShadowMmu::invalidate_range_end(HostRange, InvalidateEvent) {
-    invalidate_seq_.fetch_add(1);
-    invalidate_in_progress_.fetch_sub(1);
-}
-
-void ShadowMmu::invalidate_page(std::uint64_t host_address, InvalidateEvent event) {
-    const HostRange page{host_address & ~(kPage - 1), (host_address & ~(kPage - 1)) + kPage};
-    invalidate_range_start(page, event, true);
-    invalidate_range_end(page, event);
-}
-
-bool ShadowMmu::clear_young(HostRange range) {
-    const std::vector<GuestRange> ranges = guest_ranges(range);
-    bool young = false;
-    for (const auto& r : ranges)
-        table_.for_each_leaf(r.start, r.end, 0, [&](std::uint64_t, const auto& slot) {
-            auto e = at(slot.entry);
-            std::uint64_t old = e.load(std::memory_order_acquire);
-            while (Pte::present(old) && Pte::accessed(old)) {
-                if (e.compare_exchange_weak(old, Pte::with_accessed(old, false), std::memory_order_acq_rel)) {
-                    young = true;
-                    break;
-                }
-            }
-        });
-    return young;
-}
-
-bool ShadowMmu::test_young(HostRange range) {
-    const std::vector<GuestRange> ranges = guest_ranges(range);
-    bool young = false;
-    for (const auto& r : ranges)
-        table_.for_each_leaf(r.start, r.end, 0, [&](std::uint64_t, const auto& slot) {
-            if (Pte::accessed(at(slot.entry).load(std::memory_order_acquire))) young = true;
-        });
-    return young;
-}
-
-void ShadowMmu::release() {
-    subscribed_ = false;
-    const GuestRange everything{0, MemslotTable::kAddressLimit};
-    std::lock_guard zaps(zap_mutex_);
-    zap_ranges(std::span(&everything, 1), zap_slot());
-}
-
-std::vector<std::string> ShadowMmu::audit() {
-    std::vector<std::string> problems;
-    // Copy the memslots and drop their lock before asking the host: the host
-    // calls into us (invalidate_page) holding its own locks, and we never
-    // take a host lock while holding one of ours except on the fault path.
-    MemslotTable slots_copy;
-    {
-        ReaderSlotLock::SharedGuard slots(slots_lock_, slots_lock_.shared_slot());
-        slots_copy = memslots_;
-    }
-    std::size_t present = 0;
-    table_.for_each_leaf(0, MemslotTable::kAddressLimit, 0, [&](std::uint64_t ga, const auto& slot) {
-        const std::uint64_t e = at(slot.entry).load(std::memory_order_acquire);
-        ++present;
-        const auto ha = slots_copy.guest_to_host(ga);
-        if (!ha) {
-            problems.push_back("entry for " + hex(ga) + " lies outside every memslot");
-            return;
-        }
-        const auto host = host_.lookup(*ha);
-        if (!host)
-            problems.push_back("entry for " + hex(ga) + " maps frame " + hex(Pte::pfn(e)) + " but host page " +
-                               hex(*ha) + " is not present");
-        else if (host->pfn != Pte::pfn(e))
-            problems.push_back("entry for " + hex(ga) + " maps frame " + hex(Pte::pfn(e)) + ", the host maps " +
-                               hex(host->pfn));
-        else if (Pte::writable(e) && !host->writable)
-            problems.push_back("entry for " + hex(ga) + " is writable, the host page is read-only");
-        const auto links = rmap_.list(Pte::pfn(e));
-        if (std::find(links.begin(), links.end(), ga >> 12) == links.end())
-            problems.push_back("entry for " + hex(ga) + " has no rmap link from frame " + hex(Pte::pfn(e)));
-    });
-    if (rmap_.links() != present)
-        problems.push_back("rmap holds " + std::to_string(rmap_.links()) + " links for " + std::to_string(present) +
-                           " present entries");
-    return problems;
 }
 
 ShadowCounters ShadowMmu::counters() const {

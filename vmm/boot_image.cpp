@@ -134,12 +134,7 @@ void check_image_fits(const BootImage& image, std::uint64_t ram_size, std::uint3
     for (std::size_t i = 0; i < sorted.size(); ++i) {
         const auto& s = sorted[i];
         const std::uint64_t end = s.gpa + s.mem_size;
-        // Appended piecewise: g++ 12 at -O3 warns (-Wrestrict, falsely) about "[" + std::string.
-        std::string range = "[";
-        range += hex(s.gpa);
-        range += ", ";
-        range += hex(end);
-        range += ")";
+        const std::string range = "[" + hex(s.gpa) + ", " + hex(end) + ")";
         if (s.gpa < layout::kImageStart)
             fail(name, "segment " + range + " overlaps the VMM's reserved region [0, " + hex(layout::kImageStart) + ")");
         if (end > ram_size)
