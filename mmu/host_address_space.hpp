@@ -118,6 +118,16 @@ public:
         }
         explicit operator bool() const { return lock_ != nullptr; }
         std::uint64_t pte() const { return std::atomic_ref<std::uint64_t>(*entry_).load(std::memory_order_acquire); }
+        // Sets the accessed bit (and dirty for a write) of a present PTE, as
+        // the host's own fault path does for the page it hands out.
+        void mark_accessed(Access access) {
+            std::atomic_ref<std::uint64_t> e(*entry_);
+            const std::uint64_t old = e.load(std::memory_order_acquire);
+            if (!Pte::present(old)) return;
+            std::uint64_t updated = Pte::with_accessed(old, true);
+            if (access == Access::Write) updated = Pte::with_dirty(updated, true);
+            if (updated != old) e.store(updated, std::memory_order_release);
+        }
 
     private:
         friend class HostAddressSpace;

@@ -190,10 +190,13 @@ FaultResult ReferenceModel::fault(std::uint64_t guest_address, Access access) {
     if (access == Access::Write && !slot->writable) return FaultResult::Refused;
     const std::uint64_t ha = slot->host_start + (ga - slot->guest_start);
     if (config_.coherence == CoherencePolicy::PtLock) {
-        // A usable present PTE is taken as it is, without a host fault: its accessed bit stays as it was.
+        // A usable present PTE is taken under its PT lock without a host
+        // fault, which marks it accessed just the same.
         auto it = pages_.find(ha);
-        if (it != pages_.end() && !it->second.swapped && (access == Access::Read || it->second.writable))
+        if (it != pages_.end() && !it->second.swapped && (access == Access::Read || it->second.writable)) {
+            it->second.young = true;
             return install(ga, *slot, it->second, access);
+        }
     }
     const HostFault r = host_fault(ha, access);
     if (r == HostFault::NoMapping || r == HostFault::ReadOnly) return FaultResult::Refused;

@@ -200,6 +200,7 @@ FaultResult ShadowMmu::fault(std::uint32_t vcpu, std::uint64_t guest_address, Ac
                 if (guard) {
                     const std::uint64_t pte = guard.pte();
                     if (X86PteFormat::present(pte) && (access == Access::Read || X86PteFormat::writable(pte))) {
+                        guard.mark_accessed(access);
                         if (after_host_lookup) after_host_lookup(vcpu, ga);
                         return install(vcpu, ga, slot, {X86PteFormat::pfn(pte), X86PteFormat::writable(pte)}, access,
                                        {seq, slots_gen}, ha);
