@@ -12,7 +12,9 @@ std::string kvm_info_report() {
     out += "recommended vCPUs    " + std::to_string(kvm.check_extension(KVM_CAP_NR_VCPUS)) + " (KVM_CAP_NR_VCPUS)\n";
     const TdpStatus tdp = tdp_status();
     if (tdp.module.empty())
-        out += "TDP paging           unknown (neither kvm_intel nor kvm_amd parameters are visible)\n";
+        out += "TDP paging           unknown (no kvm_intel, kvm_amd or kvm_pvm module is visible)\n";
+    else if (tdp.parameter.empty())
+        out += "TDP paging           no (" + tdp.module + ": paravirtual KVM, shadow paging only)\n";
     else
         out += std::string("TDP paging           ") + (tdp.enabled ? "yes" : "no") + " (" + tdp.module + " " +
                tdp.parameter + "=" + (tdp.enabled ? "Y" : "N") + ")\n";

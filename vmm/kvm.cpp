@@ -195,6 +195,10 @@ TdpStatus tdp_status(const std::string& sysfs_root) {
             return s;
         }
     }
+    // PVM (a KVM that needs no hardware virtualization, as in some nested
+    // sandboxes) always shadows the guest's page tables: it has no TDP.
+    if (std::ifstream(sysfs_root + "/kvm_pvm/parameters/pvm_native") || std::ifstream(sysfs_root + "/kvm_pvm/refcnt"))
+        return {"kvm_pvm", "", false};
     return {};
 }
 

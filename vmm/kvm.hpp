@@ -91,10 +91,11 @@ private:
 };
 
 // Whether KVM uses two-dimensional paging (EPT/NPT): read from the kvm_intel
-// `ept` / kvm_amd `npt` module parameters. Empty vendor when neither module is loaded.
+// `ept` / kvm_amd `npt` module parameters; kvm_pvm (paravirtual, shadow
+// paging only) never has it. Empty module when none of them is loaded.
 struct TdpStatus {
-    std::string module;   // "kvm_intel" or "kvm_amd" or ""
-    std::string parameter; // "ept" or "npt"
+    std::string module;    // "kvm_intel", "kvm_amd", "kvm_pvm" or ""
+    std::string parameter; // "ept", "npt" or "" (kvm_pvm has no TDP)
     bool enabled = false;
 };
 TdpStatus tdp_status(const std::string& sysfs_root = "/sys/module");

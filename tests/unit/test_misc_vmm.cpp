@@ -160,6 +160,18 @@ TEST_CASE("tdp_status: kvm_intel ept = 1 / 0 / Y / N") {
     CHECK_FALSE(sys.status().enabled);
 }
 
+TEST_CASE("tdp_status: kvm_pvm has no TDP, and a vendor module wins over it") {
+    FakeSysfs sys;
+    sys.param("kvm_pvm", "pvm_native", "N");
+    hv::TdpStatus s = sys.status();
+    CHECK(s.module == "kvm_pvm");
+    CHECK(s.parameter.empty());
+    CHECK_FALSE(s.enabled);
+    sys.param("kvm_amd", "npt", "Y");
+    CHECK(sys.status().module == "kvm_amd");
+    CHECK(sys.status().enabled);
+}
+
 TEST_CASE("tdp_status: neither module loaded") {
     FakeSysfs sys;
     hv::TdpStatus s = sys.status();
