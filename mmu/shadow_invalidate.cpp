@@ -39,6 +39,9 @@ std::size_t ShadowMmu::zap_ranges(std::span<const GuestRange> ranges, ShadowCoun
                 // to the batch; split holds one table at a time.
                 const std::uint64_t stop = config_.lock == LockPolicy::Split ? table_end : r.end;
                 next = table_.for_each_leaf(from, stop, batch, [&](std::uint64_t addr, const auto& slot) {
+                    // Static entries never change once mapped, so testing
+                    // before the exchange cannot race with anything.
+                    if (at(slot.entry).load(std::memory_order_relaxed) & kStaticBit) return;
                     const std::uint64_t old = at(slot.entry).exchange(0, std::memory_order_seq_cst);
                     if (!Pte::present(old)) return;
                     rmap_.remove(Pte::pfn(old), addr >> 12);
@@ -170,13 +173,23 @@ std::vector<std::string> ShadowMmu::audit() {
     // calls into us (invalidate_page) holding its own locks, and we never
     // take a host lock while holding one of ours except on the fault path.
     MemslotTable slots_copy;
+    std::vector<StaticRange> statics_copy;
     {
         ReaderSlotLock::SharedGuard slots(slots_lock_, slots_lock_.shared_slot());
         slots_copy = memslots_;
+        statics_copy = statics_;
     }
     std::size_t present = 0;
     table_.for_each_leaf(0, MemslotTable::kAddressLimit, 0, [&](std::uint64_t ga, const auto& slot) {
         const std::uint64_t e = at(slot.entry).load(std::memory_order_acquire);
+        if (e & kStaticBit) {
+            // Static entries have no memslot and no rmap link; they only
+            // have to lie in a static range.
+            if (std::none_of(statics_copy.begin(), statics_copy.end(),
+                             [&](const StaticRange& r) { return r.start <= ga && ga < r.end; }))
+                problems.push_back("static entry for " + hex(ga) + " lies outside every static range");
+            return;
+        }
         ++present;
         const auto ha = slots_copy.guest_to_host(ga);
         if (!ha) {

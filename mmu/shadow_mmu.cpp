@@ -2,6 +2,7 @@
 // notifier callbacks and audit() are in shadow_invalidate.cpp.
 #include "shadow_mmu.hpp"
 
+#include "hex.hpp"
 #include "shadow_policy_lock.hpp"
 
 #include <algorithm>
@@ -105,10 +106,19 @@ void ShadowMmu::wait_no_invalidation() {
     while (invalidate_in_progress_.load(std::memory_order_seq_cst) != 0) std::this_thread::yield();
 }
 
+void ShadowMmu::refuse_static_overlap(std::uint64_t start, std::uint64_t end, const char* what) const {
+    for (const StaticRange& r : statics_)
+        if (start < r.end && r.start < end)
+            throw MemslotError(std::string(what) + ": guest range [" + hex(start) + ", " + hex(end) +
+                               ") overlaps the static range [" + hex(r.start) + ", " + hex(r.end) + ")");
+}
+
 void ShadowMmu::add_memslot(const Memslot& slot) {
     std::lock_guard zaps(zap_mutex_);
     wait_no_invalidation();
     std::unique_lock lock(slots_lock_);
+    if (slot.size != 0 && slot.guest_start + slot.size > slot.guest_start)
+        refuse_static_overlap(slot.guest_start, slot.guest_end(), "memslot");
     memslots_.add(slot);
 }
 
@@ -116,7 +126,53 @@ void ShadowMmu::alias_memslot(std::uint32_t existing, std::uint32_t id, std::uin
     std::lock_guard zaps(zap_mutex_);
     wait_no_invalidation();
     std::unique_lock lock(slots_lock_);
+    for (const Memslot& s : memslots_.slots())
+        if (s.id == existing && guest_start + s.size > guest_start)
+            refuse_static_overlap(guest_start, guest_start + s.size, "memslot alias");
     memslots_.alias(existing, id, guest_start);
+}
+
+void ShadowMmu::map_static(std::uint64_t guest_start, std::uint64_t size, Pfn first_frame, bool writable) {
+    if (size == 0 || (guest_start | size) % kPage || guest_start + size < guest_start ||
+        guest_start + size > MemslotTable::kAddressLimit)
+        throw MemslotError("static range: expected a non-empty 4 KiB-aligned range below 2^47, got [" +
+                           hex(guest_start) + ", +" + hex(size) + ")");
+    const std::uint64_t pages = size / kPage;
+    const FrameSpace& fs = host_.frames();
+    if (first_frame + pages < first_frame || first_frame + pages > fs.frame_count())
+        throw MemslotError("static range: frames [" + hex(first_frame) + ", +" + hex(pages) +
+                           ") lie outside the frame space of " + hex(fs.frame_count()) + " frames");
+    // The allocator must never hand a static frame out as a table or a page.
+    if (first_frame < fs.end_allocatable() && fs.first_allocatable() < first_frame + pages)
+        throw MemslotError("static range: frames [" + hex(first_frame) + ", +" + hex(pages) +
+                           ") overlap the allocatable frames [" + hex(fs.first_allocatable()) + ", " +
+                           hex(fs.end_allocatable()) + ")");
+    std::lock_guard zaps(zap_mutex_);
+    std::unique_lock lock(slots_lock_);
+    refuse_static_overlap(guest_start, guest_start + size, "static range");
+    for (const Memslot& s : memslots_.slots())
+        if (guest_start < s.guest_end() && s.guest_start < guest_start + size)
+            throw MemslotError("static range [" + hex(guest_start) + ", " + hex(guest_start + size) +
+                               ") overlaps memslot " + std::to_string(s.id));
+    Perms perms{};
+    perms.read = true;
+    perms.write = writable;
+    perms.exec = true;
+    perms.user = true;
+    for (std::uint64_t i = 0; i < pages; ++i) {
+        auto leaf = table_.ensure_leaf(guest_start + i * kPage);
+        if (!leaf) {
+            // Undo the part already mapped: the tables stay (they belong to
+            // the table and are freed with it), the entries go.
+            for (std::uint64_t j = 0; j < i; ++j)
+                if (auto l = table_.find_leaf(guest_start + j * kPage)) at(l->entry).store(0, std::memory_order_release);
+            throw MemslotError("static range: no frame left for a shadow table after " + std::to_string(i) +
+                               " of " + std::to_string(pages) + " pages");
+        }
+        const std::uint64_t e = Pte::with_accessed(Pte::make_leaf(first_frame + i, perms), true) | kStaticBit;
+        at(leaf->entry).store(e, std::memory_order_release);
+    }
+    statics_.push_back({guest_start, guest_start + size});
 }
 
 void ShadowMmu::remove_memslot(std::uint32_t id) {

@@ -97,6 +97,15 @@ public:
     void add_memslot(const Memslot& slot);
     void alias_memslot(std::uint32_t existing, std::uint32_t id, std::uint64_t guest_start);
     void remove_memslot(std::uint32_t id);
+    // A static range: guest pages [guest_start, +size) mapped for good onto
+    // frames first_frame.. (the code, stacks and runtime of a KVM guest in
+    // shadow mode, identity-mapped). No memslot may overlap it; zaps, the
+    // rmap and the notifiers never touch it; its entries carry kStaticBit.
+    // The frames must lie outside the frame space's allocatable range.
+    // Throws MemslotError on a bad or overlapping range, or when the frame
+    // space has no frame left for a table (nothing stays mapped then).
+    void map_static(std::uint64_t guest_start, std::uint64_t size, Pfn first_frame, bool writable);
+    static constexpr std::uint64_t kStaticBit = 1ull << 9; // ignored by the CPU in a PTE
 
     FaultResult fault(std::uint32_t vcpu, std::uint64_t guest_address, Access access);
     // A vCPU's table walk (a TLB refill): the present entry for the guest
@@ -157,6 +166,10 @@ private:
     void begin_invalidation(std::span<const GuestRange> ranges); // caller holds zap_mutex_
     bool invalidation_covers(std::uint64_t guest_address) const;
     void wait_no_invalidation(); // caller holds zap_mutex_
+    void refuse_static_overlap(std::uint64_t start, std::uint64_t end, const char* what) const; // holds slots_lock_
+    struct StaticRange {
+        std::uint64_t start, end;
+    };
 
     HostAddressSpace& host_;
     ShadowConfig config_;
@@ -164,6 +177,7 @@ private:
     RadixTable<Pte> table_;
     Rmap rmap_;
     MemslotTable memslots_;
+    std::vector<StaticRange> statics_; // under slots_lock_
     mutable ReaderSlotLock slots_lock_; // memslot changes are rare: writers exclusive
 
     std::mutex global_lock_;             // LockPolicy::Global
