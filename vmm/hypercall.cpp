@@ -1,10 +1,40 @@
 #include "hypercall.hpp"
 
 #include "format.hpp"
+#include "shadow_pager.hpp"
 
 namespace hv {
 
-HypercallResult handle_hypercall(GuestMemory& memory, std::uint64_t block_gpa) {
+namespace {
+
+constexpr std::uint64_t kAddressLimit = 1ull << 47;
+
+std::uint32_t page_fault_call(GuestMemory& memory, std::uint64_t gpa, const HypercallContext& ctx) {
+    const auto call = memory.read_obj<hv_call_page_fault>(gpa);
+    if (!call) return HV_E_FAULT;
+    if (call->reserved != 0 || (call->error_code & ~HV_PF_KNOWN_BITS) != 0 || call->address >= kAddressLimit)
+        return HV_E_BAD_ARG;
+    if (!ctx.pager) return HV_E_NOT_SHADOW;
+    return ctx.pager->page_fault(ctx.vcpu, call->address, call->error_code);
+}
+
+std::uint32_t host_op_call(GuestMemory& memory, std::uint64_t gpa, const HypercallContext& ctx) {
+    auto call = memory.read_obj<hv_call_host_op>(gpa);
+    if (!call) return HV_E_FAULT;
+    if (call->reserved != 0 || call->op >= HV_HOST_NOPS || call->address >= kAddressLimit ||
+        call->address2 >= kAddressLimit || (call->op != HV_HOST_MERGE && call->address2 != 0))
+        return HV_E_BAD_ARG;
+    if (!ctx.pager) return HV_E_NOT_SHADOW;
+    bool changed = false;
+    const std::uint32_t status = ctx.pager->host_op(call->op, call->address, call->address2, changed);
+    call->changed = changed ? 1 : 0;
+    if (!memory.write_obj(gpa, *call)) return HV_E_FAULT;
+    return status;
+}
+
+} // namespace
+
+HypercallResult handle_hypercall(GuestMemory& memory, std::uint64_t block_gpa, const HypercallContext& context) {
     const auto header = memory.read_obj<hv_call_header>(block_gpa);
     if (!header) return {HV_E_FAULT, std::nullopt};
     switch (header->nr) {
@@ -22,6 +52,12 @@ HypercallResult handle_hypercall(GuestMemory& memory, std::uint64_t block_gpa) {
         if (!call) return {HV_E_FAULT, std::nullopt};
         return {HV_OK, *call};
     }
+    case HV_CALL_PAGE_FAULT:
+        if (header->size != sizeof(hv_call_page_fault)) return {HV_E_BAD_SIZE, std::nullopt};
+        return {page_fault_call(memory, block_gpa, context), std::nullopt};
+    case HV_CALL_HOST_OP:
+        if (header->size != sizeof(hv_call_host_op)) return {HV_E_BAD_SIZE, std::nullopt};
+        return {host_op_call(memory, block_gpa, context), std::nullopt};
     default: return {HV_E_UNKNOWN_CALL, std::nullopt};
     }
 }

@@ -15,7 +15,20 @@ struct HypercallResult {
     std::optional<hv_call_exception> exception;  // an HV_CALL_EXCEPTION report
 };
 
-HypercallResult handle_hypercall(GuestMemory& memory, std::uint64_t block_gpa);
+class ShadowPager;
+
+// Who is calling and what serves the shadow-paging calls (none in identity
+// mode: those calls answer HV_E_NOT_SHADOW).
+struct HypercallContext {
+    std::uint32_t vcpu = 0;
+    ShadowPager* pager = nullptr;
+};
+
+// Every argument is checked before anything acts on it: the block must lie
+// in guest RAM and have the call's size, reserved fields must be 0,
+// addresses must be below 2^47 (the lower canonical half the MMU covers),
+// op codes and error-code bits must be known.
+HypercallResult handle_hypercall(GuestMemory& memory, std::uint64_t block_gpa, const HypercallContext& context = {});
 
 const char* exception_mnemonic(std::uint64_t vector); // "#PF", "#GP", ... or "#?"
 std::string describe_exception(const hv_call_exception& e);

@@ -55,8 +55,10 @@ struct hv_call_header {
 };
 
 enum hv_call_nr {
-    HV_CALL_ECHO = 0,      /* struct hv_call_echo: out = in + 1 */
-    HV_CALL_EXCEPTION = 1, /* struct hv_call_exception: report a CPU exception */
+    HV_CALL_ECHO = 0,       /* struct hv_call_echo: out = in + 1 */
+    HV_CALL_EXCEPTION = 1,  /* struct hv_call_exception: report a CPU exception */
+    HV_CALL_PAGE_FAULT = 2, /* struct hv_call_page_fault: resolve a #PF (shadow paging) */
+    HV_CALL_HOST_OP = 3,    /* struct hv_call_host_op: one host operation on one page, now */
 };
 
 enum hv_status {
@@ -64,6 +66,11 @@ enum hv_status {
     HV_E_UNKNOWN_CALL = 1, /* nr is not an enum hv_call_nr */
     HV_E_BAD_SIZE = 2,     /* header.size does not match the call */
     HV_E_FAULT = 3,        /* the block is not inside guest RAM */
+    HV_E_NOT_SHADOW = 4,   /* the call needs shadow paging (vmm run --paging shadow) */
+    HV_E_BAD_ARG = 5,      /* an argument is out of range (address, op, reserved bits) */
+    HV_E_NO_MEMSLOT = 6,   /* the address is outside every memslot */
+    HV_E_REFUSED = 7,      /* the host mapping refuses the access (e.g. a write to read-only) */
+    HV_E_NO_MEMORY = 8,    /* no frame left for a page or a table */
 };
 
 struct hv_call_echo {
@@ -93,6 +100,40 @@ struct hv_call_exception {
     uint64_t gprs[HV_NGPRS];
     uint32_t flags; /* HV_EXC_* */
     uint32_t reserved;
+};
+
+/*
+ * A page fault in the shadow-mapped region: the #PF handler passes CR2 and
+ * the error code. HV_OK: retry the access (the entry is installed, or an
+ * invalidation raced and the access will fault again).
+ */
+#define HV_PF_KNOWN_BITS 0x1fu /* P, W/R, U/S, RSVD, I/D: anything else is HV_E_BAD_ARG */
+struct hv_call_page_fault {
+    struct hv_call_header hdr;
+    uint64_t address;    /* CR2 */
+    uint32_t error_code; /* the #PF error code */
+    uint32_t reserved;   /* must be 0 */
+};
+
+/* Host operations a guest may ask for on a page of the shadow-mapped region. */
+enum hv_host_op {
+    HV_HOST_MIGRATE = 0,
+    HV_HOST_UNMAP = 1,
+    HV_HOST_PROTECT = 2,   /* read-only */
+    HV_HOST_UNPROTECT = 3, /* writable again */
+    HV_HOST_MERGE = 4,     /* merge address2's page into address's (same contents only) */
+    HV_HOST_SWAP = 5,
+    HV_HOST_AGE = 6,
+    HV_HOST_NOPS
+};
+
+struct hv_call_host_op {
+    struct hv_call_header hdr;
+    uint32_t op;       /* enum hv_host_op */
+    uint32_t reserved; /* must be 0 */
+    uint64_t address;  /* a guest address in the shadow-mapped region */
+    uint64_t address2; /* HV_HOST_MERGE only; 0 otherwise */
+    uint64_t changed;  /* out: 1 when the host changed something */
 };
 
 #endif
