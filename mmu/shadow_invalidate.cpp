@@ -2,19 +2,17 @@
 // per batch, the notifier callbacks, aging, and audit(). See shadow_mmu.hpp.
 #include "hex.hpp"
 #include "shadow_mmu.hpp"
-#include "shadow_policy_lock.hpp"
+#include "shadow_internal.hpp"
 
 #include <algorithm>
 #include <string>
 
 namespace hv::mmu {
+using shadow_detail::at;
+using shadow_detail::kPage;
+
 namespace {
-
-constexpr std::uint64_t kPage = 4096;
 constexpr std::uint64_t kTableSpan = 512 * kPage;
-
-std::atomic_ref<std::uint64_t> at(std::uint64_t* e) { return std::atomic_ref<std::uint64_t>(*e); }
-
 } // namespace
 
 std::size_t ShadowMmu::zap_ranges(std::span<const GuestRange> ranges, ShadowCounters& c) {

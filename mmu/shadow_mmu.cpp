@@ -3,7 +3,7 @@
 #include "shadow_mmu.hpp"
 
 #include "hex.hpp"
-#include "shadow_policy_lock.hpp"
+#include "shadow_internal.hpp"
 
 #include <algorithm>
 #include <cstdio>
@@ -12,13 +12,8 @@
 #include <thread>
 
 namespace hv::mmu {
-namespace {
-
-constexpr std::uint64_t kPage = 4096;
-
-std::atomic_ref<std::uint64_t> at(std::uint64_t* e) { return std::atomic_ref<std::uint64_t>(*e); }
-
-} // namespace
+using shadow_detail::at;
+using shadow_detail::kPage;
 
 const char* to_string(LockPolicy p) {
     switch (p) {
@@ -192,6 +187,11 @@ void ShadowMmu::remove_memslot(std::uint32_t id) {
 std::vector<Memslot> ShadowMmu::memslots() const {
     ReaderSlotLock::SharedGuard lock(slots_lock_, slots_lock_.shared_slot());
     return memslots_.slots();
+}
+
+std::optional<std::uint64_t> ShadowMmu::guest_to_host(std::uint64_t guest_address) const {
+    ReaderSlotLock::SharedGuard lock(slots_lock_, slots_lock_.shared_slot());
+    return memslots_.guest_to_host(guest_address);
 }
 
 std::uint64_t ShadowMmu::entry(std::uint64_t ga) const {

@@ -33,6 +33,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <shared_mutex>
 #include <span>
 #include <string>
@@ -120,6 +121,8 @@ public:
     const Rmap& rmap() const { return rmap_; }
     const ShadowConfig& config() const { return config_; }
     std::vector<Memslot> memslots() const;
+    // The host address a guest address maps to through the memslots.
+    std::optional<std::uint64_t> guest_to_host(std::uint64_t guest_address) const;
     HostAddressSpace& host() { return host_; }
 
     // Zaps every entry in the guest range; returns how many were present.

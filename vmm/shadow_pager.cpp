@@ -9,10 +9,9 @@ constexpr std::uint64_t kPage = 4096;
 
 // The host page behind a guest address, through the memslots.
 std::optional<std::uint64_t> host_page(const mmu::ShadowMmu& mmu, std::uint64_t address) {
-    for (const mmu::Memslot& s : mmu.memslots())
-        if (s.guest_start <= address && address < s.guest_end())
-            return (s.host_start + (address - s.guest_start)) & ~(kPage - 1);
-    return std::nullopt;
+    const auto ha = mmu.guest_to_host(address);
+    if (!ha) return std::nullopt;
+    return *ha & ~(kPage - 1);
 }
 
 } // namespace

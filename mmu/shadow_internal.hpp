@@ -1,9 +1,18 @@
 #pragma once
-// ShadowMmu::PolicyLock, shared by the fault path (shadow_mmu.cpp) and the
-// invalidation path (shadow_invalidate.cpp). Internal to those two files.
+// What the fault path (shadow_mmu.cpp) and the invalidation path
+// (shadow_invalidate.cpp) share: ShadowMmu::PolicyLock and two small
+// helpers. Internal to those two files.
 #include "shadow_mmu.hpp"
 
+#include <atomic>
+#include <cstdint>
+
 namespace hv::mmu {
+
+namespace shadow_detail {
+inline constexpr std::uint64_t kPage = 4096;
+inline std::atomic_ref<std::uint64_t> at(std::uint64_t* e) { return std::atomic_ref<std::uint64_t>(*e); }
+} // namespace shadow_detail
 
 // The lock the policy prescribes. A fault holds it while it checks coherence
 // and publishes an entry: everything (global), shared (rw) or the entry's leaf
