@@ -283,7 +283,7 @@ HostFaultResult HostAddressSpace::break_cow(std::uint64_t address, std::uint32_t
     entry.store(updated, std::memory_order_release);
     put_frame(old);
     count(Count::CowBreaks, 1, cpu);
-    return {HostFaultStatus::Mapped, {*fresh, true}, 2, 6};
+    return {HostFaultStatus::Mapped, {*fresh, true}, 2, 4};
 }
 
 std::size_t HostAddressSpace::unmap(HostRange range) {

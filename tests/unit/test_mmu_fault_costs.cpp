@@ -136,3 +136,17 @@ TEST_CASE("ReaderSlotLock: a writer excludes readers of every slot, readers shar
     CHECK_FALSE(writer_saw_reader.load());
     CHECK(max_inside.load() >= 1);
 }
+
+TEST_CASE("fault costs: a write that breaks copy-on-write pays the region lock, the notifier chain and the allocator") {
+    CostRig r(LockPolicy::Rw);
+    r.fault_all(2, false); // pages 0 and 1 of vCPU 0 (and of vCPU 1), all zero
+    REQUIRE(r.host.merge(kHost, kHost + kPage));
+    const ShadowCounters before = r.mmu.fault_counters();
+    CHECK(r.mmu.fault(0, CostRig::page(0, 1, false), Access::Write) == FaultResult::Retry); // the break moved the sequence
+    const ShadowCounters after = r.mmu.fault_counters();
+    // PT lock (finds the merged page), region lock, PT lock and allocator in the break.
+    CHECK(after.host_lock_acquisitions - before.host_lock_acquisitions == 4);
+    // Region lock 2, notifier chain reader count 2, allocator 2.
+    CHECK(after.host_shared_atomics - before.host_shared_atomics == 6);
+    CHECK(r.host.counters().cow_breaks == 1);
+}
