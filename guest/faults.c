@@ -14,6 +14,10 @@
  *                     every status matched, else 1.
  *   "wild-rip"        jumps to an identity-mapped address outside RAM: the
  *                     VMM cannot fetch the instruction.
+ *   "bad-stack"       RSP pointed at unmapped memory, then ud2: delivering
+ *                     #UD and then #PF fails, the CPU raises #DF, which runs
+ *                     on its own IST stack and is reported (the VMM stops
+ *                     the VM) instead of becoming a triple fault.
  *   "unclaimed"       port and MMIO accesses no device claims: reads must
  *                     return all ones and the guest continues (exit 0), unless
  *                     the VMM runs with --strict-io, which stops the VM.
@@ -307,6 +311,15 @@ static int test_wild_hypercall(const struct guest_boot *boot)
     return 0;
 }
 
+/* ---- bad-stack ----------------------------------------------------------- */
+
+static int test_bad_stack(const struct guest_boot *boot)
+{
+    uint64_t bad = unmapped_address(boot->ram_size) + 0x1000;
+    __asm__ volatile("mov %0, %%rsp\n\tud2" : : "r"(bad) : "memory");
+    return 1; /* not reached */
+}
+
 /* ---- main ---------------------------------------------------------------- */
 
 static int is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
@@ -340,7 +353,9 @@ int guest_main(const struct guest_boot *boot)
         return test_wild_rip(boot);
     if (!strcmp(mode, "unclaimed"))
         return test_unclaimed(boot);
-    printf("faults: unknown command line '%s' (want recover, unhandled, triple, wild-hypercall, wild-rip or unclaimed)\n",
+    if (!strcmp(mode, "bad-stack"))
+        return test_bad_stack(boot);
+    printf("faults: unknown command line '%s' (want recover, unhandled, triple, wild-hypercall, wild-rip, unclaimed or bad-stack)\n",
            boot->cmdline);
     return 2;
 }

@@ -149,6 +149,11 @@ std::optional<HostTranslation> HostAddressSpace::lookup(std::uint64_t address) c
     return HostTranslation{Pte::pfn(pte), Pte::writable(pte)};
 }
 
+bool HostAddressSpace::swapped_out(std::uint64_t address) const {
+    auto slot = table_.find_leaf(address);
+    return slot && is_swap_entry(at(slot->entry).load(std::memory_order_acquire));
+}
+
 // The fault on a page whose leaf table exists: under its PT lock, a present
 // PTE answers by itself (protect() changes present PTEs under that lock).
 // nullopt (lock released) when the PTE is not present. The PT lock is the

@@ -103,6 +103,8 @@ public:
     HostFaultResult fault(std::uint64_t address, Access access, std::uint32_t cpu = kAnyCpu);
     // The current translation without faulting; nullopt when not present.
     std::optional<HostTranslation> lookup(std::uint64_t address) const;
+    // True when the page is not present but its contents wait in swap.
+    bool swapped_out(std::uint64_t address) const;
 
     // RAII lock of the leaf page table holding `address` (the split PT
     // lock), for callers that must read a PTE and act on it atomically with

@@ -164,7 +164,8 @@ void ShadowMmu::map_static(std::uint64_t guest_start, std::uint64_t size, Pfn fi
             throw MemslotError("static range: no frame left for a shadow table after " + std::to_string(i) +
                                " of " + std::to_string(pages) + " pages");
         }
-        const std::uint64_t e = Pte::with_accessed(Pte::make_leaf(first_frame + i, perms), true) | kStaticBit;
+        const std::uint64_t e =
+            Pte::with_dirty(Pte::with_accessed(Pte::make_leaf(first_frame + i, perms), true), writable) | kStaticBit;
         at(leaf->entry).store(e, std::memory_order_release);
     }
     statics_.push_back({guest_start, guest_start + size});
@@ -333,7 +334,8 @@ FaultResult ShadowMmu::install(std::uint32_t vcpu, std::uint64_t ga, const Memsl
     perms.exec = true;
     perms.user = true;
     // The fault is an access: the entry starts young, as the CPU would mark it.
-    const std::uint64_t fresh = Pte::with_accessed(Pte::make_leaf(t.pfn, perms), true);
+    std::uint64_t fresh = Pte::with_accessed(Pte::make_leaf(t.pfn, perms), true);
+    if (config_.cpu_walks && writable) fresh = Pte::with_dirty(fresh, true);
     // Join the table's shootdown targets before publishing: a zap that sees
     // the entry (its exchange acquires our release) then also sees the bit.
     if (mask_for_table(leaf->table).set(vcpu)) ++c.shared_atomics;

@@ -60,6 +60,15 @@ struct ShadowConfig {
     CoherencePolicy coherence = CoherencePolicy::Seq;
     std::size_t batch = 512; // entries per lock hold during a zap; 0 = unlimited
     std::uint32_t vcpus = 1;
+    // The tables are walked by real CPUs (a KVM guest): entries are installed
+    // accessed and, when writable, dirty, so the CPU never writes them; an
+    // A/D update racing a zap could otherwise write a zapped entry back (on
+    // CPUs or emulators that do not update A/D bits with a locked compare).
+    // Aging then cannot see the guest's accesses: every present entry counts
+    // as young and keeps its bit. (Zapping young entries instead, as KVM
+    // does without A/D bits, costs a shootdown to every vCPU per aged range;
+    // under the nested host's 100 ms shootdowns that starved the guests.)
+    bool cpu_walks = false;
 };
 
 // Receives one TLB shootdown per zap batch. `pages` are the guest addresses

@@ -1,11 +1,12 @@
-// Runs of the software vCPUs: the access streams, the host churn thread,
-// the final verification of every stamp, and SoftRig. See soft_vcpu.hpp.
+// Runs of the software vCPUs: the access streams, the host churn thread
+// (HostChurn), the final verification of every stamp, and SoftRig. See soft_vcpu.hpp.
 #include "hex.hpp"
 #include "soft_vcpu.hpp"
+#include "split_mix.hpp"
 
 #include <algorithm>
 #include <chrono>
-#include <deque>
+#include <iterator>
 #include <latch>
 #include <stdexcept>
 #include <thread>
@@ -17,22 +18,11 @@ namespace {
 constexpr std::uint64_t kPage = 4096;
 constexpr std::uint32_t kSlots = kPage / 8;
 
-// splitmix64: a small, fast, seedable generator per thread.
-struct Rng {
-    std::uint64_t s;
-    explicit Rng(std::uint64_t seed) : s(seed) {}
-    std::uint64_t next() {
-        std::uint64_t z = (s += 0x9e3779b97f4a7c15ull);
-        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-        return z ^ (z >> 31);
-    }
-    double unit() { return static_cast<double>(next() >> 11) * 0x1.0p-53; }
-};
+using Rng = SplitMix;
 
 } // namespace
 
-void SoftVcpuSystem::stream(std::uint32_t v, const SoftRunConfig& cfg) {
+void SoftVcpuSystem::stream(std::uint32_t v, const SoftRunConfig& cfg, const HostChurn& churn) {
     Vcpu& s = cpu_[v];
     Rng rng(cfg.seed * 0x100000001b3ull + v * 0x9e3779b97f4a7c15ull + 1);
     const std::uint64_t n = cfg.sharing == Sharing::Disjoint ? cfg.pages : pages_;
@@ -44,8 +34,7 @@ void SoftVcpuSystem::stream(std::uint32_t v, const SoftRunConfig& cfg) {
     // accesses is outside, so a shootdown flushes it directly instead of
     // waiting a scheduler round for it.
     for (std::uint64_t i = 0;; ++i) {
-        if (cfg.ops_per_vcpu ? i >= cfg.ops_per_vcpu && churn_quota_met_.load(std::memory_order_acquire)
-                             : stop_.load(std::memory_order_relaxed))
+        if (cfg.ops_per_vcpu ? i >= cfg.ops_per_vcpu && churn.quota_met() : stop_.load(std::memory_order_relaxed))
             break;
         const std::uint64_t page = base + (cfg.pattern == AccessPattern::Sequential ? (start + i) % n : rng.next() % n);
         const bool write = rng.unit() < cfg.write_fraction && may_write;
@@ -55,79 +44,19 @@ void SoftVcpuSystem::stream(std::uint32_t v, const SoftRunConfig& cfg) {
     }
 }
 
-void SoftVcpuSystem::churn(const SoftRunConfig& cfg, ChurnCounters& out) {
-    Rng rng(cfg.seed ^ 0xc0ffee);
-    const std::uint64_t n = cfg.region_pages();
-    std::deque<std::pair<std::chrono::steady_clock::time_point, std::uint64_t>> protected_pages;
-    auto restore = [&](std::uint64_t p) {
-        const std::uint64_t ha = host_base_ + p * kPage;
-        host_.protect({ha, ha + kPage}, true);
-    };
-    std::uint64_t skipped[kChurnOps] = {};
-    const auto t0 = std::chrono::steady_clock::now();
-    while (!churn_stop_.load(std::memory_order_acquire)) {
-        const auto now = std::chrono::steady_clock::now();
-        const double elapsed = std::chrono::duration<double>(now - t0).count();
-        bool any = false, behind = false;
-        for (std::size_t op = 0; op < kChurnOps; ++op) {
-            if (cfg.churn_rate[op] <= 0) continue;
-            // The first at t = 0; a backlog of more than 100 ms worth (the
-            // thread was descheduled) is dropped rather than run back to
-            // back, which would leave faults no window between invalidations.
-            std::uint64_t due = static_cast<std::uint64_t>(elapsed * cfg.churn_rate[op]) + 1 - skipped[op];
-            const auto cap = static_cast<std::uint64_t>(cfg.churn_rate[op] * 0.1) + 8;
-            if (due > out.attempted[op] + cap) {
-                skipped[op] += due - out.attempted[op] - cap;
-                due = out.attempted[op] + cap;
-            }
-            for (int k = 0; k < 8 && out.attempted[op] < due; ++k) {
-                any = true;
-                ++out.attempted[op];
-                const std::uint64_t p = rng.next() % n;
-                const std::uint64_t ha = host_base_ + p * kPage;
-                bool did = false;
-                switch (static_cast<ChurnOp>(op)) {
-                case ChurnOp::Migrate: did = host_.migrate(ha); break;
-                case ChurnOp::Unmap:
-                    unmap_started_[p].fetch_add(1, std::memory_order_acq_rel);
-                    did = host_.unmap({ha, ha + kPage}) != 0;
-                    unmap_done_[p].fetch_add(1, std::memory_order_acq_rel);
-                    break;
-                case ChurnOp::Protect:
-                    did = host_.protect({ha, ha + kPage}, false) != 0;
-                    protected_pages.push_back({now + cfg.protect_hold, p});
-                    break;
-                case ChurnOp::Merge: {
-                    const std::uint64_t q = rng.next() % n;
-                    did = host_.merge(ha, host_base_ + q * kPage);
-                    break;
-                }
-                case ChurnOp::Swap: did = host_.swap_out(ha); break;
-                case ChurnOp::Age: {
-                    const std::uint64_t end = std::min(n, p + 16);
-                    did = host_.age({ha, host_base_ + end * kPage});
-                    break;
-                }
-                }
-                if (did) ++out.done[op];
-            }
-            behind = behind || out.attempted[op] < due;
-        }
-        if (!churn_quota_met_.load(std::memory_order_relaxed)) {
-            bool met = true;
-            for (std::size_t op = 0; op < kChurnOps; ++op)
-                if (cfg.churn_rate[op] > 0 && out.attempted[op] < cfg.min_churn_ops) met = false;
-            if (met) churn_quota_met_.store(true, std::memory_order_release);
-        }
-        while (!protected_pages.empty() && protected_pages.front().first <= now) {
-            restore(protected_pages.front().second);
-            protected_pages.pop_front();
-        }
-        // Sleep only when nothing is due: among many busy vCPU threads a
-        // sleeper waits its turn to run again, which can be milliseconds.
-        if (!behind) std::this_thread::sleep_for(std::chrono::microseconds(any ? 50 : 200));
-    }
-    for (auto& [when, p] : protected_pages) restore(p);
+ChurnConfig SoftVcpuSystem::churn_config(const SoftRunConfig& cfg) {
+    ChurnConfig c;
+    c.host_base = host_base_;
+    c.pages = cfg.region_pages();
+    std::copy(std::begin(cfg.churn_rate), std::end(cfg.churn_rate), std::begin(c.rate));
+    c.protect_hold = cfg.protect_hold;
+    c.seed = cfg.seed;
+    c.min_ops = cfg.min_churn_ops;
+    // The excuse for a zeroed slot (verify_final, the access checks): an
+    // unmap of the page started after the vCPU's last write completed.
+    c.before_unmap = [this](std::uint64_t p) { unmap_started_[p].fetch_add(1, std::memory_order_acq_rel); };
+    c.after_unmap = [this](std::uint64_t p) { unmap_done_[p].fetch_add(1, std::memory_order_acq_rel); };
+    return c;
 }
 
 std::uint64_t SoftVcpuSystem::verify_final(std::uint32_t vcpus) {
@@ -190,23 +119,23 @@ SoftRunResult SoftVcpuSystem::run(const SoftRunConfig& cfg) {
     const ShootdownCounters sd_before = shootdown_counters();
 
     SoftRunResult res;
-    bool churning = false;
-    for (double r : cfg.churn_rate) churning = churning || r > 0;
+    // Built (and its rates checked) before any thread starts, so a bad
+    // configuration throws with nothing to join.
+    HostChurn churn(host_, churn_config(cfg));
     std::thread churner;
-    churn_quota_met_ = !churning || cfg.min_churn_ops == 0;
     // Start every vCPU at once: creating 1024 threads while the first ones
     // already run would take the creator many scheduler rounds.
     std::latch go(1);
     std::vector<std::thread> threads;
     threads.reserve(cfg.vcpus);
     for (std::uint32_t v = 0; v < cfg.vcpus; ++v)
-        threads.emplace_back([this, v, &cfg, &go] {
+        threads.emplace_back([this, v, &cfg, &go, &churn] {
             go.wait();
-            stream(v, cfg);
+            stream(v, cfg, churn);
         });
-    if (churning) churner = std::thread([&] {
+    if (churn.enabled()) churner = std::thread([&] {
         go.wait();
-        churn(cfg, res.churn);
+        churn.run(churn_stop_, res.churn);
     });
     const auto t0 = std::chrono::steady_clock::now();
     go.count_down();

@@ -24,17 +24,6 @@ using Pte = X86PteFormat;
 
 const char* to_string(AccessPattern p) { return p == AccessPattern::Sequential ? "seq" : "random"; }
 const char* to_string(Sharing s) { return s == Sharing::Disjoint ? "disjoint" : "shared"; }
-const char* to_string(ChurnOp op) {
-    switch (op) {
-    case ChurnOp::Migrate: return "migrate";
-    case ChurnOp::Unmap: return "unmap";
-    case ChurnOp::Protect: return "protect";
-    case ChurnOp::Merge: return "merge";
-    case ChurnOp::Swap: return "swap";
-    case ChurnOp::Age: return "age";
-    }
-    return "?";
-}
 
 SoftVcpuCounters& SoftVcpuCounters::operator+=(const SoftVcpuCounters& o) {
     accesses += o.accesses; reads += o.reads; writes += o.writes; tlb_hits += o.tlb_hits; tlb_misses += o.tlb_misses;

@@ -2,8 +2,9 @@
 // Software vCPUs (DESIGN.md, "The two executors"): threads that run access
 // streams through a private TLB, walk the shadow MMU's secondary table on a
 // miss and call ShadowMmu::fault() on a hole, plus the TLB shootdown
-// protocol the shadow MMU drives, a host "churn" thread that moves pages
-// under them, and a checker that proves no write was lost or misdirected.
+// protocol the shadow MMU drives, a host "churn" thread (HostChurn,
+// host_churn.hpp) that moves pages under them, and a checker that proves no
+// write was lost or misdirected.
 //
 // The model of a CPU writing through its TLB. There is no real CPU, so an
 // access does its load/store while holding the host PT lock of the page
@@ -50,6 +51,7 @@
 // a leaf table: a TLB refill goes through ShadowMmu::walk(), which records
 // the vCPU before it reads the entry.
 #include "host_address_space.hpp"
+#include "host_churn.hpp"
 #include "shadow_mmu.hpp"
 
 #include <atomic>
@@ -69,10 +71,6 @@ enum class AccessPattern { Sequential, Random };
 enum class Sharing { Disjoint, Shared };
 const char* to_string(AccessPattern p);
 const char* to_string(Sharing s);
-
-enum class ChurnOp { Migrate, Unmap, Protect, Merge, Swap, Age };
-inline constexpr std::size_t kChurnOps = 6;
-const char* to_string(ChurnOp op);
 
 struct TlbConfig {
     std::uint32_t entries = 64; // rounded to a multiple of `ways`
@@ -112,11 +110,6 @@ struct ShootdownCounters {
     // outside, honoured when they enter, not waited for.
     std::uint64_t shootdowns = 0, targets = 0, requests = 0, acks = 0, idle_requests = 0, flush_all = 0;
     std::uint64_t deferred = 0; // requests left pending past the ack wait (the vCPU was not running)
-};
-
-struct ChurnCounters {
-    std::uint64_t attempted[kChurnOps] = {};
-    std::uint64_t done[kChurnOps] = {}; // the host operation changed something
 };
 
 struct SoftRunResult {
@@ -226,8 +219,8 @@ private:
     void check_boundary(Vcpu& s);
     bool slot_owner(std::uint32_t v) const;
     void detail(std::string text);
-    void stream(std::uint32_t v, const SoftRunConfig& config);
-    void churn(const SoftRunConfig& config, ChurnCounters& out);
+    void stream(std::uint32_t v, const SoftRunConfig& config, const HostChurn& churn);
+    ChurnConfig churn_config(const SoftRunConfig& config);
     std::uint64_t verify_final(std::uint32_t vcpus);
 
     HostAddressSpace& host_;
@@ -241,7 +234,7 @@ private:
     std::unique_ptr<Vcpu[]> cpu_;
     // Per region page: unmaps started / completed (the excuse for a zeroed slot).
     std::unique_ptr<std::atomic<std::uint64_t>[]> unmap_started_, unmap_done_;
-    std::atomic<bool> stop_{false}, churn_stop_{false}, churn_quota_met_{true};
+    std::atomic<bool> stop_{false}, churn_stop_{false};
 
     std::chrono::microseconds ack_wait_{kDefaultAckWait};
     std::atomic<std::uint64_t> sd_shootdowns_{0}, sd_targets_{0}, sd_requests_{0}, sd_acks_{0}, sd_idle_{0},

@@ -389,12 +389,14 @@ exec {cat_fd}<"$tmp/out.fifo"
 cat_pid=$!
 exec {cat_fd}<&-
 
+# transparent_hugepage=never: khugepaged collapsing a VMM's memory while 64
+# nested vCPUs ran locked up an L1 CPU for minutes (a soft lockup on the console).
 # shellcheck disable=SC2054  # commas are QEMU option syntax
 qemu_args=(
     -accel tcg -cpu EPYC,+svm,+npt -smp "$cpus" -m "$mem"
     -nodefaults -display none -no-reboot
     -kernel "$kernel" -initrd "$tmp/initrd.cpio"
-    -append "console=ttyS0 panic=-1 rdinit=/init quiet ${HV_NESTED_APPEND:-}"
+    -append "console=ttyS0 panic=-1 rdinit=/init quiet transparent_hugepage=never ${HV_NESTED_APPEND:-}"
     -chardev "file,id=con0,path=$console" -serial chardev:con0
     -chardev "file,id=out0,path=$tmp/out.fifo" -serial chardev:out0
     # multidevs=remap: the host root spans several filesystems; avoid inode clashes.

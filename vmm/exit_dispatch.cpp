@@ -23,8 +23,13 @@ ExitAction hypercall(const ExitRecord& exit, ExitContext& ctx) {
     ExitAction action;
     std::uint32_t gpa = 0;
     std::memcpy(&gpa, exit.data.data(), sizeof gpa);
-    const HypercallResult result = handle_hypercall(ctx.memory, gpa);
+    const HypercallResult result = handle_hypercall(ctx.memory, gpa, {exit.vcpu, ctx.pager, ctx.strict_faults});
     action.set_rax = result.status;
+    if (!result.fatal.empty()) {
+        action = stop_crash(ctx, result.fatal);
+        action.guest_frame = result.exception;
+        return action;
+    }
     if (result.exception) {
         const auto& e = *result.exception;
         const std::string line = "vcpu " + std::to_string(exit.vcpu) + ": " + describe_exception(e);

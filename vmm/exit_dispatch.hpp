@@ -24,6 +24,10 @@ struct ExitContext {
     bool strict_io = false;
     // One line per notable guest event (reported exceptions, ignored accesses).
     std::function<void(std::string_view)> log;
+    // Shadow paging (nullptr in identity mode): what serves the page-fault,
+    // host-op and verify hypercalls.
+    ShadowPager* pager = nullptr;
+    bool strict_faults = false;
 };
 
 struct ExitAction {

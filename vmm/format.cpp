@@ -1,7 +1,11 @@
 #include "format.hpp"
 
 #include <cctype>
+#include <cerrno>
+#include <charconv>
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
 
 namespace hv {
 
@@ -56,6 +60,22 @@ std::optional<std::uint64_t> parse_size(std::string_view text) {
     }
     if (shift && value > (UINT64_MAX >> shift)) return std::nullopt;
     return value << shift;
+}
+
+std::optional<std::uint64_t> parse_u64(const std::string& s) {
+    std::uint64_t v = 0;
+    const auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+    if (s.empty() || ec != std::errc{} || p != s.data() + s.size()) return std::nullopt;
+    return v;
+}
+
+std::optional<double> parse_double(const std::string& s) {
+    if (s.empty() || std::isspace(static_cast<unsigned char>(s[0]))) return std::nullopt;
+    errno = 0;
+    char* end = nullptr;
+    const double v = std::strtod(s.c_str(), &end);
+    if (errno != 0 || end != s.c_str() + s.size() || !std::isfinite(v)) return std::nullopt;
+    return v;
 }
 
 } // namespace hv

@@ -14,4 +14,9 @@ std::string format_size(std::uint64_t bytes);  // "64 MiB", "1.5 GiB", "4096 byt
 // trailing "iB"/"B"). nullopt on syntax errors or overflow.
 std::optional<std::uint64_t> parse_size(std::string_view text);
 
+// A whole decimal number with nothing around it; nullopt otherwise.
+std::optional<std::uint64_t> parse_u64(const std::string& text);
+// A finite decimal number (strtod syntax, no leading space); nullopt otherwise.
+std::optional<double> parse_double(const std::string& text);
+
 } // namespace hv

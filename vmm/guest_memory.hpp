@@ -60,6 +60,18 @@ public:
         return write(gpa, std::span(reinterpret_cast<const std::uint8_t*>(&value), sizeof value));
     }
 
+    // An 8-byte aligned word of RAM that the VMM and the guest both access
+    // with atomics (std::atomic_ref), or nullptr when gpa is outside RAM or
+    // not aligned.
+    std::uint64_t* word(std::uint64_t gpa) const {
+        if (gpa % sizeof(std::uint64_t) || !contains(gpa, sizeof(std::uint64_t))) return nullptr;
+        return reinterpret_cast<std::uint64_t*>(mapping_.data() + gpa);
+    }
+
+    // Asks the host not to back RAM with transparent huge pages (shadow
+    // mode: see ShadowVm). Best effort: returns false when the host refuses.
+    bool avoid_huge_pages();
+
     // Only for handing the region to KVM_SET_USER_MEMORY_REGION.
     std::uint8_t* host_base() const { return mapping_.data(); }
 

@@ -3,19 +3,78 @@
 #include "format.hpp"
 #include "shadow_pager.hpp"
 
+#include <algorithm>
+#include <cstring>
+
 namespace hv {
 
 namespace {
 
 constexpr std::uint64_t kAddressLimit = 1ull << 47;
 
-std::uint32_t page_fault_call(GuestMemory& memory, std::uint64_t gpa, const HypercallContext& ctx) {
+// The block size of each call; 0 for an unknown call number.
+std::uint64_t call_size(std::uint32_t nr) {
+    switch (nr) {
+    case HV_CALL_ECHO: return sizeof(hv_call_echo);
+    case HV_CALL_EXCEPTION: return sizeof(hv_call_exception);
+    case HV_CALL_PAGE_FAULT: return sizeof(hv_call_page_fault);
+    case HV_CALL_HOST_OP: return sizeof(hv_call_host_op);
+    case HV_CALL_VERIFY: return sizeof(hv_call_verify);
+    default: return 0;
+    }
+}
+
+const char* status_name(std::uint32_t status) {
+    switch (status) {
+    case HV_E_NO_MEMSLOT: return "the address is outside every memslot";
+    case HV_E_REFUSED: return "the host mapping refuses the access";
+    case HV_E_NO_MEMORY: return "no frame left for a page or a table";
+    case HV_E_BAD_ARG: return "bad argument";
+    default: return "unexpected status";
+    }
+}
+
+HypercallResult page_fault_call(GuestMemory& memory, std::uint64_t gpa, const HypercallContext& ctx) {
     const auto call = memory.read_obj<hv_call_page_fault>(gpa);
-    if (!call) return HV_E_FAULT;
+    if (!call) return {HV_E_FAULT, std::nullopt, {}};
     if (call->reserved != 0 || (call->error_code & ~HV_PF_KNOWN_BITS) != 0 || call->address >= kAddressLimit)
-        return HV_E_BAD_ARG;
+        return {HV_E_BAD_ARG, std::nullopt, {}};
+    if (!ctx.pager) return {HV_E_NOT_SHADOW, std::nullopt, {}};
+    const std::uint32_t status = ctx.pager->page_fault(ctx.vcpu, call->address, call->error_code);
+    if (status == HV_OK || !ctx.strict_faults) return {status, std::nullopt, {}};
+    // --strict-faults: the crash report shows the faulting context the
+    // guest's handler passed, not the handler's own registers.
+    hv_call_exception frame{};
+    frame.vector = 14;
+    frame.error_code = call->error_code;
+    frame.rip = call->rip;
+    frame.rsp = call->rsp;
+    frame.rflags = call->rflags;
+    frame.cr2 = call->address;
+    frame.cs = HV_GDT_CODE64;
+    frame.ss = HV_GDT_DATA;
+    static_assert(sizeof frame.gprs == sizeof call->gprs);
+    std::memcpy(frame.gprs, call->gprs, sizeof frame.gprs);
+    return {status, frame,
+            "--strict-faults: page fault at " + hex(call->address) + " (error code " + hex(call->error_code) +
+                ", rip " + hex(call->rip) + ") not resolved: " + status_name(status)};
+}
+
+std::uint32_t verify_call(GuestMemory& memory, std::uint64_t gpa, const HypercallContext& ctx) {
+    auto call = memory.read_obj<hv_call_verify>(gpa);
+    if (!call) return HV_E_FAULT;
+    if (call->count > HV_VERIFY_MAX || call->guest_lost > HV_VERIFY_MAX) return HV_E_BAD_ARG;
+    const std::uint64_t bytes = call->count * sizeof(hv_stamp);
+    if (!memory.contains(call->table, bytes)) return HV_E_FAULT;
+    if (ctx.pager && !ctx.pager->block_allowed(call->table, bytes)) return HV_E_FAULT;
+    std::vector<hv_stamp> stamps(call->count);
+    // A copy: the guest cannot change the table while the VMM checks it.
+    if (!memory.read(call->table, std::span(reinterpret_cast<std::uint8_t*>(stamps.data()), stamps.size() * sizeof(hv_stamp))))
+        return HV_E_FAULT;
     if (!ctx.pager) return HV_E_NOT_SHADOW;
-    return ctx.pager->page_fault(ctx.vcpu, call->address, call->error_code);
+    const std::uint32_t status = ctx.pager->verify(stamps, call->guest_lost, call->lost, call->checked);
+    if (!memory.write_obj(gpa, *call)) return HV_E_FAULT;
+    return status;
 }
 
 std::uint32_t host_op_call(GuestMemory& memory, std::uint64_t gpa, const HypercallContext& ctx) {
@@ -36,29 +95,31 @@ std::uint32_t host_op_call(GuestMemory& memory, std::uint64_t gpa, const Hyperca
 
 HypercallResult handle_hypercall(GuestMemory& memory, std::uint64_t block_gpa, const HypercallContext& context) {
     const auto header = memory.read_obj<hv_call_header>(block_gpa);
-    if (!header) return {HV_E_FAULT, std::nullopt};
+    if (!header) return {HV_E_FAULT, std::nullopt, {}};
+    const std::uint64_t size = call_size(header->nr);
+    if (size == 0) return {HV_E_UNKNOWN_CALL, std::nullopt, {}};
+    if (header->size != size) return {HV_E_BAD_SIZE, std::nullopt, {}};
+    if (context.pager && !context.pager->block_allowed(block_gpa, size)) return {HV_E_FAULT, std::nullopt, {}};
     switch (header->nr) {
     case HV_CALL_ECHO: {
-        if (header->size != sizeof(hv_call_echo)) return {HV_E_BAD_SIZE, std::nullopt};
         auto call = memory.read_obj<hv_call_echo>(block_gpa);
-        if (!call) return {HV_E_FAULT, std::nullopt};
+        if (!call) return {HV_E_FAULT, std::nullopt, {}};
         call->out = call->in + 1;
-        if (!memory.write_obj(block_gpa, *call)) return {HV_E_FAULT, std::nullopt};
-        return {HV_OK, std::nullopt};
+        if (!memory.write_obj(block_gpa, *call)) return {HV_E_FAULT, std::nullopt, {}};
+        return {HV_OK, std::nullopt, {}};
     }
     case HV_CALL_EXCEPTION: {
-        if (header->size != sizeof(hv_call_exception)) return {HV_E_BAD_SIZE, std::nullopt};
         auto call = memory.read_obj<hv_call_exception>(block_gpa);
-        if (!call) return {HV_E_FAULT, std::nullopt};
-        return {HV_OK, *call};
+        if (!call) return {HV_E_FAULT, std::nullopt, {}};
+        return {HV_OK, *call, {}};
     }
     case HV_CALL_PAGE_FAULT:
-        if (header->size != sizeof(hv_call_page_fault)) return {HV_E_BAD_SIZE, std::nullopt};
-        return {page_fault_call(memory, block_gpa, context), std::nullopt};
+        return page_fault_call(memory, block_gpa, context);
     case HV_CALL_HOST_OP:
-        if (header->size != sizeof(hv_call_host_op)) return {HV_E_BAD_SIZE, std::nullopt};
-        return {host_op_call(memory, block_gpa, context), std::nullopt};
-    default: return {HV_E_UNKNOWN_CALL, std::nullopt};
+        return {host_op_call(memory, block_gpa, context), std::nullopt, {}};
+    case HV_CALL_VERIFY:
+        return {verify_call(memory, block_gpa, context), std::nullopt, {}};
+    default: return {HV_E_UNKNOWN_CALL, std::nullopt, {}};
     }
 }
 

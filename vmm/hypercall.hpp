@@ -6,13 +6,15 @@
 
 #include <hv/abi.h>
 #include <optional>
+#include <vector>
 #include <string>
 
 namespace hv {
 
 struct HypercallResult {
     std::uint32_t status = HV_OK;                // returned to the guest in EAX
-    std::optional<hv_call_exception> exception;  // an HV_CALL_EXCEPTION report
+    std::optional<hv_call_exception> exception;  // an HV_CALL_EXCEPTION report, or the context of a fatal fault
+    std::string fatal;                           // non-empty: stop the VM with this reason (--strict-faults)
 };
 
 class ShadowPager;
@@ -22,6 +24,7 @@ class ShadowPager;
 struct HypercallContext {
     std::uint32_t vcpu = 0;
     ShadowPager* pager = nullptr;
+    bool strict_faults = false; // a page fault the pager cannot resolve stops the VM
 };
 
 // Every argument is checked before anything acts on it: the block must lie

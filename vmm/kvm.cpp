@@ -178,6 +178,11 @@ void KvmVcpu::set_fpu_defaults() {
     fpu.mxcsr = 0x1f80;  // SSE default: all exceptions masked, round to nearest
     checked_ioctl_ptr(fd(), KVM_SET_FPU, "KVM_SET_FPU", &fpu);
 }
+void KvmVcpu::nmi() { checked_ioctl(fd(), KVM_NMI, "KVM_NMI"); }
+std::uint64_t KvmVcpu::tsc_khz() const {
+    const int r = ::ioctl(fd(), KVM_GET_TSC_KHZ, 0);
+    return r > 0 ? static_cast<std::uint64_t>(r) : 0;
+}
 int KvmVcpu::enter() {
     int r = ::ioctl(fd(), KVM_RUN, 0);
     return r < 0 ? -errno : 0;

@@ -83,6 +83,10 @@ public:
     void set_fpu_defaults();
     // One KVM_RUN; returns 0 or -errno (EINTR when kicked).
     int enter();
+    // KVM_NMI: queue an NMI, delivered at the next entry (no in-kernel irqchip).
+    void nmi();
+    // KVM_GET_TSC_KHZ, or 0 when KVM cannot say.
+    std::uint64_t tsc_khz() const;
 
 private:
     UniqueFd fd_;

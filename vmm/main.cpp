@@ -1,6 +1,7 @@
 // The `vmm` executable: a thin CLI over the VMM library.
 #include "format.hpp"
 #include "info.hpp"
+#include "mmu_options.hpp"
 #include "soft_command.hpp"
 #include "vm.hpp"
 #include "vmm_error.hpp"
@@ -29,6 +30,23 @@ int main(int argc, char** argv) {
         ->default_val(0);
     run->add_flag("--stats", opt.stats, "Print run statistics to stderr at the end");
     run->add_flag("--strict-io", opt.strict_io, "Stop the VM on an access to a port or address no device claims");
+    std::string paging_text = "identity", region_text, seed_text;
+    hv::MmuPolicyArgs policy_args;
+    bool strict_faults = false, skip_shootdown = false;
+    run->add_option("--paging", paging_text,
+                    "identity: KVM's own paging of an identity map; shadow: the guest runs on our MMU's tables")
+        ->default_val("identity");
+    run->add_option("--region", region_text, "Shadow mode: size of the demand-mapped region (default 32M)");
+    run->add_option("--lock", policy_args.lock, "Shadow mode: MMU lock policy global, rw or split (default rw)");
+    run->add_option("--coherence", policy_args.coherence, "Shadow mode: seq, ptlock or range-active (default seq)");
+    run->add_option("--batch", policy_args.batch, "Shadow mode: entries zapped per lock hold; 0 = unlimited (default 512)");
+    run->add_option("--churn", policy_args.churn,
+                    "Shadow mode: host operations OP=RATE,... (migrate, unmap, protect, merge, swap, age) while the guest runs");
+    run->add_option("--seed", seed_text, "Shadow mode: seed of the churn's page choice (default 1)");
+    run->add_flag("--strict-faults", strict_faults,
+                  "Shadow mode: stop the VM on a page fault the MMU cannot resolve, with a crash report");
+    run->add_flag("--unsafe-skip-shootdown", skip_shootdown,
+                  "Shadow mode, DEBUGGING ONLY: never flush guest TLBs after zaps (the guest sees stale memory)");
     run->add_option("IMAGE", opt.image, "Guest image")->required();
 
     auto* info = app.add_subcommand("info", "Print KVM's API version, capabilities, vCPU limit and paging mode");
@@ -52,6 +70,28 @@ int main(int argc, char** argv) {
         auto size = hv::parse_size(mem_text);
         if (!size) throw hv::VmmError("--mem: expected a size such as 64M, 2G or 4096, got '" + mem_text + "'");
         opt.mem = *size;
+        const bool shadow_given = !region_text.empty() || !seed_text.empty() || !policy_args.lock.empty() ||
+                                  !policy_args.coherence.empty() || !policy_args.batch.empty() ||
+                                  !policy_args.churn.empty() || strict_faults || skip_shootdown;
+        if (paging_text == "shadow") opt.paging = hv::RunOptions::Paging::Shadow;
+        else if (paging_text != "identity")
+            throw hv::VmmError("--paging: expected identity or shadow, got '" + paging_text + "'");
+        if (shadow_given && opt.paging != hv::RunOptions::Paging::Shadow)
+            throw hv::VmmError("--region, --lock, --coherence, --batch, --churn, --seed, --strict-faults and "
+                               "--unsafe-skip-shootdown need --paging shadow");
+        hv::parse_mmu_policies(policy_args, opt.shadow.mmu, opt.shadow.churn_rate);
+        if (!region_text.empty()) {
+            const auto region = hv::parse_size(region_text);
+            if (!region) throw hv::VmmError("--region: expected a size such as 16M or 1G, got '" + region_text + "'");
+            opt.shadow.region_size = *region;
+        }
+        if (!seed_text.empty()) {
+            const auto seed = hv::parse_u64(seed_text);
+            if (!seed) throw hv::VmmError("--seed must be a non-negative integer, got '" + seed_text + "'");
+            opt.shadow.seed = *seed;
+        }
+        opt.shadow.strict_faults = strict_faults;
+        opt.shadow.skip_shootdown = skip_shootdown;
         return hv::run_vm(opt);
     } catch (const hv::VmmError& e) {
         std::fprintf(stderr, "vmm: error: %s\n", e.what());

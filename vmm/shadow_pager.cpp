@@ -1,6 +1,10 @@
 #include "shadow_pager.hpp"
 
+#include "format.hpp"
+
+#include <cstring>
 #include <optional>
+#include <thread>
 
 namespace hv {
 namespace {
@@ -19,7 +23,12 @@ std::optional<std::uint64_t> host_page(const mmu::ShadowMmu& mmu, std::uint64_t 
 std::uint32_t MmuPager::page_fault(std::uint32_t vcpu, std::uint64_t address, std::uint32_t error_code) {
     if (vcpu >= mmu_.config().vcpus) return HV_E_BAD_ARG;
     const mmu::Access access = (error_code & 2) ? mmu::Access::Write : mmu::Access::Read;
-    switch (mmu_.fault(vcpu, address, access)) {
+    mmu::FaultResult r = mmu_.fault(vcpu, address, access);
+    for (unsigned i = 0; r == mmu::FaultResult::Retry && i < hooks_.retries_in_vmm; ++i) {
+        std::this_thread::yield();
+        r = mmu_.fault(vcpu, address, access);
+    }
+    switch (r) {
     case mmu::FaultResult::Installed:
     case mmu::FaultResult::Retry: return HV_OK; // the access runs again, and faults again if it must
     case mmu::FaultResult::NoMemslot: return HV_E_NO_MEMSLOT;
@@ -48,6 +57,54 @@ std::uint32_t MmuPager::host_op(std::uint32_t op, std::uint64_t address, std::ui
     case HV_HOST_SWAP: changed = host_.swap_out(*ha); break;
     case HV_HOST_AGE: changed = host_.age(page); break;
     default: return HV_E_BAD_ARG;
+    }
+    return HV_OK;
+}
+
+// The guest's own count is taken as given: a guest can only make its own
+// verdict worse by lying, or hide its own losses. Every stamp is checked
+// before anything is read, so a bad table changes
+// nothing. The host tables, not the shadow entries, say where each page's
+// contents are now (a swapped-out page is read back in).
+std::uint32_t MmuPager::verify(std::span<const hv_stamp> stamps, std::uint64_t guest_lost, std::uint64_t& lost,
+                               std::uint64_t& checked) {
+    checked = 0;
+    lost = guest_lost;
+    for (const hv_stamp& s : stamps)
+        if (s.address % 8 || s.address < region_base_ || s.address - region_base_ >= region_size_) return HV_E_BAD_ARG;
+    if (hooks_.quiesce) hooks_.quiesce();
+    constexpr std::uint64_t kMaxReports = 10;
+    auto lose = [&](const hv_stamp& s, const std::string& why) {
+        if (lost++ - guest_lost < kMaxReports && hooks_.report)
+            hooks_.report("lost write: " + hex(s.address) + " expected " + hex(s.value) + ", " + why);
+    };
+    for (const hv_stamp& s : stamps) {
+        ++checked;
+        const auto ha = mmu_.guest_to_host(s.address);
+        if (!ha) {
+            lose(s, "the address is outside every memslot");
+            continue;
+        }
+        std::optional<mmu::Pfn> pfn;
+        if (s.value == 0 && !host_.swapped_out(*ha)) {
+            // Never written: the word must read 0 wherever the page exists
+            // (a page never touched is not made present just to look).
+            if (const auto t = host_.lookup(*ha)) pfn = t->pfn;
+        } else {
+            const mmu::HostFaultResult r = host_.fault(*ha, mmu::Access::Read);
+            if (r.status != mmu::HostFaultStatus::Mapped) {
+                lose(s, std::string("the host cannot read the page back: ") + mmu::to_string(r.status));
+                continue;
+            }
+            pfn = r.translation.pfn;
+        }
+        if (!pfn) continue;
+        std::uint64_t cur = 0;
+        std::memcpy(&cur, host_.frames().bytes(*pfn).data() + (*ha % kPage), sizeof cur);
+        if (cur == s.value) continue;
+        const std::uint64_t page = (s.address - region_base_) / kPage;
+        if (cur == 0 && hooks_.unmaps_started && hooks_.unmaps_started(page) > s.unmap_done) continue; // discarded by an unmap
+        lose(s, "found " + hex(cur));
     }
     return HV_OK;
 }

@@ -1,16 +1,14 @@
 // `vmm soft`: see soft_command.hpp.
 #include "soft_command.hpp"
 
+#include "format.hpp"
+#include "mmu_options.hpp"
 #include "vmm_error.hpp"
 
 #include <CLI/CLI.hpp>
 
-#include <cerrno>
-#include <charconv>
 #include <cmath>
-#include <cstdlib>
 #include <fstream>
-#include <sstream>
 
 namespace hv {
 
@@ -22,24 +20,8 @@ constexpr std::uint64_t kMaxRegionPages = std::uint64_t{1} << 22; // 16 GiB of g
 
 [[noreturn]] void fail(const std::string& message) { throw VmmError(message); }
 
-std::optional<std::uint64_t> to_u64(const std::string& s) {
-    std::uint64_t v = 0;
-    const auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-    if (s.empty() || ec != std::errc{} || p != s.data() + s.size()) return std::nullopt;
-    return v;
-}
-
-std::optional<double> to_double(const std::string& s) {
-    if (s.empty() || std::isspace(static_cast<unsigned char>(s[0]))) return std::nullopt;
-    errno = 0;
-    char* end = nullptr;
-    const double v = std::strtod(s.c_str(), &end);
-    if (errno != 0 || end != s.c_str() + s.size() || !std::isfinite(v)) return std::nullopt;
-    return v;
-}
-
 std::uint64_t uint_option(const char* name, const std::string& text, std::uint64_t lo, std::uint64_t hi) {
-    const auto v = to_u64(text);
+    const auto v = parse_u64(text);
     if (!v || *v < lo || *v > hi)
         fail(std::string(name) + " must be " + std::to_string(lo) + ".." + std::to_string(hi) + ", got '" + text + "'");
     return *v;
@@ -59,13 +41,13 @@ SoftCommandOptions parse_soft_args(const SoftCommandArgs& a) {
     SoftCommandOptions o;
     auto& r = o.run;
     if (!a.vcpus.empty()) {
-        const auto v = to_u64(a.vcpus);
+        const auto v = parse_u64(a.vcpus);
         if (!v || *v < 1 || *v > kMaxVcpus) fail("--vcpus must be 1..1024, got " + a.vcpus);
         r.vcpus = static_cast<std::uint32_t>(*v);
     }
     if (!a.seconds.empty() && !a.ops.empty()) fail("--seconds and --ops exclude each other: give one");
     if (!a.seconds.empty()) {
-        const auto s = to_double(a.seconds);
+        const auto s = parse_double(a.seconds);
         if (!s || *s <= 0 || *s > 86400) fail("--seconds must be a number of seconds in (0, 86400], got '" + a.seconds + "'");
         r.seconds = *s;
     }
@@ -81,7 +63,7 @@ SoftCommandOptions parse_soft_args(const SoftCommandArgs& a) {
         else fail("--sharing: expected disjoint or shared, got '" + a.sharing + "'");
     }
     if (!a.writes.empty()) {
-        const auto w = to_double(a.writes);
+        const auto w = parse_double(a.writes);
         if (!w || *w < 0 || *w > 1) fail("--writes must be a fraction 0..1, got '" + a.writes + "'");
         r.write_fraction = *w;
     }
@@ -94,47 +76,9 @@ SoftCommandOptions parse_soft_args(const SoftCommandArgs& a) {
         r.tlb.entries = static_cast<std::uint32_t>(t);
         r.tlb.ways = t % 4 == 0 ? 4 : 1; // 4-way set associative, or direct mapped for odd sizes
     }
-    if (!a.lock.empty()) {
-        if (a.lock == "global") o.shadow.lock = LockPolicy::Global;
-        else if (a.lock == "rw") o.shadow.lock = LockPolicy::Rw;
-        else if (a.lock == "split") o.shadow.lock = LockPolicy::Split;
-        else fail("--lock: expected global, rw or split, got '" + a.lock + "'");
-    }
-    if (!a.coherence.empty()) {
-        if (a.coherence == "seq") o.shadow.coherence = CoherencePolicy::Seq;
-        else if (a.coherence == "ptlock") o.shadow.coherence = CoherencePolicy::PtLock;
-        else if (a.coherence == "range-active") o.shadow.coherence = CoherencePolicy::RangeActive;
-        else fail("--coherence: expected seq, ptlock or range-active, got '" + a.coherence + "'");
-    }
-    if (!a.batch.empty()) {
-        const auto b = to_u64(a.batch);
-        if (!b || *b > (std::uint64_t{1} << 30))
-            fail("--batch: expected entries per lock hold (1, 64, 512, ...) or 0 for unlimited, got '" + a.batch + "'");
-        o.shadow.batch = static_cast<std::size_t>(*b);
-    }
-    if (!a.churn.empty()) {
-        bool seen[kChurnOps] = {};
-        std::stringstream ss(a.churn);
-        std::string item;
-        while (std::getline(ss, item, ',')) {
-            const auto eq = item.find('=');
-            if (eq == std::string::npos) fail("--churn: expected OP=RATE[,OP=RATE...], got '" + item + "'");
-            const std::string op = item.substr(0, eq), rate = item.substr(eq + 1);
-            std::size_t k = 0;
-            while (k < kChurnOps && op != to_string(static_cast<ChurnOp>(k))) ++k;
-            if (k == kChurnOps)
-                fail("--churn: unknown operation '" + op + "' (expected migrate, unmap, protect, merge, swap or age)");
-            if (seen[k]) fail("--churn: '" + op + "' given twice");
-            seen[k] = true;
-            const auto v = to_double(rate);
-            if (!v || *v < 0 || *v > 1e7)
-                fail("--churn: " + op + " rate must be operations per second in 0..10000000, got '" + rate + "'");
-            r.churn_rate[k] = *v;
-        }
-        if (!a.churn.empty() && a.churn.back() == ',') fail("--churn: expected OP=RATE after the last ','");
-    }
+    parse_mmu_policies({a.lock, a.coherence, a.batch, a.churn}, o.shadow, r.churn_rate);
     if (!a.seed.empty()) {
-        const auto s = to_u64(a.seed);
+        const auto s = parse_u64(a.seed);
         if (!s) fail("--seed must be a non-negative integer, got '" + a.seed + "'");
         r.seed = *s;
     }

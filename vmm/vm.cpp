@@ -10,6 +10,7 @@
 #include "format.hpp"
 #include "guest_layout.hpp"
 #include "kvm.hpp"
+#include "shadow_layout.hpp"
 #include "serial16550.hpp"
 #include "stop_latch.hpp"
 #include "vmm_error.hpp"
@@ -25,6 +26,7 @@
 #include <mutex>
 #include <pthread.h>
 #include <sys/resource.h>
+#include <unistd.h>
 #include <vector>
 
 namespace hv {
@@ -45,7 +47,7 @@ void install_kick_handler() {
 struct VcpuThread {
     std::unique_ptr<KvmVcpu> vcpu;
     pthread_t thread{};
-    bool started = false;
+    std::atomic<bool> started{false}; // thread is valid (read by shootdown kicks from other threads)
     std::array<std::uint64_t, kExitKindCount> exits{};
     std::string crash_report;
 };
@@ -70,6 +72,8 @@ private:
     void vcpu_loop(VcpuThread& t);
     void stop_all();
     void print_stats(Clock::time_point start, Clock::time_point end) const;
+    void setup_shadow();
+    void kick(std::uint32_t vcpu);
     static void* thread_main(void* arg);
 
     const RunOptions& opt_;
@@ -100,7 +104,34 @@ private:
     std::atomic<std::uint32_t> halted_with_if_{0};
     std::mutex log_mutex_;
     std::vector<VcpuThread> threads_;
+    std::unique_ptr<ShadowVm> shadow_; // --paging shadow
+    long rss_before_vcpus_kib_ = 0, rss_after_vcpus_kib_ = 0;
 };
+
+// Resident set size of this process in KiB (0 when /proc is unreadable).
+long resident_kib() {
+    std::FILE* f = std::fopen("/proc/self/statm", "r");
+    if (!f) return 0;
+    long size = 0, resident = 0;
+    const int n = std::fscanf(f, "%ld %ld", &size, &resident);
+    std::fclose(f);
+    return n == 2 ? resident * (sysconf(_SC_PAGESIZE) / 1024) : 0;
+}
+
+// Shadow mode needs KVM to see the VMM's writes to the tables the guest
+// walks: true with EPT/NPT (the tables are plain guest memory), false with
+// KVM's own shadow paging, which write-protects guest page tables only
+// against the guest's writes, not against ours through the host mapping.
+void require_tdp() {
+    const TdpStatus tdp = tdp_status();
+    if (tdp.enabled) return;
+    std::string found;
+    if (tdp.module == "kvm_pvm") found = "kvm_pvm (paravirtualized KVM, always shadow paging)";
+    else if (!tdp.module.empty()) found = tdp.module + " with " + tdp.parameter + "=N";
+    else found = "no kvm_intel or kvm_amd module parameters under /sys/module";
+    throw VmmError("--paging shadow needs KVM with two-dimensional paging (kvm_intel ept=Y or kvm_amd npt=Y), found " +
+                   found + ": without it KVM does not see the VMM's writes to the guest's page tables");
+}
 
 void Vm::setup_devices() {
     serial_ = std::make_unique<Serial16550>([this](std::span<const std::uint8_t> bytes) {
@@ -124,16 +155,39 @@ void Vm::setup_devices() {
     mmio_.set_unclaimed_sink(log);
 }
 
+void Vm::kick(std::uint32_t vcpu) {
+    VcpuThread& t = threads_[vcpu];
+    std::atomic_ref<std::uint8_t>(t.vcpu->run().immediate_exit).store(1, std::memory_order_seq_cst);
+    if (t.started.load(std::memory_order_acquire)) pthread_kill(t.thread, SIGUSR1);
+}
+
+void Vm::setup_shadow() {
+    require_tdp();
+    const ShadowLayout layout = plan_shadow_layout(config_.ram_size, config_.cpus, image_end(image_), opt_.shadow.region_size);
+    shadow_ = std::make_unique<ShadowVm>(
+        *memory_, layout, config_.cpus, opt_.shadow, [this](std::uint32_t v) { kick(v); },
+        [this](const std::string& line) {
+            std::lock_guard lock(log_mutex_);
+            std::fprintf(stderr, "vmm: %s\n", line.c_str());
+        });
+}
+
 void Vm::create_vcpus(const BootInfo& info) {
     const CpuidTable cpuid = kvm_.supported_cpuid();
-    threads_.resize(config_.cpus);
+    threads_ = std::vector<VcpuThread>(config_.cpus); // in place: VcpuThread does not move
     for (std::uint32_t i = 0; i < config_.cpus; ++i) {
         auto vcpu = vm_->create_vcpu(i, run_size_);
         vcpu->set_cpuid(cpuid.for_vcpu(i));
         kvm_sregs sregs = vcpu->get_sregs();
         setup_sregs(sregs, info.kind);
+        kvm_regs regs = initial_regs(info, config_, i);
+        if (shadow_) {
+            sregs.cr3 = shadow_->cr3();
+            regs.r8 = HV_SHADOW_INFO;
+            if (i == 0) shadow_->set_tsc_khz(vcpu->tsc_khz());
+        }
         vcpu->set_sregs(sregs);
-        vcpu->set_regs(initial_regs(info, config_, i));
+        vcpu->set_regs(regs);
         vcpu->set_fpu_defaults();
         vcpu->run().kvm_valid_regs = KVM_SYNC_X86_REGS;
         threads_[i].vcpu = std::move(vcpu);
@@ -161,9 +215,23 @@ void Vm::vcpu_loop(VcpuThread& t) {
                     [this](std::string_view line) {
                         std::lock_guard lock(log_mutex_);
                         std::fprintf(stderr, "vmm: %.*s\n", static_cast<int>(line.size()), line.data());
-                    }};
+                    },
+                    shadow_.get(), opt_.shadow.strict_faults};
+    KvmShootdown* shootdown = shadow_ ? &shadow_->shootdown() : nullptr;
+    std::atomic_ref<std::uint8_t> immediate_exit(run.immediate_exit);
     while (!stop_.stopped()) {
-        const int r = vcpu.enter();
+        int r = 0;
+        if (shootdown) {
+            // A shootdown kick sets immediate_exit; clear it, then re-check
+            // the stop latch, which stop_all() sets before its own kick.
+            immediate_exit.store(0, std::memory_order_seq_cst);
+            if (stop_.stopped()) break;
+            if (shootdown->enter_guest(vcpu.index())) vcpu.nmi();
+            r = vcpu.enter();
+            shootdown->leave_guest(vcpu.index());
+        } else {
+            r = vcpu.enter();
+        }
         if (r == -EINTR || r == -EAGAIN) continue; // kicked: re-check the stop latch
         if (r < 0) throw VmmError(std::string("KVM_RUN failed: ") + std::strerror(-r));
         const ExitRecord exit = decode_exit(run, run_size_, vcpu.index());
@@ -206,7 +274,8 @@ void Vm::vcpu_loop(VcpuThread& t) {
 }
 
 void Vm::stop_all() {
-    for (auto& t : threads_) t.vcpu->run().immediate_exit = 1;
+    if (shadow_) shadow_->shootdown().stop();
+    for (auto& t : threads_) std::atomic_ref<std::uint8_t>(t.vcpu->run().immediate_exit).store(1, std::memory_order_seq_cst);
     for (auto& t : threads_)
         if (t.started) pthread_kill(t.thread, SIGUSR1);
     for (auto& t : threads_)
@@ -236,6 +305,11 @@ void Vm::print_stats(Clock::time_point start, Clock::time_point end) const {
             std::fprintf(stderr, "    %-18s %llu\n", to_string(static_cast<ExitKind>(k)),
                          static_cast<unsigned long long>(exits[k]));
     std::fprintf(stderr, "  vmm peak rss         %ld KiB\n", ru.ru_maxrss);
+    if (config_.cpus && rss_after_vcpus_kib_ >= rss_before_vcpus_kib_)
+        std::fprintf(stderr, "  vmm rss per vcpu     %.1f KiB (vCPU fds, kvm_run pages, threads: %ld KiB for %u)\n",
+                     static_cast<double>(rss_after_vcpus_kib_ - rss_before_vcpus_kib_) / config_.cpus,
+                     rss_after_vcpus_kib_ - rss_before_vcpus_kib_, config_.cpus);
+    if (shadow_) std::fputs(shadow_->stats().c_str(), stderr);
 }
 
 // Each vCPU holds a file descriptor; 1024 vCPUs exceed the usual soft limit
@@ -265,6 +339,8 @@ int Vm::run() {
     if (kvm_.check_extension(KVM_CAP_SET_TSS_ADDR)) vm_->set_tss_addr(0xfffbd000); // Intel needs it; unused by our guests
     vm_->set_user_memory(0, 0, memory_->size(), memory_->host_base());
     setup_devices();
+    if (opt_.paging == RunOptions::Paging::Shadow) setup_shadow();
+    rss_before_vcpus_kib_ = resident_kib();
     create_vcpus(info_);
 
     install_kick_handler();
@@ -281,9 +357,11 @@ int Vm::run() {
                           "cannot start vCPU thread " + std::to_string(t.vcpu->index()) + ": " + std::strerror(err));
             break;
         }
-        t.started = true;
+        t.started.store(true, std::memory_order_release);
     }
     pthread_attr_destroy(&attr);
+    rss_after_vcpus_kib_ = resident_kib();
+    if (shadow_) shadow_->start_churn();
 
     if (opt_.timeout_seconds > 0) {
         const auto deadline = start_ + std::chrono::duration_cast<Clock::duration>(
@@ -296,6 +374,8 @@ int Vm::run() {
     }
     stop_all();
     const auto end = Clock::now();
+    std::vector<std::string> audit;
+    if (shadow_) audit = shadow_->audit(); // stops the churn; every vCPU thread has ended
     serial_->flush();
     std::fflush(serial_out_);
 
@@ -308,6 +388,11 @@ int Vm::run() {
                                                             [](auto& t) { return !t.crash_report.empty(); }))
         std::fprintf(stderr, "vmm: guest crash: %s\n", st.message.c_str());
     if (opt_.stats) print_stats(start_, end);
+    if (!audit.empty()) {
+        std::fprintf(stderr, "vmm: shadow MMU audit found %zu problems after the run:\n", audit.size());
+        for (std::size_t i = 0; i < audit.size() && i < 20; ++i) std::fprintf(stderr, "vmm:   %s\n", audit[i].c_str());
+        return exit_status::kVmmError;
+    }
     return st.status;
 }
 
@@ -333,6 +418,12 @@ int run_vm(const RunOptions& opt) {
     const std::vector<std::uint8_t> file = read_file(opt.image, "image", opt.mem);
     const BootImage image = parse_boot_image(file, opt.image);
     check_image_fits(image, opt.mem, opt.cpus, opt.image);
+    if (opt.paging == RunOptions::Paging::Shadow) {
+        if (image.kind != ImageKind::Elf64)
+            throw VmmError("--paging shadow runs 64-bit ELF images only; '" + opt.image + "' is a multiboot image");
+        // Before /dev/kvm: a layout that cannot work is reported on any machine.
+        plan_shadow_layout(opt.mem, opt.cpus, image_end(image), opt.shadow.region_size);
+    }
     BootConfig config;
     config.ram_size = opt.mem;
     config.cpus = opt.cpus;

@@ -3,6 +3,8 @@
 // ends it when a vCPU writes the debug-exit port, every vCPU halted with
 // interrupts off, a fatal exit happened, or the timeout expired. Returns the
 // exit status of `vmm run` (see vmm_error.hpp).
+#include "shadow_vm.hpp"
+
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -19,6 +21,8 @@ struct RunOptions {
     double timeout_seconds = 0; // 0: no timeout
     bool stats = false;
     bool strict_io = false;
+    enum class Paging { Identity, Shadow } paging = Paging::Identity;
+    ShadowOptions shadow; // --paging shadow only
 };
 
 // Throws VmmError for problems found before the guest starts.

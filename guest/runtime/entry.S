@@ -2,8 +2,8 @@
  * 64-bit entry, exception stubs and rt_try().
  *
  * Boot ABI (hv/abi.h): RDI = vCPU index, RSI = vCPU count, RDX = command
- * line gpa (0: none), RCX = RAM size, RSP = top of this vCPU's stack
- * (16-byte aligned), interrupts off.
+ * line gpa (0: none), RCX = RAM size, R8 = hv_shadow_info gpa (0: identity
+ * mode), RSP = top of this vCPU's stack (16-byte aligned), interrupts off.
  */
 #include "rt.h"
 
@@ -13,21 +13,10 @@
 _start:
     cld
     xor %ebp, %ebp                  /* end of the frame-pointer chain */
-    test %rdi, %rdi
-    jnz 1f
-    /* vCPU 0 zeroes .bss; the others wait in rt_start for rt_boot_ready
-     * (in .data) and touch nothing in .bss before. */
-    mov %rdi, %r8
-    mov %rcx, %r9
-    lea __bss_start(%rip), %rdi
-    lea __bss_end(%rip), %rcx
-    sub %rdi, %rcx
-    xor %eax, %eax
-    rep stosb
-    mov %r8, %rdi
-    mov %r9, %rcx
-1:
-    /* rt_start(vcpu, ncpus, cmdline, ram_size); RSP is 16-byte aligned
+    /* .bss needs no zeroing: the loader zero-fills every segment beyond its
+     * file size (hv/abi.h), and zeroing it here while other vCPUs already
+     * run cost seconds on some KVM hosts. */
+    /* rt_start(vcpu, ncpus, cmdline, ram_size, shadow); RSP is 16-byte aligned
      * here, as the SysV ABI wants before a call. */
     call rt_start
 2:  cli

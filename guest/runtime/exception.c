@@ -23,6 +23,17 @@ void rt_try_end(struct rt_trap *t)
 
 void rt_exception(struct rt_frame *f)
 {
+    uint32_t fault_status = HV_OK;
+    if (rt_shadow && f->vector == 2) {
+        rt_shootdown_nmi();
+        return;
+    }
+    if (rt_shadow && f->vector == 14) {
+        fault_status = rt_shadow_page_fault(f);
+        if (fault_status == HV_OK)
+            return; /* iretq retries the access */
+    }
+
     struct rt_cpu *cpu = rt_this_cpu();
     struct hv_call_exception r;
     memset(&r, 0, sizeof(r));
@@ -51,6 +62,7 @@ void rt_exception(struct rt_frame *f)
     cpu->trap = t->prev;
     t->exc = r;
     t->status = status;
+    t->fault_status = fault_status;
     f->gprs[HV_RAX] = 1;
     f->gprs[HV_RBX] = t->rbx;
     f->gprs[HV_RBP] = t->rbp;

@@ -9,7 +9,9 @@ struct rt_cpu {
     struct rt_cpu *self;  /* RT_CPU_SELF: read through %gs:0 */
     struct rt_trap *trap; /* RT_CPU_TRAP: innermost armed trap, or NULL */
     uint32_t index;
-    uint32_t reserved;
+    uint32_t retry_refused; /* rt_fault_retry_refused() */
+    struct hv_shootdown_slot *slot; /* shadow mode: this vCPU's shootdown slot */
+    uint64_t page_faults;           /* HV_CALL_PAGE_FAULT calls made */
     _Alignas(16) uint8_t bounce[RT_BOUNCE_SIZE]; /* hypercall blocks above 4 GiB */
 };
 
@@ -33,5 +35,10 @@ struct rt_frame {
 extern const uint64_t rt_exc_stubs[32];
 /* exception.c */
 void rt_exception(struct rt_frame *f);
+/* shadow.c; rt_shadow is NULL in identity mode */
+extern const struct hv_shadow_info *rt_shadow;
+void rt_shadow_init_cpu(struct rt_cpu *cpu); /* after idt_load() */
+uint32_t rt_shadow_page_fault(struct rt_frame *f); /* HV_OK: retry the access */
+void rt_shootdown_nmi(void);
 
 #endif

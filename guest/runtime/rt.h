@@ -49,6 +49,9 @@ struct guest_boot {
     uint32_t ncpus;      /* number of vCPUs */
     const char *cmdline; /* NUL-terminated; "" when the VMM passed none */
     uint64_t ram_size;   /* guest RAM in bytes */
+    /* Shadow mode (vmm run --paging shadow): the VMM's description of the
+     * demand-mapped region and the shootdown mailbox; NULL in identity mode. */
+    const struct hv_shadow_info *shadow;
 };
 
 /* Defined by each guest; runs on every vCPU. */
@@ -124,6 +127,9 @@ struct rt_trap {
     uint32_t vectors; /* bit v: vector v is expected */
     /* Filled when an exception was caught. */
     uint32_t status; /* enum hv_status of the HV_CALL_EXCEPTION report */
+    /* Shadow mode, #PF: the VMM's answer to HV_CALL_PAGE_FAULT (HV_E_NO_MEMSLOT,
+     * HV_E_REFUSED, ...); HV_OK for every other exception. */
+    uint32_t fault_status;
     struct hv_call_exception exc;
 };
 
@@ -132,6 +138,36 @@ struct rt_trap {
 
 int rt_try(struct rt_trap *t, uint32_t vectors) __attribute__((returns_twice));
 void rt_try_end(struct rt_trap *t);
+
+/* ---- shadow paging (vmm run --paging shadow) ------------------------------ */
+
+/*
+ * In shadow mode every #PF goes to the VMM first (HV_CALL_PAGE_FAULT); when
+ * it resolves the fault the access is retried, otherwise the fault is an
+ * exception as usual (rt_try catches it, with t.fault_status saying why).
+ * NMIs are TLB shootdown requests (abi.h), handled and acknowledged by the
+ * runtime. Both are invisible to guest code.
+ *
+ * A write refused because the host holds the page read-only for a while (the
+ * `protect` churn) can be waited out instead: with rt_fault_retry_refused(1)
+ * this vCPU retries HV_E_REFUSED faults until they resolve.
+ */
+void rt_fault_retry_refused(int on);
+/* The NMIs this vCPU's shootdown handler ran, and the page faults this
+ * vCPU sent to the VMM. */
+uint64_t rt_shootdown_nmis(void);
+uint64_t rt_page_faults(void);
+/* One host operation on the page of `address` (HV_CALL_HOST_OP); returns the
+ * status, and in *changed (if not NULL) whether the host changed anything. */
+uint32_t rt_host_op(uint32_t op, uint64_t address, uint64_t address2, uint64_t *changed);
+
+static inline void invlpg(uint64_t address) { __asm__ volatile("invlpg (%0)" : : "r"(address) : "memory"); }
+static inline uint64_t rdtsc(void)
+{
+    uint32_t lo, hi;
+    __asm__ volatile("lfence; rdtsc" : "=a"(lo), "=d"(hi) : : "memory");
+    return (uint64_t)hi << 32 | lo;
+}
 
 /* ---- serial console -------------------------------------------------------- */
 
@@ -168,6 +204,20 @@ static inline void rt_spin_lock(rt_spinlock *l)
             cpu_relax();
 }
 static inline void rt_spin_unlock(rt_spinlock *l) { __atomic_store_n(&l->locked, 0, __ATOMIC_RELEASE); }
+
+/* ---- command line and synchronisation ------------------------------------- */
+
+/* `key=N` as a blank-separated word of `cmdline`: 1 and *value set when
+ * present and a decimal number, 0 when absent, -1 when malformed. */
+int rt_arg_u64(const char *cmdline, const char *key, uint64_t *value);
+/* 1 when `word` is a blank-separated word of `cmdline`. */
+int rt_arg_word(const char *cmdline, const char *word);
+
+/* A reusable barrier for `n` vCPUs (zero-initialised). */
+struct rt_barrier {
+    uint32_t arrived, gen;
+};
+void rt_barrier_wait(struct rt_barrier *b, uint32_t n);
 
 /* ---- misc ------------------------------------------------------------------ */
 

@@ -18,17 +18,62 @@ struct idt_gate {
 };
 _Static_assert(sizeof(struct idt_gate) == 16, "IDT gate size");
 
-struct __attribute__((packed)) idt_ptr {
-    uint16_t limit;
-    uint64_t base;
-};
 
-/* Set by vCPU 0 once .bss is zeroed and the IDT built. It must not live in
- * .bss: the other vCPUs read it while vCPU 0 is still zeroing .bss. */
+/* Set by vCPU 0 once the IDT and GDT are built. */
 static uint32_t rt_boot_ready __attribute__((section(".data"))) = 0;
 
 static _Alignas(16) struct idt_gate rt_idt[32];
 static _Alignas(64) struct rt_cpu rt_cpus[RT_MAX_CPUS];
+
+/*
+ * A #DF runs on its own stack (IST 1 of a per-vCPU TSS), so a fault that
+ * wrecked RSP is still reported with its registers instead of ending in a
+ * triple fault, whose state KVM may not keep. The GDT is the VMM's four
+ * descriptors (HV_GDT_*) followed by one 16-byte TSS descriptor per vCPU.
+ */
+#define VEC_DF 8
+#define DF_STACK_SIZE 2048
+#define GDT_FIRST_TSS 4
+struct __attribute__((packed)) tss64 {
+    uint32_t reserved0;
+    uint64_t rsp[3];
+    uint64_t reserved1;
+    uint64_t ist[7];
+    uint64_t reserved2;
+    uint16_t reserved3;
+    uint16_t iomap_base;
+};
+_Static_assert(sizeof(struct tss64) == 104, "64-bit TSS layout");
+static struct tss64 rt_tss[RT_MAX_CPUS];
+static _Alignas(16) uint8_t rt_df_stacks[RT_MAX_CPUS][DF_STACK_SIZE];
+static _Alignas(16) uint64_t rt_gdt[GDT_FIRST_TSS + 2 * RT_MAX_CPUS];
+
+struct __attribute__((packed)) desc_ptr {
+    uint16_t limit;
+    uint64_t base;
+};
+
+static void gdt_build(void)
+{
+    struct desc_ptr old;
+    __asm__ volatile("sgdt %0" : "=m"(old));
+    memcpy(rt_gdt, (const void *)(uintptr_t)old.base, GDT_FIRST_TSS * sizeof(uint64_t));
+    for (unsigned i = 0; i < RT_MAX_CPUS; i++) {
+        uint64_t base = (uint64_t)(uintptr_t)&rt_tss[i], limit = sizeof(struct tss64) - 1;
+        rt_tss[i].ist[0] = (uint64_t)(uintptr_t)(rt_df_stacks[i] + DF_STACK_SIZE);
+        rt_tss[i].iomap_base = sizeof(struct tss64); /* no I/O bitmap */
+        rt_gdt[GDT_FIRST_TSS + 2 * i] = (limit & 0xffff) | (base & 0xffffff) << 16 | 0x89ull << 40 /* P, 64-bit TSS */ |
+                                        ((limit >> 16) & 0xf) << 48 | ((base >> 24) & 0xff) << 56;
+        rt_gdt[GDT_FIRST_TSS + 2 * i + 1] = base >> 32;
+    }
+}
+
+static void gdt_load(uint32_t vcpu)
+{
+    struct desc_ptr p = {sizeof(rt_gdt) - 1, (uint64_t)(uintptr_t)rt_gdt};
+    uint16_t tss = (uint16_t)((GDT_FIRST_TSS + 2 * vcpu) * 8);
+    __asm__ volatile("lgdt %0; ltr %1" : : "m"(p), "r"(tss) : "memory");
+}
 
 static void idt_build(void)
 {
@@ -37,7 +82,7 @@ static void idt_build(void)
         rt_idt[v] = (struct idt_gate){
             .offset_lo = (uint16_t)a,
             .selector = HV_GDT_CODE64,
-            .ist = 0,
+            .ist = v == VEC_DF ? 1 : 0,
             .type_attr = IDT_INTERRUPT_GATE,
             .offset_mid = (uint16_t)(a >> 16),
             .offset_hi = (uint32_t)(a >> 32),
@@ -48,7 +93,7 @@ static void idt_build(void)
 
 static void idt_load(void)
 {
-    struct idt_ptr p = {sizeof(rt_idt) - 1, (uint64_t)(uintptr_t)rt_idt};
+    struct desc_ptr p = {sizeof(rt_idt) - 1, (uint64_t)(uintptr_t)rt_idt};
     __asm__ volatile("lidt %0" : : "m"(p) : "memory");
 }
 
@@ -59,15 +104,14 @@ static void wrmsr(uint32_t msr, uint64_t v)
 
 uint32_t rt_cpu_index(void) { return rt_this_cpu()->index; }
 
-/* Called from _start (entry.S) on every vCPU with the boot registers; vCPU 0
- * has zeroed .bss already. */
-RT_NORETURN void rt_start(uint64_t vcpu, uint64_t ncpus, uint64_t cmdline, uint64_t ram_size);
-RT_NORETURN void rt_start(uint64_t vcpu, uint64_t ncpus, uint64_t cmdline, uint64_t ram_size)
+/* Called from _start (entry.S) on every vCPU with the boot registers. */
+RT_NORETURN void rt_start(uint64_t vcpu, uint64_t ncpus, uint64_t cmdline, uint64_t ram_size, uint64_t shadow);
+RT_NORETURN void rt_start(uint64_t vcpu, uint64_t ncpus, uint64_t cmdline, uint64_t ram_size, uint64_t shadow)
 {
     if (vcpu == 0) {
         idt_build();
-        /* A locked store: orders it after every store to .bss, including
-         * the (possibly weakly ordered) fast-string ones of rep stosb. */
+        gdt_build();
+        rt_shadow = (const struct hv_shadow_info *)(uintptr_t)shadow;
         __atomic_store_n(&rt_boot_ready, 1, __ATOMIC_SEQ_CST);
     } else {
         while (!__atomic_load_n(&rt_boot_ready, __ATOMIC_ACQUIRE))
@@ -81,7 +125,9 @@ RT_NORETURN void rt_start(uint64_t vcpu, uint64_t ncpus, uint64_t cmdline, uint6
     cpu->index = (uint32_t)vcpu;
     cpu->trap = NULL;
     wrmsr(MSR_GS_BASE, (uint64_t)(uintptr_t)cpu);
+    gdt_load((uint32_t)vcpu);
     idt_load();
+    rt_shadow_init_cpu(cpu); /* after the IDT: announces the NMI handler */
 
     if (vcpu == 0 && ncpus > RT_MAX_CPUS) {
         printf("runtime: %lu vCPUs, but the guest runtime supports at most %u\n", (unsigned long)ncpus,
@@ -94,6 +140,7 @@ RT_NORETURN void rt_start(uint64_t vcpu, uint64_t ncpus, uint64_t cmdline, uint6
         .ncpus = (uint32_t)ncpus,
         .cmdline = cmdline ? (const char *)(uintptr_t)cmdline : "",
         .ram_size = ram_size,
+        .shadow = rt_shadow,
     };
     exit(guest_main(&boot));
 }

@@ -8,13 +8,15 @@
 #   (CTest's SKIP_RETURN_CODE), unless HV_REQUIRE_KVM=1 (set by the nested
 #   runner), where a missing /dev/kvm is a failure: inside the nested host the
 #   tests must really run.
+# --needs-tdp: also needs KVM with EPT/NPT (shadow paging); same rules.
 # --expect/--reject: extended regexes matched against stdout+stderr combined.
 set -uo pipefail
 
-needs_kvm=0 status=0 expects=() rejects=()
+needs_kvm=0 needs_tdp=0 status=0 expects=() rejects=()
 while (($#)); do
   case $1 in
     --needs-kvm) needs_kvm=1; shift ;;
+    --needs-tdp) needs_kvm=1 needs_tdp=1; shift ;;
     --status) status=$2; shift 2 ;;
     --expect) expects+=("$2"); shift 2 ;;
     --reject) rejects+=("$2"); shift 2 ;;
@@ -24,12 +26,19 @@ while (($#)); do
 done
 (($#)) || { echo "check-run.sh: no command" >&2; exit 2; }
 
-if ((needs_kvm)) && ! { [[ -r /dev/kvm && -w /dev/kvm ]]; }; then
+source "$(dirname "${BASH_SOURCE[0]}")/../../scripts/kvm-probe.sh"
+missing=''
+if ((needs_kvm)) && ! kvm_usable; then
+  missing="/dev/kvm is not available on this host"
+elif ((needs_tdp)) && ! kvm_has_tdp; then
+  missing="KVM on this host runs without EPT/NPT, which --paging shadow needs"
+fi
+if [[ -n $missing ]]; then
   if [[ ${HV_REQUIRE_KVM:-0} == 1 ]]; then
-    echo "FAILED: /dev/kvm is not usable but HV_REQUIRE_KVM=1"
+    echo "FAILED: $missing, but HV_REQUIRE_KVM=1"
     exit 1
   fi
-  echo "SKIPPED: /dev/kvm is not available on this host; the 'nested' test runs this test inside a nested KVM host"
+  echo "SKIPPED: $missing; the 'nested' test runs this test inside a nested KVM host"
   exit 77
 fi
 

@@ -115,7 +115,7 @@ TEST_CASE("handle_hypercall: an exception report straddling the end of RAM fault
 
 TEST_CASE("handle_hypercall: unknown call numbers") {
     GuestMemory mem(kRam);
-    for (std::uint32_t nr : {4u, 100u, 0x80000000u, 0xffffffffu}) {
+    for (std::uint32_t nr : {HV_CALL_VERIFY + 1u, 100u, 0x80000000u, 0xffffffffu}) {
         CAPTURE(nr);
         hv_call_header h{nr, 8};
         REQUIRE(mem.write_obj(0x4000, h));

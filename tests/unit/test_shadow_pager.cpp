@@ -40,6 +40,14 @@ struct Recorder final : hv::ShadowPager {
         changed = true;
         return answer;
     }
+    std::uint32_t verify(std::span<const hv_stamp> stamps, std::uint64_t guest_lost, std::uint64_t& lost,
+                         std::uint64_t& checked) override {
+        verified += stamps.size();
+        lost = guest_lost;
+        checked = stamps.size();
+        return answer;
+    }
+    std::uint64_t verified = 0;
 };
 
 hv_call_page_fault pf_block(std::uint64_t address, std::uint32_t error_code) {
@@ -70,8 +78,13 @@ std::uint32_t call(GuestMemory& mem, const Block& b, const HypercallContext& ctx
 } // namespace
 
 TEST_CASE("shadow hypercalls: ABI sizes") {
-    CHECK(sizeof(hv_call_page_fault) == 24);
+    // The guest is C, built by a different compiler invocation: the layout
+    // is pinned here so a change to abi.h is a deliberate one.
+    CHECK(sizeof(hv_call_page_fault) == 8 + 8 + 4 + 4 + 3 * 8 + HV_NGPRS * 8);
     CHECK(sizeof(hv_call_host_op) == 40);
+    CHECK(sizeof(hv_call_verify) == 48);
+    CHECK(sizeof(hv_stamp) == 24);
+    CHECK(sizeof(hv_shootdown_slot) == 64);
 }
 
 TEST_CASE("shadow hypercalls: a valid page fault reaches the pager with the caller's vCPU") {

@@ -7,11 +7,16 @@
  *   RDI = vCPU index (0 .. N-1)       RSI = number of vCPUs N
  *   RDX = guest-physical address of the NUL-terminated --cmdline (0: none)
  *   RCX = guest RAM size in bytes
+ *   R8  = guest-physical address of struct hv_shadow_info in shadow mode
+ *         (vmm run --paging shadow), 0 in identity mode
  *   RSP = top of this vCPU's own stack (HV_STACK_SIZE bytes, 16-byte aligned)
- *   CR3 = identity map of guest RAM (and the first 4 GiB) with 2 MiB pages
+ *   CR3 = identity mode: identity map of guest RAM (and the first 4 GiB)
+ *         with 2 MiB pages; shadow mode: the root of the VMM's shadow
+ *         tables (see "Shadow paging" below)
  *   CS = 64-bit code selector HV_GDT_CODE64, DS/ES/SS/FS/GS = HV_GDT_DATA
  *   CR0.PE/PG/WP/NE/MP, CR4.PAE/OSFXSR/OSXMMEXCPT, EFER.LME/LMA/NXE/SCE.
  *   The guest installs its own IDT; none is set up for it.
+ *   Every loadable segment's memory beyond its file size (.bss) is zero.
  *
  * Boot ABI (multiboot v1 ELF32 images): 32-bit protected mode, paging off,
  *   EAX = 0x2BADB002, EBX = guest-physical address of the multiboot info,
@@ -59,6 +64,7 @@ enum hv_call_nr {
     HV_CALL_EXCEPTION = 1,  /* struct hv_call_exception: report a CPU exception */
     HV_CALL_PAGE_FAULT = 2, /* struct hv_call_page_fault: resolve a #PF (shadow paging) */
     HV_CALL_HOST_OP = 3,    /* struct hv_call_host_op: one host operation on one page, now */
+    HV_CALL_VERIFY = 4,     /* struct hv_call_verify: end-of-run coherence check (shadow paging) */
 };
 
 enum hv_status {
@@ -103,9 +109,10 @@ struct hv_call_exception {
 };
 
 /*
- * A page fault in the shadow-mapped region: the #PF handler passes CR2 and
- * the error code. HV_OK: retry the access (the entry is installed, or an
- * invalidation raced and the access will fault again).
+ * A page fault in shadow mode: the #PF handler passes CR2, the error code
+ * and the interrupted context (used for the crash report when the VMM runs
+ * with --strict-faults). HV_OK: retry the access (the entry is installed,
+ * or an invalidation raced and the access will fault again).
  */
 #define HV_PF_KNOWN_BITS 0x1fu /* P, W/R, U/S, RSVD, I/D: anything else is HV_E_BAD_ARG */
 struct hv_call_page_fault {
@@ -113,6 +120,8 @@ struct hv_call_page_fault {
     uint64_t address;    /* CR2 */
     uint32_t error_code; /* the #PF error code */
     uint32_t reserved;   /* must be 0 */
+    uint64_t rip, rsp, rflags;
+    uint64_t gprs[HV_NGPRS];
 };
 
 /* Host operations a guest may ask for on a page of the shadow-mapped region. */
@@ -135,5 +144,88 @@ struct hv_call_host_op {
     uint64_t address2; /* HV_HOST_MERGE only; 0 otherwise */
     uint64_t changed;  /* out: 1 when the host changed something */
 };
+
+/*
+ * Shadow paging (vmm run --paging shadow).
+ *
+ * The guest runs on x86-64 tables the VMM's MMU builds (CR3 = their root).
+ * Static identity-mapped ranges hold what the guest needs to run: the first
+ * MiB (GDT, boot information, struct hv_shadow_info), the loaded image, and
+ * the vCPU stacks with the shared area below them. The rest of guest RAM is
+ * the MMU's frame space and is not mapped. Guest-virtual
+ * [region_base, region_base + region_size) is demand-mapped: a #PF there
+ * goes to the VMM as HV_CALL_PAGE_FAULT. Static pages never fault.
+ *
+ * TLB shootdowns. When the host changes a page of the region, the VMM zaps
+ * the shadow entries and every vCPU that may cache them must flush its TLB
+ * before it touches memory again. The VMM writes the pages into the mailbox
+ * (a seqlock: gen last, after count and pages), sets each target's
+ * flush_all when it finds an earlier request still unacknowledged, then its
+ * request to gen, and delivers an NMI. The guest's NMI handler, until
+ * ack == request: reads r = request, exchanges flush_all with 0, reads gen,
+ * count, the pages and gen again; INVLPGs the pages when both gens equal r,
+ * flush_all was 0 and count <= HV_SHOOTDOWN_MAX_PAGES, else reloads CR3;
+ * then writes ack = r. The VMM waits for the ack only while the vCPU is in
+ * guest mode; a vCPU outside it gets the NMI before it runs guest code again.
+ * A vCPU gets no request before its runtime set slot.ready (with a full
+ * barrier, after loading its IDT and before touching the region): until
+ * then it caches nothing of the region, and an NMI could not be handled.
+ */
+#define HV_SHADOW_REGION_BASE 0x4000000000ull /* 256 GiB, guest-virtual */
+#define HV_SHADOW_INFO 0x60000u               /* gpa of struct hv_shadow_info */
+#define HV_SHOOTDOWN_MAX_PAGES 480u
+
+struct hv_shootdown_slot { /* one per vCPU, 64 bytes apart */
+    uint64_t request;   /* written by the VMM */
+    uint64_t flush_all; /* set by the VMM, cleared by the guest */
+    uint64_t ack;       /* written by the guest */
+    uint64_t nmis;      /* NMIs this vCPU's handler ran (guest statistics) */
+    uint64_t ready;     /* set by the guest: its NMI handler is installed */
+    uint64_t pad[3];
+};
+
+struct hv_shootdown_mailbox {
+    uint64_t gen;
+    uint64_t count;
+    uint64_t pages[HV_SHOOTDOWN_MAX_PAGES];
+};
+
+struct hv_shadow_info {
+    uint64_t region_base; /* HV_SHADOW_REGION_BASE */
+    uint64_t region_size; /* bytes, a multiple of 4096 */
+    uint64_t slots;       /* gpa of struct hv_shootdown_slot[ncpus] */
+    uint64_t unmap_started; /* gpa of uint64_t[region_size / 4096]: host unmaps begun, per page */
+    uint64_t unmap_done;    /* gpa of uint64_t[region_size / 4096]: host unmaps finished, per page */
+    uint64_t tsc_khz;     /* guest TSC frequency in kHz (0: unknown) */
+    uint32_t flags;       /* HV_SHADOW_* */
+    uint32_t reserved;
+    struct hv_shootdown_mailbox mailbox;
+};
+#define HV_SHADOW_SKIP_SHOOTDOWN 1u /* --unsafe-skip-shootdown: no flush requests are sent */
+
+/*
+ * End-of-run coherence check: the guest passes a table of the last value it
+ * wrote at each checked address of the region; the VMM reads each through
+ * the memslots and the host tables (not through the shadow entries) and
+ * counts the values that are gone. A value that reads as 0 is not lost when
+ * unmap_started[page] is above the unmap_done[page] the guest read just
+ * before its write: an unmap that had not finished by then may have
+ * discarded the contents. The guest may add the losses it saw itself while
+ * running (a word that did not read back as last written).
+ */
+struct hv_stamp {
+    uint64_t address;    /* guest-virtual, 8-byte aligned, inside the region */
+    uint64_t value;      /* the last value written (0: never written; must read 0) */
+    uint64_t unmap_done; /* unmap_done[page] read before that write */
+};
+struct hv_call_verify {
+    struct hv_call_header hdr;
+    uint64_t table;   /* gpa of struct hv_stamp[count] */
+    uint64_t count;      /* at most HV_VERIFY_MAX */
+    uint64_t guest_lost; /* in: losses the guest saw while running; added to the total the VMM reports */
+    uint64_t lost;       /* out: entries whose value is gone */
+    uint64_t checked;    /* out: entries checked */
+};
+#define HV_VERIFY_MAX (1u << 20)
 
 #endif

@@ -1,0 +1,15 @@
+# Sourced by the test drivers: what this host's KVM can do.
+#   kvm_usable    /dev/kvm can be opened for reading and writing
+#   kvm_has_tdp   KVM uses two-dimensional paging (kvm_intel ept / kvm_amd
+#                 npt = Y), which `vmm run --paging shadow` needs; kvm_pvm and
+#                 KVM with ept/npt off shadow the guest's tables themselves
+kvm_usable() { [[ -r /dev/kvm && -w /dev/kvm ]]; }
+kvm_has_tdp() {
+  local f v
+  for f in /sys/module/kvm_intel/parameters/ept /sys/module/kvm_amd/parameters/npt; do
+    [[ -r $f ]] || continue
+    read -r v <"$f" || continue
+    [[ $v == Y || $v == y || $v == 1 ]] && return 0
+  done
+  return 1
+}

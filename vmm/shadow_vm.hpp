@@ -1,0 +1,105 @@
+#pragma once
+// Shadow mode of `vmm run`: the MMU library joined to a KVM guest. Guest
+// RAM is the frame space; the static ranges of ShadowLayout are mapped for
+// good; the region at HV_SHADOW_REGION_BASE is one memslot over a host
+// address space and is demand-mapped by page-fault hypercalls; zaps shoot
+// down the vCPUs' TLBs through KvmShootdown; an optional host thread churns
+// the region. Owns everything shadow mode adds; the Vm drives it.
+#include "guest_memory.hpp"
+#include "host_churn.hpp"
+#include "kvm_shootdown.hpp"
+#include "shadow_layout.hpp"
+#include "shadow_pager.hpp"
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace hv {
+
+struct ShadowOptions {
+    std::uint64_t region_size = 32ull << 20;
+    mmu::ShadowConfig mmu;                 // lock, coherence, batch (vcpus is set from the VM)
+    double churn_rate[mmu::kChurnOps] = {}; // host operations per second
+    std::uint64_t seed = 1;
+    bool strict_faults = false;
+    bool skip_shootdown = false; // --unsafe-skip-shootdown
+};
+
+// Fault service times as the VMM sees them, per vCPU (written by that vCPU's
+// thread only): a log-linear histogram, 4 buckets per power of two.
+class alignas(64) LatencyHistogram {
+public:
+    void add(std::uint64_t ns);
+    void merge(const LatencyHistogram& o);
+    std::uint64_t count() const { return count_; }
+    std::uint64_t percentile(double p) const; // upper bound of the bucket holding the p-th percentile, ns
+private:
+    static constexpr unsigned kSub = 4, kBuckets = 64 * kSub;
+    static unsigned bucket(std::uint64_t ns);
+    static std::uint64_t upper(unsigned b);
+    std::uint64_t count_ = 0;
+    std::uint32_t buckets_[kBuckets] = {};
+};
+
+class ShadowVm final : public ShadowPager {
+public:
+    ShadowVm(GuestMemory& memory, const ShadowLayout& layout, std::uint32_t cpus, const ShadowOptions& options,
+             KvmShootdown::Kick kick, std::function<void(const std::string&)> log);
+    ~ShadowVm() override;
+
+    std::uint64_t cr3() const { return mmu_->root() << 12; }
+    void set_tsc_khz(std::uint64_t khz); // tells the guest (hv_shadow_info.tsc_khz)
+    KvmShootdown& shootdown() { return *shootdown_; }
+    void start_churn();
+    void stop_churn(); // idempotent; joins the thread
+
+    // ShadowPager: timed and counted, then served by the MMU.
+    std::uint32_t page_fault(std::uint32_t vcpu, std::uint64_t address, std::uint32_t error_code) override;
+    std::uint32_t host_op(std::uint32_t op, std::uint64_t address, std::uint64_t address2, bool& changed) override;
+    bool block_allowed(std::uint64_t gpa, std::uint64_t size) const override;
+    std::uint32_t verify(std::span<const hv_stamp> stamps, std::uint64_t guest_lost, std::uint64_t& lost,
+                                 std::uint64_t& checked) override;
+
+    // The --stats lines for shadow mode, and the MMU audit (empty when clean).
+    std::string stats() const;
+    std::vector<std::string> audit();
+    std::uint64_t lost_writes() const { return lost_.load(); }
+    bool verified() const { return verified_.load(); }
+
+private:
+    void write_info();
+    // Around every host unmap of region page N (churn or hypercall): the
+    // counters the coherence check uses to tell discarded from lost writes.
+    void unmap_starts(std::uint64_t page);
+    void unmap_ends(std::uint64_t page);
+    std::atomic_ref<std::uint64_t> counter(std::uint64_t array, std::uint64_t page) const;
+
+    GuestMemory& memory_;
+    ShadowLayout layout_;
+    std::uint32_t cpus_;
+    ShadowOptions options_;
+    std::function<void(const std::string&)> log_;
+    std::unique_ptr<mmu::FrameSpace> frames_;
+    std::unique_ptr<mmu::HostAddressSpace> host_;
+    std::unique_ptr<KvmShootdown> shootdown_;
+    std::unique_ptr<mmu::ShadowMmu> mmu_;
+    std::unique_ptr<MmuPager> pager_;
+    std::vector<LatencyHistogram> fault_ns_; // per vCPU
+    std::atomic<std::uint64_t> host_ops_{0};
+    std::atomic<std::uint64_t> lost_{0};
+    std::atomic<bool> verified_{false};
+
+    std::mutex churn_mutex_;
+    std::thread churn_thread_;
+    std::atomic<bool> churn_stop_{false};
+    mmu::ChurnCounters churn_counters_;
+    bool churn_done_ = false;
+};
+
+} // namespace hv
