@@ -42,7 +42,7 @@ public:
             // A writer is in (or coming): step back so it can finish, and
             // wait without writing anything.
             unlock_shared(slot);
-            while (writer_.load(std::memory_order_acquire)) writer_.wait(true, std::memory_order_acquire);
+            while (writer_.load(std::memory_order_acquire) != 0) futex_wait(writer_, 1);
         }
     }
     void unlock_shared(std::uint32_t slot) {
@@ -50,13 +50,13 @@ public:
         // The writer raised its flag before it looked at our slot, and the
         // RMW orders our read of the flag after our release: a writer that
         // sleeps on our slot is seen here and woken.
-        if (mine.fetch_sub(1, std::memory_order_seq_cst) == 1 && writer_.load(std::memory_order_seq_cst))
+        if (mine.fetch_sub(1, std::memory_order_seq_cst) == 1 && writer_.load(std::memory_order_seq_cst) != 0)
             futex_wake_all(mine);
     }
 
     void lock() {
         writer_mutex_.lock();
-        writer_.store(true, std::memory_order_seq_cst);
+        writer_.store(1, std::memory_order_seq_cst);
         // Sleep on each busy slot until its last reader leaves: a reader may
         // be preempted inside, and spinning would only take its CPU.
         for (std::uint32_t i = 0; i <= slots_; ++i)
@@ -65,8 +65,8 @@ public:
                 futex_wait(readers_[i].count, n);
     }
     void unlock() {
-        writer_.store(false, std::memory_order_release);
-        writer_.notify_all();
+        writer_.store(0, std::memory_order_release);
+        futex_wake_all(writer_);
         writer_mutex_.unlock();
     }
 
@@ -89,7 +89,11 @@ private:
     };
     std::uint32_t slots_;
     std::unique_ptr<Slot[]> readers_;
-    alignas(64) std::atomic<bool> writer_{false};
+    // 1 while a writer holds or waits for the lock. A futex word rather than
+    // std::atomic<bool>::wait: the waits and wakes of this file all go
+    // through futex.hpp, whose behaviour (EINTR from the vCPU kick signal,
+    // spurious returns) the loops above are written for.
+    alignas(64) std::atomic<std::uint32_t> writer_{0};
     std::mutex writer_mutex_;
 };
 

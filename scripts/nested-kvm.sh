@@ -49,10 +49,13 @@ Options:
   --cpus N             guest vCPUs (default 2)
   --mem MiB            guest memory in MiB (default 2048)
   --timeout S          kill the guest after S seconds (default 600)
+  --idle-timeout S     kill the guest when COMMAND has printed nothing for
+                       S seconds (default 0: no limit); a hung guest kernel
+                       cannot enforce COMMAND's own timeouts
   --keep-console FILE  copy the guest console log (ttyS0) to FILE
   -h, --help           show this help
 
-Exit status: COMMAND's status; 124 on timeout; 125 if the runner or the
+Exit status: COMMAND's status; 124 on either timeout; 125 if the runner or the
 guest failed before COMMAND finished; 2 on usage errors.  On any non-zero
 status the tail of the guest console is printed to stderr.
 
@@ -69,7 +72,7 @@ EOF
 die() { echo "$PROG: $*" >&2; exit "$EXIT_RUNNER"; }
 usage_error() {
     echo "$PROG: $*" >&2
-    echo "Usage: scripts/nested-kvm.sh [--cpus N] [--mem MiB] [--timeout S] [--keep-console FILE] -- COMMAND [ARGS...]" >&2
+    echo "Usage: scripts/nested-kvm.sh [--cpus N] [--mem MiB] [--timeout S] [--idle-timeout S] [--keep-console FILE] -- COMMAND [ARGS...]" >&2
     echo "Try 'scripts/nested-kvm.sh --help'." >&2
     exit "$EXIT_USAGE"
 }
@@ -95,22 +98,24 @@ project_dir=$(cd "$(dirname "$script_path")/.." && pwd -P)
 cwd=$(pwd -P)
 
 # ---------------------------------------------------------------- arguments
-cpus=2 mem=2048 timeout=600 keep_console=''
+cpus=2 mem=2048 timeout=600 idle_timeout=0 keep_console=''
 while (($#)); do
     case $1 in
         -h|--help) usage; exit 0 ;;
-        --cpus|--mem|--timeout|--keep-console)
+        --cpus|--mem|--timeout|--idle-timeout|--keep-console)
             (($# >= 2)) || usage_error "$1 needs a value"
             case $1 in
                 --cpus) cpus=$2 ;;
                 --mem) mem=$2 ;;
                 --timeout) timeout=$2 ;;
+                --idle-timeout) idle_timeout=$2 ;;
                 --keep-console) keep_console=$2 ;;
             esac
             shift 2 ;;
         --cpus=*) cpus=${1#*=}; shift ;;
         --mem=*) mem=${1#*=}; shift ;;
         --timeout=*) timeout=${1#*=}; shift ;;
+        --idle-timeout=*) idle_timeout=${1#*=}; shift ;;
         --keep-console=*) keep_console=${1#*=}; shift ;;
         --) shift; break ;;
         -*) usage_error "unknown option: $1" ;;
@@ -121,6 +126,8 @@ done
 for v in cpus mem timeout; do
     [[ ${!v} =~ ^[1-9][0-9]{0,6}$ ]] || usage_error "--$v must be a positive integer, got '${!v}'"
 done
+[[ $idle_timeout =~ ^(0|[1-9][0-9]{0,6})$ ]] ||
+    usage_error "--idle-timeout must be 0 or a positive integer, got '$idle_timeout'"
 
 # ------------------------------------------------------------ prerequisites
 command -v qemu-system-x86_64 >/dev/null ||
@@ -272,6 +279,13 @@ exec 3>/dev/ttyS1
 stty -F /dev/ttyS1 raw -echo || fail "stty ttyS1"
 echo "hv-nested: running /hv/run.sh:"
 cat /hv/run.sh
+# Watchdog: shortly before the host's timeout, dump blocked tasks and every
+# CPU's backtrace to the console, so a hang leaves evidence of where it was.
+( sleep "$HV_DUMP_AFTER"
+  echo 1 > /proc/sys/kernel/sysrq; echo 8 > /proc/sys/kernel/printk
+  mark "HV-NESTED-WATCHDOG: no exit after ${HV_DUMP_AFTER}s, dumping tasks"
+  echo w > /proc/sysrq-trigger; echo l > /proc/sysrq-trigger
+  echo t > /proc/sysrq-trigger ) &
 env -i /bin/busybox chroot $H "$HV_BASH" /tmp/.hv-nested/run.sh </dev/null >&3 2>&3
 rc=$?
 # Closing the last fd of the tty waits until its output has been sent.
@@ -355,6 +369,7 @@ mkdir -p "$tmp/run/hv"
     echo "HV_PROJECT=$(sh_quote "$project_dir")"
     echo "HV_BASH=$(sh_quote "$BASH")"
     echo "HV_P9_OPTS=$(sh_quote "$P9_OPTS")"
+    echo "HV_DUMP_AFTER=$(( timeout > 120 ? timeout - 45 : timeout * 2 / 3 ))"
 } > "$tmp/run/hv/config"
 {
     # Run by the host's bash inside the chroot, so bash's %q quoting is fine.
@@ -385,10 +400,13 @@ mkfifo "$tmp/out.fifo"
 # never blocks writing to it and the guest still finishes.
 exec {fifo_fd}<>"$tmp/out.fifo"
 exec {cat_fd}<"$tmp/out.fifo"
-{ cat || exec cat >/dev/null; } <&"$cat_fd" {cat_fd}<&- {fifo_fd}>&- &
+# tee -p keeps writing the copy in out.log (the idle watchdog's measure)
+# when our stdout breaks.
+{ tee -p "$tmp/out.log" || exec cat >/dev/null; } <&"$cat_fd" {cat_fd}<&- {fifo_fd}>&- &
 cat_pid=$!
 exec {cat_fd}<&-
 
+# nokaslr: fixed kernel addresses, so the timeout dump can be looked up.
 # transparent_hugepage=never: khugepaged collapsing a VMM's memory while 64
 # nested vCPUs ran locked up an L1 CPU for minutes (a soft lockup on the console).
 # shellcheck disable=SC2054  # commas are QEMU option syntax
@@ -396,20 +414,38 @@ qemu_args=(
     -accel tcg -cpu EPYC,+svm,+npt -smp "$cpus" -m "$mem"
     -nodefaults -display none -no-reboot
     -kernel "$kernel" -initrd "$tmp/initrd.cpio"
-    -append "console=ttyS0 panic=-1 rdinit=/init quiet transparent_hugepage=never ${HV_NESTED_APPEND:-}"
+    -append "console=ttyS0 panic=-1 rdinit=/init quiet nokaslr transparent_hugepage=never ${HV_NESTED_APPEND:-}"
     -chardev "file,id=con0,path=$console" -serial chardev:con0
     -chardev "file,id=out0,path=$tmp/out.fifo" -serial chardev:out0
+    # Monitor on two FIFOs (QEMU opens both read-write): on a timeout we ask
+    # it where each virtual CPU is, which shows a hang even when the guest
+    # kernel is too stuck to report it.
+    -chardev "pipe,id=mon0,path=$tmp/mon" -mon chardev=mon0,mode=readline
     # multidevs=remap: the host root spans several filesystems; avoid inode clashes.
     -fsdev "local,id=fsroot,path=/,security_model=none,readonly=on,multidevs=remap"
     -device virtio-9p-pci,fsdev=fsroot,mount_tag=hostroot
     -fsdev "local,id=fsproj,path=$project_dir,security_model=none,multidevs=remap"
     -device virtio-9p-pci,fsdev=fsproj,mount_tag=project
 )
+mkfifo "$tmp/mon.in" "$tmp/mon.out"
 start=$SECONDS
 qemu-system-x86_64 "${qemu_args[@]}" </dev/null >"$tmp/qemu.err" 2>&1 {fifo_fd}>&- &
 qemu_pid=$!
-# The timer must not hold our stdout open (a caller piping us would hang).
-sleep "$timeout" >/dev/null 2>&1 {fifo_fd}>&- &
+# The timer: returns after --timeout seconds, or once COMMAND's output has
+# not grown for --idle-timeout seconds (it says which in $tmp/why). It must
+# not hold our stdout open (a caller piping us would hang).
+watch_time() {
+    local t=0 idle=0 size last=-1
+    while ((t < timeout)); do
+        sleep 1; ((t += 1))
+        ((idle_timeout)) || continue
+        size=$(stat -c %s "$tmp/out.log" 2>/dev/null || echo 0)
+        if ((size == last)); then ((idle += 1)); else idle=0 last=$size; fi
+        if ((idle >= idle_timeout)); then echo idle > "$tmp/why"; return; fi
+    done
+    echo total > "$tmp/why"
+}
+watch_time >/dev/null 2>&1 {fifo_fd}>&- &
 timer_pid=$!
 
 qemu_rc=0 who=''
@@ -418,6 +454,15 @@ timed_out=0
 if [[ $who == "$timer_pid" ]]; then
     timed_out=1
     timer_pid=''
+    # Where the virtual CPUs are (kernel or nested guest addresses), then stop.
+    { timeout 4 cat "$tmp/mon.out" > "$tmp/cpus.txt" & } 2>/dev/null
+    reader=$!
+    {
+        for ((c = 0; c < cpus; c++)); do
+            printf 'cpu %d\ninfo registers\nx/48gx $esp\n' "$c"
+        done
+    } > "$tmp/mon.in" || true
+    wait "$reader" 2>/dev/null || true
     stop_qemu
 else
     qemu_pid=''
@@ -436,8 +481,21 @@ fi
 
 show_console() {
     echo "$PROG: $1" >&2
-    echo "----- guest console (last 100 lines) -----" >&2
-    tr -d '\r' < "$console" | tail -n 100 >&2
+    if grep -q 'HV-NESTED-WATCHDOG' "$console"; then
+        # The watchdog's task and backtrace dump, from its marker on.
+        echo "----- guest console (from the watchdog's dump on) -----" >&2
+        tr -d '\r' < "$console" | sed -n '/HV-NESTED-WATCHDOG/,$p' | head -n 600 >&2
+    else
+        echo "----- guest console (last 100 lines) -----" >&2
+        tr -d '\r' < "$console" | tail -n 100 >&2
+    fi
+    if [[ -s $tmp/cpus.txt ]]; then
+        echo "----- virtual CPUs at the timeout (QEMU monitor) -----" >&2
+        # Registers, and the top of each stack (return addresses to look up
+        # in the guest's /proc/kallsyms; the kernel runs with nokaslr). HMP's
+        # $esp is the whole RSP on x86-64.
+        tr -d '\r' < "$tmp/cpus.txt" | grep -E '^(RAX|RSI|RIP|CS |CR0|EFER|[0-9a-f]{16}:)' >&2 || true
+    fi
     # Skip TCG's harmless "doesn't support requested feature" noise for EPYC.
     if grep -v "TCG doesn't support requested feature" "$tmp/qemu.err" > "$tmp/qemu.err2"; then
         echo "----- qemu stderr -----" >&2
@@ -448,8 +506,15 @@ show_console() {
 
 # Lenient match: a kernel message could share the line with the marker.
 marker=$(tr -d '\r' < "$console" | sed -n 's/.*HV-NESTED-EXIT=\([0-9][0-9]*\).*/\1/p' | tail -n 1)
+if ((timed_out)) && [[ -n $marker ]]; then
+    timed_out=0   # COMMAND had finished; QEMU was only slow to power off
+fi
 if ((timed_out)); then
-    show_console "timed out after ${timeout}s, QEMU killed"
+    if [[ $(cat "$tmp/why" 2>/dev/null) == idle ]]; then
+        show_console "COMMAND printed nothing for ${idle_timeout}s (after ${elapsed}s): the guest looks hung, QEMU killed"
+    else
+        show_console "timed out after ${timeout}s, QEMU killed"
+    fi
     exit "$EXIT_TIMEOUT"
 elif [[ -z $marker ]]; then
     reason=$(tr -d '\r' < "$console" | sed -n 's/.*HV-NESTED-ERROR: //p' | tail -n 1)

@@ -1,6 +1,7 @@
 #include "hypercall.hpp"
 
 #include "format.hpp"
+#include <sched.h>
 #include "shadow_pager.hpp"
 
 #include <algorithm>
@@ -20,6 +21,7 @@ std::uint64_t call_size(std::uint32_t nr) {
     case HV_CALL_PAGE_FAULT: return sizeof(hv_call_page_fault);
     case HV_CALL_HOST_OP: return sizeof(hv_call_host_op);
     case HV_CALL_VERIFY: return sizeof(hv_call_verify);
+    case HV_CALL_YIELD: return sizeof(hv_call_yield);
     default: return 0;
     }
 }
@@ -119,6 +121,9 @@ HypercallResult handle_hypercall(GuestMemory& memory, std::uint64_t block_gpa, c
         return {host_op_call(memory, block_gpa, context), std::nullopt, {}};
     case HV_CALL_VERIFY:
         return {verify_call(memory, block_gpa, context), std::nullopt, {}};
+    case HV_CALL_YIELD:
+        sched_yield();
+        return {HV_OK, std::nullopt, {}};
     default: return {HV_E_UNKNOWN_CALL, std::nullopt, {}};
     }
 }

@@ -60,6 +60,18 @@ void rt_barrier_wait(struct rt_barrier *b, uint32_t n)
         __atomic_store_n(&b->gen, gen + 1, __ATOMIC_RELEASE);
         return;
     }
-    while (__atomic_load_n(&b->gen, __ATOMIC_ACQUIRE) == gen)
-        cpu_relax();
+    /* With many vCPUs (more than host CPUs, presumably), spin briefly, then
+     * lend the host CPU to the vCPUs still on their way: they may not be
+     * running at all. With few, only spin: every yield is an exit, and each
+     * exit is a chance for the deferred shootdown path (NMI injected at
+     * entry), whose rare nested-host triple faults are still open. */
+    const uint32_t spin_limit = n > RT_BARRIER_YIELD_ABOVE ? 1024 : UINT32_MAX;
+    for (uint32_t spins = 0; __atomic_load_n(&b->gen, __ATOMIC_ACQUIRE) == gen; spins++) {
+        if (spins < spin_limit) {
+            cpu_relax();
+        } else {
+            struct hv_call_yield y = {{HV_CALL_YIELD, sizeof(y)}};
+            hv_call(&y.hdr);
+        }
+    }
 }

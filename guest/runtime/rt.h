@@ -213,7 +213,10 @@ int rt_arg_u64(const char *cmdline, const char *key, uint64_t *value);
 /* 1 when `word` is a blank-separated word of `cmdline`. */
 int rt_arg_word(const char *cmdline, const char *word);
 
-/* A reusable barrier for `n` vCPUs (zero-initialised). */
+/* A reusable barrier for `n` vCPUs (zero-initialised). Waiters spin; when
+ * n > RT_BARRIER_YIELD_ABOVE they spin a little, then yield their host CPU
+ * with HV_CALL_YIELD. */
+#define RT_BARRIER_YIELD_ABOVE 16u
 struct rt_barrier {
     uint32_t arrived, gen;
 };

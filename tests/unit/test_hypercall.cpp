@@ -115,7 +115,7 @@ TEST_CASE("handle_hypercall: an exception report straddling the end of RAM fault
 
 TEST_CASE("handle_hypercall: unknown call numbers") {
     GuestMemory mem(kRam);
-    for (std::uint32_t nr : {HV_CALL_VERIFY + 1u, 100u, 0x80000000u, 0xffffffffu}) {
+    for (std::uint32_t nr : {static_cast<std::uint32_t>(HV_CALL_NCALLS), 100u, 0x80000000u, 0xffffffffu}) {
         CAPTURE(nr);
         hv_call_header h{nr, 8};
         REQUIRE(mem.write_obj(0x4000, h));
@@ -143,6 +143,34 @@ TEST_CASE("handle_hypercall: wrong header size for each call") {
         CHECK(r.status == HV_E_BAD_SIZE);
         CHECK_FALSE(r.exception.has_value());
     }
+}
+
+TEST_CASE("handle_hypercall: YIELD is a bare header, in identity mode too, and writes nothing") {
+    GuestMemory mem(kRam);
+    struct {
+        hv_call_yield call;
+        std::uint64_t after;
+    } block{{{HV_CALL_YIELD, sizeof(hv_call_yield)}}, 0x5555555555555555};
+    static_assert(sizeof(hv_call_yield) == 8);
+    REQUIRE(mem.write_obj(0x4000, block));
+    const hv::HypercallResult r = handle_hypercall(mem, 0x4000);
+    CHECK(r.status == HV_OK);
+    CHECK_FALSE(r.exception.has_value());
+    CHECK(snapshot(mem, 0x4000, sizeof block) == [&] {
+        std::vector<std::uint8_t> bytes(sizeof block);
+        std::memcpy(bytes.data(), &block, sizeof block);
+        return bytes;
+    }());
+    for (std::uint32_t size : {0u, 7u, 9u, 16u}) {
+        CAPTURE(size);
+        hv_call_header h{HV_CALL_YIELD, size};
+        REQUIRE(mem.write_obj(0x4000, h));
+        CHECK(handle_hypercall(mem, 0x4000).status == HV_E_BAD_SIZE);
+    }
+    // A block at the very end of RAM fits; one byte further does not.
+    REQUIRE(mem.write_obj(kRam - 8, hv_call_header{HV_CALL_YIELD, 8}));
+    CHECK(handle_hypercall(mem, kRam - 8).status == HV_OK);
+    CHECK(handle_hypercall(mem, kRam - 7).status == HV_E_FAULT);
 }
 
 TEST_CASE("handle_hypercall: EXCEPTION returns the guest's report unchanged") {

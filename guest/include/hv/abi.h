@@ -65,6 +65,8 @@ enum hv_call_nr {
     HV_CALL_PAGE_FAULT = 2, /* struct hv_call_page_fault: resolve a #PF (shadow paging) */
     HV_CALL_HOST_OP = 3,    /* struct hv_call_host_op: one host operation on one page, now */
     HV_CALL_VERIFY = 4,     /* struct hv_call_verify: end-of-run coherence check (shadow paging) */
+    HV_CALL_YIELD = 5,      /* struct hv_call_yield: give this vCPU's host thread's CPU away */
+    HV_CALL_NCALLS          /* the first unused number: HV_E_UNKNOWN_CALL from here on */
 };
 
 enum hv_status {
@@ -83,6 +85,15 @@ struct hv_call_echo {
     struct hv_call_header hdr;
     uint64_t in;
     uint64_t out;
+};
+
+/*
+ * A vCPU that waits for other vCPUs (a barrier) lends its host CPU to them:
+ * with more vCPUs than host CPUs, a spinning vCPU otherwise holds the CPU a
+ * vCPU it waits for needs, for a whole scheduler slice per spin.
+ */
+struct hv_call_yield {
+    struct hv_call_header hdr;
 };
 
 #define HV_EXC_RECOVERABLE 1u /* the guest resumes after the report */
