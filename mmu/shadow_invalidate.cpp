@@ -211,6 +211,16 @@ std::vector<std::string> ShadowMmu::audit() {
     if (rmap_.links() != present)
         problems.push_back("rmap holds " + std::to_string(rmap_.links()) + " links for " + std::to_string(present) +
                            " present entries");
+    // Static entries never change after map_static: one that did means
+    // something wrote into a table (after a guest triple fault, this tells
+    // a wrecked table from a CPU that lost its way on intact ones).
+    for (const StaticRange& r : statics_copy)
+        for (std::uint64_t ga = r.start; ga < r.end; ga += kPage) {
+            const std::uint64_t want = static_entry(r.first_frame + (ga - r.start) / kPage, r.writable);
+            const std::uint64_t e = entry(ga);
+            if (e != want)
+                problems.push_back("static entry for " + hex(ga) + " is " + hex(e) + ", map_static wrote " + hex(want));
+        }
     return problems;
 }
 

@@ -127,6 +127,16 @@ void ShadowMmu::alias_memslot(std::uint32_t existing, std::uint32_t id, std::uin
     memslots_.alias(existing, id, guest_start);
 }
 
+std::uint64_t ShadowMmu::static_entry(Pfn frame, bool writable) {
+    Perms perms{};
+    perms.read = true;
+    perms.write = writable;
+    perms.exec = true;
+    perms.user = true;
+    // Accessed, and dirty when writable: the CPU never writes these entries.
+    return Pte::with_dirty(Pte::with_accessed(Pte::make_leaf(frame, perms), true), writable) | kStaticBit;
+}
+
 void ShadowMmu::map_static(std::uint64_t guest_start, std::uint64_t size, Pfn first_frame, bool writable) {
     if (size == 0 || (guest_start | size) % kPage || guest_start + size < guest_start ||
         guest_start + size > MemslotTable::kAddressLimit)
@@ -149,11 +159,6 @@ void ShadowMmu::map_static(std::uint64_t guest_start, std::uint64_t size, Pfn fi
         if (guest_start < s.guest_end() && s.guest_start < guest_start + size)
             throw MemslotError("static range [" + hex(guest_start) + ", " + hex(guest_start + size) +
                                ") overlaps memslot " + std::to_string(s.id));
-    Perms perms{};
-    perms.read = true;
-    perms.write = writable;
-    perms.exec = true;
-    perms.user = true;
     for (std::uint64_t i = 0; i < pages; ++i) {
         auto leaf = table_.ensure_leaf(guest_start + i * kPage);
         if (!leaf) {
@@ -164,11 +169,9 @@ void ShadowMmu::map_static(std::uint64_t guest_start, std::uint64_t size, Pfn fi
             throw MemslotError("static range: no frame left for a shadow table after " + std::to_string(i) +
                                " of " + std::to_string(pages) + " pages");
         }
-        const std::uint64_t e =
-            Pte::with_dirty(Pte::with_accessed(Pte::make_leaf(first_frame + i, perms), true), writable) | kStaticBit;
-        at(leaf->entry).store(e, std::memory_order_release);
+        at(leaf->entry).store(static_entry(first_frame + i, writable), std::memory_order_release);
     }
-    statics_.push_back({guest_start, guest_start + size});
+    statics_.push_back({guest_start, guest_start + size, first_frame, writable});
 }
 
 void ShadowMmu::remove_memslot(std::uint32_t id) {

@@ -181,7 +181,11 @@ private:
     void refuse_static_overlap(std::uint64_t start, std::uint64_t end, const char* what) const; // holds slots_lock_
     struct StaticRange {
         std::uint64_t start, end;
+        Pfn first_frame;
+        bool writable;
     };
+    // The entry map_static writes for `frame`; it never changes after.
+    static std::uint64_t static_entry(Pfn frame, bool writable);
 
     HostAddressSpace& host_;
     ShadowConfig config_;

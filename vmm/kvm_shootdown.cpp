@@ -127,6 +127,17 @@ bool KvmShootdown::enter_guest(std::uint32_t vcpu) {
 
 void KvmShootdown::leave_guest(std::uint32_t vcpu) { gates_[vcpu].in_guest.store(false, std::memory_order_seq_cst); }
 
+std::string KvmShootdown::describe(std::uint32_t vcpu) const {
+    auto word = [&](std::size_t offset) { return at(slot_word(vcpu, offset)).load(std::memory_order_acquire); };
+    const Gate& g = gates_[vcpu];
+    return "shootdown request=" + std::to_string(word(offsetof(hv_shootdown_slot, request))) +
+           " ack=" + std::to_string(word(offsetof(hv_shootdown_slot, ack))) +
+           " nmis=" + std::to_string(word(offsetof(hv_shootdown_slot, nmis))) +
+           " ready=" + std::to_string(word(offsetof(hv_shootdown_slot, ready))) +
+           " pending=" + std::to_string(g.pending.load(std::memory_order_acquire)) +
+           " injected=" + std::to_string(g.injected) + (g.in_guest.load() ? " in-guest" : "");
+}
+
 void KvmShootdown::stop() { stopping_.store(true, std::memory_order_release); }
 
 ShootdownStats KvmShootdown::stats() const {

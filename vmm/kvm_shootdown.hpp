@@ -35,6 +35,7 @@
 #include <memory>
 #include <mutex>
 #include <span>
+#include <string>
 #include <vector>
 
 namespace hv {
@@ -70,6 +71,10 @@ public:
     void stop();
 
     ShootdownStats stats() const;
+    // One line on where `vcpu` stands in the protocol (for a VM that
+    // stopped making progress): the slot's request/ack/nmis/ready, the
+    // newest generation pending and the one an NMI was queued for.
+    std::string describe(std::uint32_t vcpu) const;
 
 private:
     struct alignas(64) Gate {

@@ -49,6 +49,7 @@ struct VcpuThread {
     pthread_t thread{};
     std::atomic<bool> started{false}; // thread is valid (read by shootdown kicks from other threads)
     std::array<std::uint64_t, kExitKindCount> exits{};
+    std::optional<ExitKind> last_exit; // read after the thread ended
     std::string crash_report;
 };
 
@@ -72,6 +73,7 @@ private:
     void vcpu_loop(VcpuThread& t);
     void stop_all();
     void print_stats(Clock::time_point start, Clock::time_point end) const;
+    void print_stuck_vcpus() const;
     void setup_shadow();
     void kick(std::uint32_t vcpu);
     static void* thread_main(void* arg);
@@ -236,6 +238,7 @@ void Vm::vcpu_loop(VcpuThread& t) {
         if (r < 0) throw VmmError(std::string("KVM_RUN failed: ") + std::strerror(-r));
         const ExitRecord exit = decode_exit(run, run_size_, vcpu.index());
         ++t.exits[static_cast<int>(exit.kind)];
+        t.last_exit = exit.kind;
         const ExitAction action = dispatch_exit(exit, ctx);
         if (action.set_rax) {
             run.s.regs.regs.rax = *action.set_rax;
@@ -280,6 +283,18 @@ void Vm::stop_all() {
         if (t.started) pthread_kill(t.thread, SIGUSR1);
     for (auto& t : threads_)
         if (t.started) pthread_join(t.thread, nullptr);
+}
+
+// After a timeout (every vCPU thread has ended): where each vCPU was, so a
+// guest that stopped making progress can be told from one that was slow.
+void Vm::print_stuck_vcpus() const {
+    for (const auto& t : threads_) {
+        const kvm_regs& r = t.vcpu->run().s.regs.regs;
+        std::string line = "vcpu " + std::to_string(t.vcpu->index()) + " at the timeout: rip=" + hex(r.rip) +
+                           " rsp=" + hex(r.rsp) + " last exit " + (t.last_exit ? to_string(*t.last_exit) : "none");
+        if (shadow_) line += "; " + shadow_->shootdown().describe(t.vcpu->index());
+        std::fprintf(stderr, "vmm: %s\n", line.c_str());
+    }
 }
 
 void Vm::print_stats(Clock::time_point start, Clock::time_point end) const {
@@ -388,6 +403,7 @@ int Vm::run() {
                                                             [](auto& t) { return !t.crash_report.empty(); }))
         std::fprintf(stderr, "vmm: guest crash: %s\n", st.message.c_str());
     if (opt_.stats) print_stats(start_, end);
+    if (st.reason == StopReason::Timeout) print_stuck_vcpus();
     if (!audit.empty()) {
         std::fprintf(stderr, "vmm: shadow MMU audit found %zu problems after the run:\n", audit.size());
         for (std::size_t i = 0; i < audit.size() && i < 20; ++i) std::fprintf(stderr, "vmm:   %s\n", audit[i].c_str());

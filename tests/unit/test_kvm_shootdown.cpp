@@ -40,8 +40,13 @@ TEST_CASE("KvmShootdown: a vCPU outside guest mode is not waited for and gets it
     CHECK(mailbox_count(mem).load() == 3);
     for (std::uint64_t i = 0; i < 3; ++i) CHECK(mailbox_page(mem, i).load() == pages[i]);
 
+    // What a stopped VM's report says about each vCPU at this point.
+    CHECK(sd.describe(0) == "shootdown request=1 ack=0 nmis=0 ready=1 pending=1 injected=0");
+    CHECK(sd.describe(1) == "shootdown request=1 ack=0 nmis=0 ready=1 pending=1 injected=0");
+
     // The next entry asks for the NMI, exactly once.
     CHECK(sd.enter_guest(0));
+    CHECK(sd.describe(0) == "shootdown request=1 ack=0 nmis=0 ready=1 pending=1 injected=1 in-guest");
     sd.leave_guest(0);
     CHECK_FALSE(sd.enter_guest(0));
     sd.leave_guest(0);
@@ -59,6 +64,7 @@ TEST_CASE("KvmShootdown: a vCPU outside guest mode is not waited for and gets it
     CHECK(seen.invlpg[0].second == pages);
     CHECK(seen.flush_all.empty());
     CHECK(ack(mem, 0).load() == 1);
+    CHECK(sd.describe(0) == "shootdown request=1 ack=1 nmis=1 ready=1 pending=1 injected=1");
 
     // A second request: the NMI is needed once more.
     {

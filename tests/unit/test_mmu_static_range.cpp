@@ -5,8 +5,11 @@
 
 #include <doctest/doctest.h>
 
+#include <cstdint>
 #include <cstdlib>
 #include <span>
+#include <string>
+#include <vector>
 
 using namespace hv::mmu;
 
@@ -106,4 +109,51 @@ TEST_CASE("static range: frames exhausted while mapping leaves nothing mapped") 
     r.host.map_anonymous({kHost, kHost + kPage}, true);
     CHECK_NOTHROW(r.mmu.add_memslot({1, 0, kPage, kHost, true}));
     CHECK(r.mmu.memslots().size() == 1);
+}
+
+namespace {
+
+// The 8 bytes of the leaf entry for `ga`, found by walking the four levels
+// the way the CPU does (the test plays whatever wrote into a table).
+std::uint64_t* leaf_entry_bytes(StaticRig& r, std::uint64_t ga) {
+    Pfn table = r.mmu.root();
+    for (int level = 4; level >= 1; --level) {
+        auto* entries = reinterpret_cast<std::uint64_t*>(r.frames.bytes(table).data());
+        std::uint64_t* e = &entries[(ga >> (12 + 9 * (level - 1))) & 511];
+        if (level == 1) return e;
+        REQUIRE(X86PteFormat::present(*e));
+        table = X86PteFormat::pfn(*e);
+    }
+    return nullptr;
+}
+
+bool any_contains(const std::vector<std::string>& lines, const std::string& needle) {
+    for (const auto& l : lines)
+        if (l.find(needle) != std::string::npos) return true;
+    return false;
+}
+
+} // namespace
+
+TEST_CASE("static range: audit names a static entry something overwrote, cleared or made read-only") {
+    StaticRig r;
+    r.mmu.map_static(0x100000, 16 * kPage, 0x100, true);
+    r.mmu.map_static(0x200000, 2 * kPage, 0x200, false);
+    REQUIRE(r.mmu.audit().empty());
+
+    *leaf_entry_bytes(r, 0x103000) = 0;                                  // cleared
+    std::uint64_t* moved = leaf_entry_bytes(r, 0x105000);
+    *moved = (*moved & ~0x000ffffffffff000ull) | (Pfn{0x999} << 12);     // another frame
+    std::uint64_t* ro = leaf_entry_bytes(r, 0x10f000);
+    *ro &= ~std::uint64_t{2};                                            // read-only
+    std::uint64_t* rw = leaf_entry_bytes(r, 0x201000);
+    *rw |= 2;                                                            // a read-only page made writable
+
+    const std::vector<std::string> problems = r.mmu.audit();
+    CHECK(problems.size() == 4);
+    CHECK(any_contains(problems, "static entry for 0x103000 is 0x0,"));
+    CHECK(any_contains(problems, "static entry for 0x105000 is"));
+    CHECK(any_contains(problems, "static entry for 0x10f000 is"));
+    CHECK(any_contains(problems, "static entry for 0x201000 is"));
+    CHECK(any_contains(problems, "map_static wrote"));
 }
