@@ -58,6 +58,7 @@ public:
     KvmShootdown& shootdown() { return *shootdown_; }
     void start_churn();
     void stop_churn(); // idempotent; joins the thread
+    static constexpr int kChurnNice = -20;
 
     // ShadowPager: timed and counted, then served by the MMU.
     std::uint32_t page_fault(std::uint32_t vcpu, std::uint64_t address, std::uint32_t error_code) override;
@@ -100,6 +101,9 @@ private:
     std::atomic<bool> churn_stop_{false};
     mmu::ChurnCounters churn_counters_;
     bool churn_done_ = false;
+    std::atomic<int> churn_nice_{0};       // the churn thread's nice value once raised
+    std::atomic<int> churn_nice_error_{0}; // errno of a failed setpriority
+    void raise_churn_priority();           // on the churn thread
 };
 
 } // namespace hv
