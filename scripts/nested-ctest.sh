@@ -37,7 +37,7 @@ log=$(mktemp "${TMPDIR:-/tmp}/nested-ctest.XXXXXX")
 trap 'rm -f "$log"' EXIT
 
 run_nested() {  # extra ctest args...; output also to $log
-  "$root/scripts/nested-kvm.sh" --cpus 2 --mem 3072 --timeout 2400 --idle-timeout "$IDLE" -- \
+  "$root/scripts/nested-kvm.sh" --cpus 2 --mem 3072 --timeout 1400 --idle-timeout "$IDLE" -- \
     ctest --test-dir "$build" -L "$label" --output-on-failure --timeout "$TEST_TIMEOUT" "$@" 2>&1 |
     tee "$log"
   return "${PIPESTATUS[0]}"

@@ -1,4 +1,5 @@
 // The `vmm` executable: a thin CLI over the VMM library.
+#include "bench_command.hpp"
 #include "format.hpp"
 #include "info.hpp"
 #include "mmu_options.hpp"
@@ -54,6 +55,9 @@ int main(int argc, char** argv) {
     hv::SoftCommandArgs soft_args;
     auto* soft = hv::add_soft_subcommand(app, soft_args);
 
+    hv::BenchCommandArgs bench_args;
+    const hv::BenchCommand bench = hv::add_bench_subcommand(app, bench_args);
+
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
@@ -67,6 +71,7 @@ int main(int argc, char** argv) {
             return 0;
         }
         if (soft->parsed()) return hv::run_soft_command(hv::parse_soft_args(soft_args), stdout);
+        if (bench.bench->parsed()) return hv::run_bench_command(bench, bench_args, stdout);
         auto size = hv::parse_size(mem_text);
         if (!size) throw hv::VmmError("--mem: expected a size such as 64M, 2G or 4096, got '" + mem_text + "'");
         opt.mem = *size;
