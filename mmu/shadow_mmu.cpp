@@ -31,6 +31,16 @@ const char* to_string(CoherencePolicy p) {
     }
     return "?";
 }
+std::optional<LockPolicy> lock_policy_named(std::string_view name) {
+    for (const LockPolicy p : {LockPolicy::Global, LockPolicy::Rw, LockPolicy::Split})
+        if (name == to_string(p)) return p;
+    return std::nullopt;
+}
+std::optional<CoherencePolicy> coherence_policy_named(std::string_view name) {
+    for (const CoherencePolicy p : {CoherencePolicy::Seq, CoherencePolicy::PtLock, CoherencePolicy::RangeActive})
+        if (name == to_string(p)) return p;
+    return std::nullopt;
+}
 const char* to_string(FaultResult r) {
     switch (r) {
     case FaultResult::Installed: return "installed";

@@ -34,6 +34,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <string_view>
 #include <shared_mutex>
 #include <span>
 #include <string>
@@ -45,6 +46,9 @@ enum class LockPolicy { Global, Rw, Split };
 enum class CoherencePolicy { Seq, PtLock, RangeActive };
 const char* to_string(LockPolicy p);
 const char* to_string(CoherencePolicy p);
+// The policy whose to_string() is `name`; nullopt for any other text.
+std::optional<LockPolicy> lock_policy_named(std::string_view name);
+std::optional<CoherencePolicy> coherence_policy_named(std::string_view name);
 
 enum class FaultResult {
     Installed,  // the entry is present (installed by this call or already there)

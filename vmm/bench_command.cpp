@@ -54,22 +54,15 @@ std::vector<std::size_t> parse_batches(const std::string& text) {
     return out;
 }
 
+// A list of policy names; `named` is the MMU's inverse of to_string.
 template <typename T>
-std::vector<T> parse_names(const char* option, const std::string& text,
-                           std::initializer_list<std::pair<const char*, T>> names) {
+std::vector<T> parse_policies(const char* option, const std::string& text, std::optional<T> (*named)(std::string_view),
+                              const char* accepted) {
     std::vector<T> out;
     for (const std::string& item : split_list(text)) {
-        bool found = false;
-        for (const auto& [name, value] : names)
-            if (item == name) {
-                out.push_back(value);
-                found = true;
-            }
-        if (!found) {
-            std::string accepted;
-            for (const auto& n : names) accepted += (accepted.empty() ? "" : ", ") + std::string(n.first);
-            fail(std::string(option) + ": expected a comma-separated list of " + accepted + ", got '" + item + "'");
-        }
+        const std::optional<T> p = named(item);
+        if (!p) fail(std::string(option) + ": expected a comma-separated list of " + accepted + ", got '" + item + "'");
+        out.push_back(*p);
     }
     if (out.empty()) fail(std::string(option) + ": expected at least one value, got '" + text + "'");
     return out;
@@ -142,17 +135,13 @@ int run_bench_command(const BenchCommand& cmd, const BenchCommandArgs& a, std::F
     }
     std::optional<bench::BenchReport> report;
     if (fault) {
-        using mmu::CoherencePolicy;
-        using mmu::LockPolicy;
         bench::FaultBenchConfig fc = a.quick ? bench::quick_fault_config() : bench::FaultBenchConfig{};
         if (!a.vcpus.empty()) fc.vcpus = parse_vcpus(a.vcpus);
         if (!a.locks.empty())
-            fc.locks = parse_names<LockPolicy>("--locks", a.locks,
-                                               {{"global", LockPolicy::Global}, {"rw", LockPolicy::Rw}, {"split", LockPolicy::Split}});
+            fc.locks = parse_policies("--locks", a.locks, &mmu::lock_policy_named, "global, rw, split");
         if (!a.coherences.empty())
-            fc.coherences = parse_names<CoherencePolicy>(
-                "--coherences", a.coherences,
-                {{"seq", CoherencePolicy::Seq}, {"ptlock", CoherencePolicy::PtLock}, {"range-active", CoherencePolicy::RangeActive}});
+            fc.coherences =
+                parse_policies("--coherences", a.coherences, &mmu::coherence_policy_named, "seq, ptlock, range-active");
         if (!a.pages.empty()) {
             const auto p = parse_u64(a.pages);
             if (!p || *p < 1 || *p > (std::uint64_t{1} << 20)) fail("--pages must be 1..1048576, got '" + a.pages + "'");

@@ -25,7 +25,7 @@ struct FaultSample {
 // `pages` fresh pages, faulted by `vcpus` threads released together. A
 // Retry is faulted again (the caller of fault() must); every other result
 // but Installed is an error of the experiment.
-FaultSample fault_once(std::uint32_t vcpus, std::uint64_t pages, bool shared, LockPolicy lock, CoherencePolicy coh) {
+FaultSample fault_once(std::uint32_t vcpus, std::uint64_t pages, Sharing sharing, LockPolicy lock, CoherencePolicy coh) {
     BenchRig rig(pages, false);
     ShadowMmu& mmu = rig.add_shadow({lock, coh, 512, vcpus}, nullptr, pages);
 
@@ -43,7 +43,8 @@ FaultSample fault_once(std::uint32_t vcpus, std::uint64_t pages, bool shared, Lo
             ready.count_down();
             go.wait();
             for (std::uint64_t i = 0; i < per; ++i) {
-                const std::uint64_t page = shared ? (i + std::uint64_t{v} * per / vcpus) % per : std::uint64_t{v} * per + i;
+                const std::uint64_t page = sharing == Sharing::Shared ? (i + std::uint64_t{v} * per / vcpus) % per
+                                                                      : std::uint64_t{v} * per + i;
                 FaultResult r;
                 while ((r = mmu.fault(v, BenchRig::kGuest + page * BenchRig::kPage, Access::Write)) == FaultResult::Retry) {
                 }
@@ -103,19 +104,19 @@ BenchReport run_fault_bench(const FaultBenchConfig& config) {
     };
     for (const std::uint32_t vcpus : config.vcpus) {
         const std::uint64_t disjoint_pages = config.pages / vcpus * vcpus;
-        for (const bool shared : {false, true}) {
+        for (const Sharing sharing : {Sharing::Disjoint, Sharing::Shared}) {
             for (const LockPolicy lock : config.locks) {
                 for (const CoherencePolicy coh : config.coherences) {
                     note(std::string("shadow ") + to_string(lock) + " " + to_string(coh) + " " + std::to_string(vcpus));
                     std::vector<double> fps;
                     FaultSample last;
                     for (unsigned r = 0; r < config.repeat; ++r) {
-                        last = fault_once(vcpus, disjoint_pages, shared, lock, coh);
+                        last = fault_once(vcpus, disjoint_pages, sharing, lock, coh);
                         fps.push_back(static_cast<double>(last.c.faults) / last.seconds);
                     }
                     const Summary s = summarize(fps);
                     report.add_row({std::string("shadow"), std::string(to_string(lock)), std::string(to_string(coh)),
-                                    std::string(shared ? "shared" : "disjoint"), std::uint64_t{vcpus}, last.c.faults,
+                                    std::string(to_string(sharing)), std::uint64_t{vcpus}, last.c.faults,
                                     s.median, s.min, s.max, per(last.c.retries, last.c.faults),
                                     per(last.c.lock_acquisitions, last.c.faults),
                                     per(last.c.shared_atomics, last.c.faults)});
@@ -126,21 +127,21 @@ BenchReport run_fault_bench(const FaultBenchConfig& config) {
         if (!config.linux_baseline) continue;
         struct Linux {
             const char* engine;
-            const char* sharing;
+            Sharing sharing;
             std::function<LinuxResult()> run;
         };
         const Linux baselines[] = {
-            {"linux", "disjoint", [&] { return linux_first_touch(disjoint_pages, vcpus, bench::Sharing::Disjoint); }},
-            {"linux", "shared", [&] { return linux_first_touch(disjoint_pages / vcpus, vcpus, bench::Sharing::Shared); }},
-            {"uffd", "disjoint", [&] { return uffd_copy_faults(disjoint_pages, vcpus); }},
+            {"linux", Sharing::Disjoint, [&] { return linux_first_touch(disjoint_pages, vcpus, Sharing::Disjoint); }},
+            {"linux", Sharing::Shared, [&] { return linux_first_touch(disjoint_pages / vcpus, vcpus, Sharing::Shared); }},
+            {"uffd", Sharing::Disjoint, [&] { return uffd_copy_faults(disjoint_pages, vcpus); }},
         };
         for (const Linux& b : baselines) {
-            note(std::string(b.engine) + " " + b.sharing + " " + std::to_string(vcpus));
+            note(std::string(b.engine) + " " + to_string(b.sharing) + " " + std::to_string(vcpus));
             std::vector<double> fps;
             LinuxResult last;
             // Shared: every thread touches each of the `pages` pages once,
             // so the touches (the shadow rows' fault calls) are pages x vCPUs.
-            const std::uint64_t touches_per_page = std::string(b.sharing) == "shared" ? vcpus : 1;
+            const std::uint64_t touches_per_page = b.sharing == Sharing::Shared ? vcpus : 1;
             for (unsigned r = 0; r < config.repeat; ++r) {
                 last = b.run();
                 if (!last.available) break;
@@ -152,7 +153,7 @@ BenchReport run_fault_bench(const FaultBenchConfig& config) {
                 continue;
             }
             const Summary s = summarize(fps);
-            report.add_row({std::string(b.engine), std::string("-"), std::string("-"), std::string(b.sharing),
+            report.add_row({std::string(b.engine), std::string("-"), std::string("-"), std::string(to_string(b.sharing)),
                             std::uint64_t{vcpus}, last.pages * touches_per_page, s.median, s.min, s.max, 0.0, 0.0, 0.0});
         }
     }

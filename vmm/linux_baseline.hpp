@@ -10,6 +10,8 @@
 // Bad arguments throw std::invalid_argument ("...: expected X, got Y"); a host
 // refusal (mmap ENOMEM, a failing madvise/munmap/mprotect) throws
 // std::system_error naming the call.
+#include "soft_vcpu.hpp"
+
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -23,11 +25,12 @@ inline constexpr std::uint64_t kHugeBytes = 2ull << 20;
 inline constexpr std::uint64_t kMaxBytes = 4ull << 30;
 inline constexpr std::uint32_t kMaxThreads = 1024;
 
+// Sharing (the software vCPUs' enum, soft_vcpu.hpp) in linux_first_touch:
 // Disjoint: thread t faults its own contiguous share of the pages.
 // Shared: every thread touches every page, thread t starting at the first
 // page of what would be its disjoint share and wrapping around, and writing
 // to byte (t % 64) * 64 so that threads collide on the page, not on one line.
-enum class Sharing { Disjoint, Shared };
+using mmu::Sharing;
 
 enum class ZapCall { MadviseDontneed, Munmap };
 

@@ -44,16 +44,14 @@ void parse_mmu_policies(const MmuPolicyArgs& a, ShadowConfig& shadow_out, double
     double churn_rate[kChurnOps];
     std::copy(std::begin(churn_out), std::end(churn_out), std::begin(churn_rate));
     if (!a.lock.empty()) {
-        if (a.lock == "global") shadow.lock = LockPolicy::Global;
-        else if (a.lock == "rw") shadow.lock = LockPolicy::Rw;
-        else if (a.lock == "split") shadow.lock = LockPolicy::Split;
-        else fail("--lock: expected global, rw or split, got '" + a.lock + "'");
+        const auto lock = lock_policy_named(a.lock);
+        if (!lock) fail("--lock: expected global, rw or split, got '" + a.lock + "'");
+        shadow.lock = *lock;
     }
     if (!a.coherence.empty()) {
-        if (a.coherence == "seq") shadow.coherence = CoherencePolicy::Seq;
-        else if (a.coherence == "ptlock") shadow.coherence = CoherencePolicy::PtLock;
-        else if (a.coherence == "range-active") shadow.coherence = CoherencePolicy::RangeActive;
-        else fail("--coherence: expected seq, ptlock or range-active, got '" + a.coherence + "'");
+        const auto coherence = coherence_policy_named(a.coherence);
+        if (!coherence) fail("--coherence: expected seq, ptlock or range-active, got '" + a.coherence + "'");
+        shadow.coherence = *coherence;
     }
     if (!a.batch.empty()) {
         const auto b = parse_u64(a.batch);
