@@ -22,6 +22,7 @@ std::vector<std::string> split_list(const std::string& text) {
     std::vector<std::string> out;
     std::stringstream in(text);
     for (std::string item; std::getline(in, item, ',');) out.push_back(item);
+    if (!text.empty() && text.back() == ',') out.emplace_back(); // getline drops it; "2M," is a typo, not "2M"
     return out;
 }
 
