@@ -15,8 +15,8 @@
 # run once more in a fresh nested host, and the log says so. Test failures
 # are never retried.
 #   nested-ctest.sh BUILD_DIR [extra ctest args...]
-# HV_NESTED_IDLE=S changes IDLE (default 480 s; the longest test's limit is
-# 420 s, and ctest prints nothing while a test runs).
+# HV_NESTED_IDLE=S changes IDLE (default 660 s; the longest test's limit is
+# 600 s, and ctest prints nothing while a test runs).
 set -euo pipefail
 build=$(cd "${1:?usage: nested-ctest.sh BUILD_DIR}" && pwd)
 shift
@@ -32,7 +32,7 @@ if [[ ${HV_NESTED:-0} != 1 ]] && kvm_usable; then
   label=tdp
 fi
 export HV_REQUIRE_KVM=1
-readonly TEST_TIMEOUT=150 IDLE=${HV_NESTED_IDLE:-480} EXIT_HUNG=124
+readonly TEST_TIMEOUT=150 IDLE=${HV_NESTED_IDLE:-660} EXIT_HUNG=124
 log=$(mktemp "${TMPDIR:-/tmp}/nested-ctest.XXXXXX")
 trap 'rm -f "$log"' EXIT
 
