@@ -11,6 +11,8 @@ packages=(
   libclang-rt-14-dev
   # nested KVM runner: QEMU (TCG), Debian's kernel with the KVM modules, busybox for the initramfs
   qemu-system-x86 linux-image-amd64 busybox-static cpio
+  # scripts/plot: PNGs from `vmm bench` JSON, with Debian's /usr/bin/python3
+  python3-matplotlib
 )
 
 missing=()

@@ -10,21 +10,24 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 jobs=$(nproc)
+# Each stage's heading carries the seconds since the start (CI's budget).
+stage() { echo "== [${SECONDS} s] $*"; }
 scripts/setup.sh # idempotent: a no-op when everything is installed
 
-echo "== sanitizer build (clang, ASan+UBSan): unit tests"
+stage "sanitizer build (clang, ASan+UBSan): unit tests"
 CC=clang CXX=clang++ scripts/build.sh build-asan -DHV_SANITIZE=ON
 ctest --test-dir build-asan -L unit -j "$jobs" --output-on-failure
 
-echo "== ThreadSanitizer build (g++): unit tests"
+stage "ThreadSanitizer build (g++): unit tests"
 CC=gcc CXX=g++ scripts/build.sh build-tsan -DHV_TSAN=ON
 ctest --test-dir build-tsan -L unit -j "$jobs" --output-on-failure
 
-echo "== normal build (g++)"
+stage "normal build (g++)"
 CC=gcc CXX=g++ scripts/build.sh build
 # The nested test first and verbose, so the log shows each kvm test that ran
 # inside the nested host (it skips when /dev/kvm is usable here).
-echo "== nested KVM host: the kvm-labelled tests"
+stage "nested KVM hosts: the kvm-labelled tests"
 ctest --test-dir build -L nested --output-on-failure -V
-echo "== unit tests, bad-input tests and kvm tests (skipped without /dev/kvm: they ran nested above)"
+stage "unit tests, bad-input tests and kvm tests (skipped without /dev/kvm: they ran nested above)"
 ctest --test-dir build -LE nested -j "$jobs" --output-on-failure
+stage "all passed"

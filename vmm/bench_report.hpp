@@ -30,6 +30,7 @@ public:
     const std::string& experiment() const { return experiment_; }
     const std::vector<Column>& columns() const { return columns_; }
     const std::vector<std::vector<Cell>>& rows() const { return rows_; }
+    const std::vector<std::pair<std::string, std::string>>& meta() const { return meta_; }
     // The cell of `column` in row `row`; throws std::out_of_range for an unknown column.
     const Cell& at(std::size_t row, const std::string& column) const;
 

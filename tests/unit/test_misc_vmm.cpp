@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "fake_sysfs.hpp"
 #include "kvm.hpp"
 #include "stop_latch.hpp"
 #include "vm.hpp"
@@ -44,26 +45,6 @@ const kvm_cpuid_entry2* find(const std::vector<kvm_cpuid_entry2>& v, std::uint32
         if (e.function == function && e.index == index) return &e;
     return nullptr;
 }
-
-// A temporary directory standing in for /sys/module, removed afterwards.
-struct FakeSysfs {
-    std::filesystem::path root;
-    FakeSysfs() {
-        std::string tmpl = (std::filesystem::temp_directory_path() / "hv-sysfs-XXXXXX").string();
-        REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
-        root = tmpl;
-    }
-    ~FakeSysfs() {
-        std::error_code ec;
-        std::filesystem::remove_all(root, ec);
-    }
-    void param(const std::string& module, const std::string& name, const std::string& contents) {
-        const auto dir = root / module / "parameters";
-        std::filesystem::create_directories(dir);
-        std::ofstream(dir / name) << contents;
-    }
-    hv::TdpStatus status() const { return hv::tdp_status(root.string()); }
-};
 
 std::string validate_error(const hv::RunOptions& o) {
     try {
