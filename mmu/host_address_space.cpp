@@ -60,8 +60,7 @@ HostAddressSpace::HostAddressSpace(FrameSpace& frames, bool page_at_a_time)
           if (!t) throw std::runtime_error("HostAddressSpace: no frame left for the root page table");
           return std::move(*t);
       }()),
-      pt_locks_(std::make_unique<PtLock[]>(frames.frame_count())),
-      map_count_(std::make_unique<std::atomic<std::uint32_t>[]>(frames.frame_count())),
+      pt_locks_(frames.frame_count()), map_count_(frames.frame_count()),
       slots_(std::make_unique<CounterSlot[]>(kMaxVcpus + 1)) {}
 
 HostCounters HostAddressSpace::counters() const {
@@ -111,7 +110,7 @@ void HostAddressSpace::map_anonymous(HostRange range, bool writable) {
     if (range.start >= range.end || (range.start | range.end) % kPage || range.end > kAddressLimit)
         throw std::invalid_argument("map_anonymous: expected a non-empty 4 KiB-aligned range below 2^47, got [" +
                                     hex(range.start) + ", " + hex(range.end) + ")");
-    std::unique_lock lock(regions_mutex_);
+    std::unique_lock lock(regions_lock_);
     auto next = regions_.lower_bound(range.start);
     if (next != regions_.end() && next->first < range.end)
         throw std::invalid_argument("map_anonymous: [" + hex(range.start) + ", " + hex(range.end) +
@@ -122,8 +121,9 @@ void HostAddressSpace::map_anonymous(HostRange range, bool writable) {
     regions_.emplace(range.start, Region{range.end, writable});
 }
 
-std::optional<Pfn> HostAddressSpace::new_frame() {
-    auto pfn = frames_.allocate();
+std::optional<Pfn> HostAddressSpace::new_frame(std::uint32_t cpu, AllocCost* cost) {
+    AllocCost ignored;
+    auto pfn = frames_.allocate(cpu, cost ? *cost : ignored);
     if (pfn) map_count_[*pfn].store(1, std::memory_order_relaxed);
     return pfn;
 }
@@ -138,7 +138,7 @@ HostAddressSpace::PteGuard HostAddressSpace::lock_pte(std::uint64_t address, std
     PtLock& l = pt_lock(slot->table);
     l.lock();
     count(Count::PtLocks, 1, cpu);
-    return PteGuard(&l, slot->entry);
+    return PteGuard(&l, slot->entry, pt_lock_rmws(slot->table, cpu));
 }
 
 std::optional<HostTranslation> HostAddressSpace::lookup(std::uint64_t address) const {
@@ -173,14 +173,15 @@ std::optional<HostFaultResult> HostAddressSpace::fault_present(std::uint64_t* sl
         lock.unlock();
         if (!(pte & kMergedBit)) return HostFaultResult{HostFaultStatus::ReadOnly, {}}; // protect() made it read-only
         // Copy-on-write, unless protect() made the range read-only.
+        const std::uint32_t region_rmws = cpu < kMaxVcpus ? 0 : 2; // a CPU's own reader slot is private
         {
-            std::shared_lock regions(regions_mutex_);
+            ReaderSlotLock::SharedGuard regions(regions_lock_, cpu);
             const Region* r = region_for(address);
-            if (!r || !r->writable) return HostFaultResult{HostFaultStatus::ReadOnly, {}, 1, 2};
+            if (!r || !r->writable) return HostFaultResult{HostFaultStatus::ReadOnly, {}, 1, region_rmws};
         }
         HostFaultResult r = break_cow(address, cpu);
         r.locks += 1;
-        r.shared_atomics += 2;
+        r.shared_atomics += region_rmws;
         return r;
     }
     std::uint64_t updated = Pte::with_accessed(pte, true);
@@ -201,37 +202,55 @@ HostFaultResult HostAddressSpace::fault(std::uint64_t address, Access access, st
         return r;
     };
     for (;;) {
-        if (auto slot = table_.find_leaf(address)) {
+        if (auto slot = find_leaf(address, cpu)) {
+            // A present PTE that allows the access and already has its
+            // accessed (and for a write, dirty) bit answers without the PT
+            // lock, as Linux's get_user_pages_fast does: the lock would be
+            // released before the caller uses the answer anyway, so a host
+            // operation changing the PTE after this load is the caller's to
+            // catch (its invalidation comes after this load: the secondary
+            // MMU's coherence check sees it). Anything else takes the lock.
+            const std::uint64_t pte = at(slot->entry).load(std::memory_order_acquire);
+            if (Pte::present(pte) && Pte::accessed(pte) &&
+                (access == Access::Read || (Pte::writable(pte) && Pte::dirty(pte))))
+                return costed({HostFaultStatus::Mapped, {Pte::pfn(pte), Pte::writable(pte)}});
             ++locks;
+            shared += pt_lock_rmws(slot->table, cpu);
             if (auto r = fault_present(slot->entry, slot->table, address, access, cpu)) return costed(*r);
         }
         // The page must be made present: consult the region map, under its
-        // (shared) lock, which every CPU writes (2 RMWs).
+        // reader lock (our own slot's line, or the shared slot's for kAnyCpu).
         bool region_writable;
         {
-            std::shared_lock regions(regions_mutex_);
+            ReaderSlotLock::SharedGuard regions(regions_lock_, cpu);
             ++locks;
-            shared += 2;
+            if (cpu >= kMaxVcpus) shared += 2;
             const Region* r = region_for(address);
             if (!r) return costed({HostFaultStatus::NoMapping, {}});
             region_writable = r->writable;
         }
         if (access == Access::Write && !region_writable) return costed({HostFaultStatus::ReadOnly, {}});
-        auto slot = table_.ensure_leaf(address);
-        if (!slot) return costed({HostFaultStatus::OutOfFrames, {}});
-        PtLock& lock = pt_lock(slot->table);
+        const auto walk = table_.walk_or_create(address, cpu);
+        locks += walk.locks;
+        shared += walk.shared_rmws;
+        if (!walk.found()) return costed({HostFaultStatus::OutOfFrames, {}});
+        const auto& slot = walk.slot;
+        if (cpu < kMaxVcpus) slots_[cpu].leaf.remember(address, slot.table);
+        PtLock& lock = pt_lock(slot.table);
         lock.lock();
         ++locks;
+        shared += pt_lock_rmws(slot.table, cpu);
         count(Count::PtLocks, 1, cpu);
-        auto entry = at(slot->entry);
+        auto entry = at(slot.entry);
         const std::uint64_t pte = entry.load(std::memory_order_acquire);
         if (Pte::present(pte)) {
             lock.unlock();
             continue; // another fault made it present since we looked: answer from it
         }
-        auto pfn = new_frame(); // zeroed by the frame space; its allocator's mutex: 2 shared RMWs
-        ++locks;
-        shared += 2;
+        AllocCost alloc;
+        auto pfn = new_frame(cpu, &alloc); // zeroed by the frame space
+        locks += alloc.locks;
+        shared += alloc.shared_rmws;
         if (!pfn) {
             lock.unlock();
             return costed({HostFaultStatus::OutOfFrames, {}});
@@ -263,32 +282,49 @@ HostFaultResult HostAddressSpace::fault(std::uint64_t address, Access access, st
 }
 
 // Costs: the notifier chain's reader count (2 shared RMWs), the allocator
-// (a lock, 2 shared RMWs), the PT lock.
+// (its cache lock, and the allocator lock on a refill), the PT lock; a
+// dropped frame's free takes the allocator lock (2 shared RMWs).
 HostFaultResult HostAddressSpace::break_cow(std::uint64_t address, std::uint32_t cpu) {
     const HostRange page{address, address + kPage};
     auto inv = chain_.begin(page, InvalidateEvent::Clear, true); // blockable: always begins
+    HostFaultResult cost{HostFaultStatus::Mapped, {}, 0, 2};
+    const auto costed = [&](HostFaultStatus status, HostTranslation t) {
+        cost.status = status;
+        cost.translation = t;
+        return cost;
+    };
     auto slot = table_.find_leaf(address);
-    if (!slot) return {HostFaultStatus::NoMapping, {}, 0, 2};
-    auto fresh = new_frame();
-    if (!fresh) return {HostFaultStatus::OutOfFrames, {}, 1, 4};
+    if (!slot) return costed(HostFaultStatus::NoMapping, {});
+    AllocCost alloc;
+    auto fresh = new_frame(cpu, &alloc);
+    cost.locks += alloc.locks;
+    cost.shared_atomics += alloc.shared_rmws;
+    if (!fresh) return costed(HostFaultStatus::OutOfFrames, {});
     PtLock& lock = pt_lock(slot->table);
     std::lock_guard guard(lock);
+    cost.locks += 1;
+    cost.shared_atomics += pt_lock_rmws(slot->table, cpu);
     count(Count::PtLocks, 1, cpu);
     auto entry = at(slot->entry);
     const std::uint64_t pte = entry.load(std::memory_order_acquire);
     if (!Pte::present(pte) || !(pte & kMergedBit)) {
         // Someone else changed it meanwhile (unmap, another breaker): retry from the top.
         put_frame(*fresh);
-        return {HostFaultStatus::Mapped, {Pte::pfn(pte), Pte::writable(pte)}, 3, 6};
+        cost.locks += 1;
+        cost.shared_atomics += 2;
+        return costed(HostFaultStatus::Mapped, {Pte::pfn(pte), Pte::writable(pte)});
     }
     const Pfn old = Pte::pfn(pte);
     std::memcpy(frames_.bytes(*fresh).data(), frames_.bytes(old).data(), kPage);
     std::uint64_t updated = Pte::with_dirty(Pte::with_accessed(Pte::with_writable(pte & ~kMergedBit, true), true), true);
     updated = Pte::with_pfn(updated, *fresh);
     entry.store(updated, std::memory_order_release);
+    // The merged frame keeps at least one other mapping: a count decrement
+    // (its line is shared by the mappers), no free.
     put_frame(old);
+    cost.shared_atomics += 1;
     count(Count::CowBreaks, 1, cpu);
-    return {HostFaultStatus::Mapped, {*fresh, true}, 2, 4};
+    return costed(HostFaultStatus::Mapped, {*fresh, true});
 }
 
 std::size_t HostAddressSpace::unmap(HostRange range) {
@@ -321,7 +357,7 @@ std::size_t HostAddressSpace::unmap(HostRange range) {
 std::size_t HostAddressSpace::protect(HostRange range, bool writable) {
     // Future faults follow the region's permission; present PTEs change now.
     {
-        std::unique_lock regions(regions_mutex_);
+        std::unique_lock regions(regions_lock_);
         // Split regions at the range boundaries, then set the permission inside.
         for (std::uint64_t cut : {range.start, range.end}) {
             auto it = regions_.upper_bound(cut);

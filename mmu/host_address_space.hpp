@@ -27,12 +27,22 @@
 // (RadixTable publishes new tables with compare-exchange), so walks need no
 // lock above the leaf; each leaf table has its PT lock. The region map
 // (which ranges are mapped, and writable) has a reader/writer lock that only
-// faults on non-present pages read: a present PTE answers by itself.
+// faults on non-present pages read: a present PTE answers by itself. It is a
+// ReaderSlotLock with one reader slot per CPU index: region changes (map,
+// protect) are rare, and a fault that passes its CPU writes only its own
+// slot's line (Linux's mmap_lock, or its per-VMA lock, is one counter every
+// faulting CPU writes; this model does not copy that cost). Frames for
+// pages and tables come from the faulting CPU's frame cache
+// (FrameSpace::allocate(cpu)), and the per-frame PT locks and map counts are
+// line-aligned arrays, so a CPU faulting its own range writes no cache line
+// another CPU writes except when a refill takes the allocator lock or a new
+// leaf table is linked (HostFaultResult counts both).
 #include "entry_format.hpp"
 #include "frame_space.hpp"
 #include "notifier_chain.hpp"
 #include "pt_lock.hpp"
 #include "radix_table.hpp"
+#include "reader_slot_lock.hpp"
 #include "vcpu_mask.hpp"
 
 #include <atomic>
@@ -66,8 +76,12 @@ struct HostFaultResult {
     HostFaultStatus status = HostFaultStatus::NoMapping;
     HostTranslation translation;
     // What this fault cost, for the caller's per-vCPU counters: locks taken
-    // and read-modify-writes on cache lines every CPU writes (the region
-    // lock, the frame allocator, the notifier chain of a copy-on-write break).
+    // and read-modify-writes on cache lines other CPUs write: the region
+    // lock from kAnyCpu (a CPU's own reader slot is private), the allocator
+    // lock on a frame-cache refill, the link of a new table into a table
+    // other CPUs' tables are linked into, a PT lock whose line is not the
+    // CPU's own (FrameSpace::line_owner), the notifier chain of a
+    // copy-on-write break.
     std::uint32_t locks = 0, shared_atomics = 0;
 };
 
@@ -82,7 +96,8 @@ class HostAddressSpace {
 public:
     using Pte = X86PteFormat;
     // Callers that pass a CPU index (0..kMaxVcpus-1) count into that CPU's
-    // own counter slot; kAnyCpu shares one slot among all other callers.
+    // own counter slot, and must be the one thread acting as that CPU at the
+    // time (a vCPU's); kAnyCpu shares one slot among all other callers.
     static constexpr std::uint32_t kAnyCpu = ~0u;
 
     // page_at_a_time: fire invalidate_page per page (2008) instead of range start/end.
@@ -113,12 +128,17 @@ public:
     class PteGuard {
     public:
         PteGuard() = default;
-        PteGuard(PteGuard&& o) noexcept : lock_(std::exchange(o.lock_, nullptr)), entry_(o.entry_) {}
+        PteGuard(PteGuard&& o) noexcept
+            : lock_(std::exchange(o.lock_, nullptr)), entry_(o.entry_), shared_rmws_(o.shared_rmws_) {}
         PteGuard& operator=(PteGuard&&) = delete;
         ~PteGuard() {
             if (lock_) lock_->unlock();
         }
         explicit operator bool() const { return lock_ != nullptr; }
+        // Read-modify-writes on a line other CPUs write that taking and
+        // releasing this lock costs the CPU that took it: 0 when the lock's
+        // line is that CPU's own (FrameSpace::line_owner), else 2.
+        std::uint32_t shared_rmws() const { return shared_rmws_; }
         std::uint64_t pte() const { return std::atomic_ref<std::uint64_t>(*entry_).load(std::memory_order_acquire); }
         // Sets the accessed bit (and dirty for a write) of a present PTE, as
         // the host's own fault path does for the page it hands out.
@@ -133,9 +153,11 @@ public:
 
     private:
         friend class HostAddressSpace;
-        PteGuard(PtLock* l, std::uint64_t* e) : lock_(l), entry_(e) {}
+        PteGuard(PtLock* l, std::uint64_t* e, std::uint32_t shared_rmws)
+            : lock_(l), entry_(e), shared_rmws_(shared_rmws) {}
         PtLock* lock_ = nullptr;
         std::uint64_t* entry_ = nullptr;
+        std::uint32_t shared_rmws_ = 0;
     };
     PteGuard lock_pte(std::uint64_t address, std::uint32_t cpu = kAnyCpu);
 
@@ -168,13 +190,34 @@ private:
                        PtLocks, N };
     struct alignas(64) CounterSlot {
         std::atomic<std::uint64_t> v[static_cast<std::size_t>(Count::N)] = {};
+        LeafCache leaf; // the CPU's last leaf table (host leaf tables are never freed)
     };
-    void count(Count which, std::uint64_t n = 1, std::uint32_t cpu = kAnyCpu) {
-        slots_[cpu < kMaxVcpus ? cpu : kMaxVcpus].v[static_cast<std::size_t>(which)].fetch_add(n, std::memory_order_relaxed);
+    // addr's leaf slot, through `cpu`'s leaf cache when it has one.
+    std::optional<RadixTable<Pte>::Slot> find_leaf(std::uint64_t addr, std::uint32_t cpu) {
+        if (cpu >= kMaxVcpus) return table_.find_leaf(addr);
+        LeafCache& cache = slots_[cpu].leaf;
+        if (const auto t = cache.table_for(addr)) return table_.leaf_slot(*t, addr);
+        auto slot = table_.find_leaf(addr);
+        if (slot) cache.remember(addr, slot->table);
+        return slot;
     }
-    const Region* region_for(std::uint64_t address) const; // caller holds regions_mutex_
+    // A CPU's own slot is written by the thread acting as that CPU only (as
+    // ShadowCounters are): a plain increment, no locked instruction on the
+    // fault path. The kAnyCpu slot is shared: an atomic add.
+    void count(Count which, std::uint64_t n = 1, std::uint32_t cpu = kAnyCpu) {
+        if (cpu < kMaxVcpus) {
+            auto& v = slots_[cpu].v[static_cast<std::size_t>(which)];
+            v.store(v.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+        } else {
+            slots_[kMaxVcpus].v[static_cast<std::size_t>(which)].fetch_add(n, std::memory_order_relaxed);
+        }
+    }
+    const Region* region_for(std::uint64_t address) const; // caller holds regions_lock_
     PtLock& pt_lock(Pfn leaf_table) { return pt_locks_[leaf_table]; }
-    std::optional<Pfn> new_frame();
+    // Shared read-modify-writes of taking and releasing `table`'s PT lock
+    // from `cpu`: 0 when the lock's line holds only that CPU's frames.
+    std::uint32_t pt_lock_rmws(Pfn table, std::uint32_t cpu) const { return frames_.line_owner(table) == cpu ? 0 : 2; }
+    std::optional<Pfn> new_frame(std::uint32_t cpu = kAnyCpu, AllocCost* cost = nullptr);
     void put_frame(Pfn pfn); // drop one mapping; frees the frame at zero
     HostFaultResult break_cow(std::uint64_t address, std::uint32_t cpu);
     std::optional<HostFaultResult> fault_present(std::uint64_t* entry, Pfn table, std::uint64_t address, Access access,
@@ -189,9 +232,11 @@ private:
     const bool page_at_a_time_;
     NotifierChain chain_;
     RadixTable<Pte> table_;
-    std::unique_ptr<PtLock[]> pt_locks_;   // one per frame: a leaf table's lock is pt_locks_[its pfn]
-    std::unique_ptr<std::atomic<std::uint32_t>[]> map_count_; // host PTEs mapping each frame
-    mutable std::shared_mutex regions_mutex_;
+    LineArray<PtLock> pt_locks_;   // one per frame: a leaf table's lock is pt_locks_[its pfn]
+    LineArray<std::atomic<std::uint32_t>> map_count_; // host PTEs mapping each frame
+    // Reader slot = CPU index (kAnyCpu: the shared slot); map and protect are
+    // the rare writers.
+    mutable ReaderSlotLock regions_lock_{kMaxVcpus, ReaderSlotLock::Mode::RareWriters};
     std::map<std::uint64_t, Region> regions_; // keyed by start
     mutable std::mutex swap_mutex_;
     std::unordered_map<std::uint64_t, std::vector<std::uint8_t>> swap_;

@@ -61,6 +61,32 @@ constexpr const char* to_string(WalkStatus s) {
     return "?";
 }
 
+// The leaf table a CPU walked to last, for tables whose leaf tables are
+// never freed while the table lives (the host's and the shadow MMU's): the
+// next fault in the same 2 MiB skips the three upper levels (a software
+// paging-structure cache). One 64-bit word, so a cache that two threads use
+// at once (against the one-thread-per-CPU rule) can only miss, never pair
+// one address with another's table.
+class LeafCache {
+public:
+    std::optional<Pfn> table_for(std::uint64_t addr) const {
+        const std::uint64_t v = word_.load(std::memory_order_relaxed);
+        if (v != 0 && (v >> kPfnBits) == (addr >> kSpanShift) + 1) return v & kPfnMask;
+        return std::nullopt;
+    }
+    void remember(std::uint64_t addr, Pfn table) {
+        if (table > kPfnMask || addr >> 48) return;
+        word_.store((((addr >> kSpanShift) + 1) << kPfnBits) | table, std::memory_order_relaxed);
+    }
+    void forget() { word_.store(0, std::memory_order_relaxed); }
+
+private:
+    static constexpr unsigned kSpanShift = 21; // one leaf table maps 2 MiB
+    static constexpr unsigned kPfnBits = 36;   // 27 + 1 bits of 2 MiB index above
+    static constexpr std::uint64_t kPfnMask = (std::uint64_t{1} << kPfnBits) - 1;
+    std::atomic<std::uint64_t> word_{0};
+};
+
 template <EntryFormat Format>
 class RadixTable {
 public:
@@ -93,6 +119,11 @@ public:
     struct WalkResult {
         WalkStatus status = WalkStatus::MissingTable;
         Slot slot;
+        // walk_or_create: what creating tables cost, for callers that count
+        // (see walk_or_create). Zero when every table existed.
+        std::uint32_t tables_linked = 0; // tables this walk linked (not lost to a racer)
+        std::uint32_t locks = 0;         // frame allocator and cache locks
+        std::uint32_t shared_rmws = 0;   // read-modify-writes on lines other CPUs write
         bool found() const { return status == WalkStatus::Found; }
     };
 
@@ -147,10 +178,10 @@ public:
         Pfn table = root_;
         for (unsigned level = kLevels;; --level) {
             const Slot slot = slot_at(table, level, index(addr, level));
-            if (level == 1) return {WalkStatus::Found, slot};
+            if (level == 1) return costed({}, WalkStatus::Found, slot, {});
             const std::uint64_t e = load(slot);
-            if (!Format::present(e)) return {WalkStatus::MissingTable, slot};
-            if (is_large_leaf(e, level)) return {WalkStatus::LargeLeaf, slot};
+            if (!Format::present(e)) return costed({}, WalkStatus::MissingTable, slot, {});
+            if (is_large_leaf(e, level)) return costed({}, WalkStatus::LargeLeaf, slot, {});
             table = Format::pfn(e);
         }
     }
@@ -160,30 +191,48 @@ public:
     // its frame and follows the winner's. When the frame space runs out the
     // result is OutOfFrames; tables linked before that stay linked (they are
     // part of the tree, freed by free_empty_tables or destroy), so no frame
-    // is ever lost.
-    WalkResult walk_or_create(std::uint64_t addr) {
+    // is ever lost. New tables come from CPU `cpu`'s frame cache
+    // (FrameSpace::allocate(cpu); kAnyCpu: the shared pool).
+    //
+    // Costs (WalkResult): the allocator's, plus one shared read-modify-write
+    // per compare-exchange linking a table: the parent's line holds the
+    // entries of 8 neighbouring tables (16 MiB of address space below a
+    // level-2 table), which other CPUs' tables are linked into; and a
+    // loser's free (the allocator lock).
+    WalkResult walk_or_create(std::uint64_t addr, std::uint32_t cpu = FrameSpace::kAnyCpu) {
         require_address("walk_or_create", addr);
+        WalkResult r;
+        AllocCost cost;
         Pfn table = root_;
         for (unsigned level = kLevels;; --level) {
             const Slot slot = slot_at(table, level, index(addr, level));
-            if (level == 1) return {WalkStatus::Found, slot};
+            if (level == 1) return costed(r, WalkStatus::Found, slot, cost);
             std::uint64_t e = load(slot);
             while (!Format::present(e)) {
-                const auto fresh = frames_->allocate();
-                if (!fresh) return {WalkStatus::OutOfFrames, slot};
+                const auto fresh = frames_->allocate(cpu, cost);
+                if (!fresh) return costed(r, WalkStatus::OutOfFrames, slot, cost);
                 const std::uint64_t link = Format::make_table(*fresh);
+                ++cost.shared_rmws;
                 if (compare_exchange(slot, e, link)) {
                     e = link;
+                    ++r.tables_linked;
                     break;
                 }
                 // Lost: e now holds what the winner stored. Our frame was
-                // never visible to anyone, so it goes straight back.
-                frames_->free(*fresh);
+                // never visible to anyone, so it goes straight back to our
+                // cache (its lock, private).
+                frames_->give_back(*fresh, cpu);
+                cost.locks += 1;
+                if (cpu >= kFrameCpus) cost.shared_rmws += 2;
             }
-            if (is_large_leaf(e, level)) return {WalkStatus::LargeLeaf, slot};
+            if (is_large_leaf(e, level)) return costed(r, WalkStatus::LargeLeaf, slot, cost);
             table = Format::pfn(e);
         }
     }
+
+    // Slot of addr's entry in leaf table `leaf_table`, which the caller
+    // knows covers addr (from an earlier walk: see LeafCache).
+    Slot leaf_slot(Pfn leaf_table, std::uint64_t addr) const { return slot_at(leaf_table, 1, index(addr, 1)); }
 
     // The 4 KiB leaf slot for addr, or nullopt when a table on the way is
     // missing or a large leaf covers addr (walk() says which).
@@ -195,8 +244,8 @@ public:
     // The 4 KiB leaf slot for addr, creating tables on the way; nullopt when
     // the frame space is exhausted or a large leaf covers addr
     // (walk_or_create() says which).
-    std::optional<Slot> ensure_leaf(std::uint64_t addr) {
-        const WalkResult r = walk_or_create(addr);
+    std::optional<Slot> ensure_leaf(std::uint64_t addr, std::uint32_t cpu = FrameSpace::kAnyCpu) {
+        const WalkResult r = walk_or_create(addr, cpu);
         if (!r.found()) return std::nullopt;
         return r.slot;
     }
@@ -317,6 +366,14 @@ private:
         Fn& fn;
     };
 
+    static WalkResult costed(WalkResult r, WalkStatus status, const Slot& slot, const AllocCost& cost) {
+        r.status = status;
+        r.slot = slot;
+        r.locks = cost.locks;
+        r.shared_rmws = cost.shared_rmws;
+        return r;
+    }
+
     static std::atomic_ref<std::uint64_t> ref(const Slot& s) { return std::atomic_ref<std::uint64_t>(*s.entry); }
 
     static bool is_large_leaf(std::uint64_t e, unsigned level) {
@@ -431,20 +488,33 @@ private:
     }
     static std::string prefix(const char* op) { return std::string("RadixTable<") + Format::name + ">::" + op + ": "; }
 
+    // The checks stay inline (every walk makes one); building the message
+    // does not.
     void require_valid(const char* op) const {
-        if (!frames_) throw std::logic_error(prefix(op) + "expected a live table, found one destroyed or moved from");
+        if (!frames_) [[unlikely]]
+            not_valid(op);
     }
     void require_address(const char* op, std::uint64_t addr) const {
-        require_valid(op);
-        if (addr >= kAddressEnd)
-            throw std::out_of_range(prefix(op) + "expected an address below " + hex(kAddressEnd) +
-                                    " (48 bits), found " + hex(addr));
+        if (!frames_ || addr >= kAddressEnd) [[unlikely]]
+            bad_address(op, addr);
     }
     void require_range(const char* op, std::uint64_t start, std::uint64_t end) const {
+        if (!frames_ || start > end || end > kAddressEnd) [[unlikely]]
+            bad_range(op, start, end);
+    }
+    [[noreturn, gnu::cold, gnu::noinline]] static void not_valid(const char* op) {
+        throw std::logic_error(prefix(op) + "expected a live table, found one destroyed or moved from");
+    }
+    [[noreturn, gnu::cold, gnu::noinline]] void bad_address(const char* op, std::uint64_t addr) const {
         require_valid(op);
-        if (start > end || end > kAddressEnd)
-            throw std::out_of_range(prefix(op) + "expected start <= end <= " + hex(kAddressEnd) + ", found [" +
-                                    hex(start) + ", " + hex(end) + ")");
+        throw std::out_of_range(prefix(op) + "expected an address below " + hex(kAddressEnd) + " (48 bits), found " +
+                                hex(addr));
+    }
+    [[noreturn, gnu::cold, gnu::noinline]] void bad_range(const char* op, std::uint64_t start,
+                                                          std::uint64_t end) const {
+        require_valid(op);
+        throw std::out_of_range(prefix(op) + "expected start <= end <= " + hex(kAddressEnd) + ", found [" +
+                                hex(start) + ", " + hex(end) + ")");
     }
 
     FrameSpace* frames_ = nullptr; // null: destroyed or moved from

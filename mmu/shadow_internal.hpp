@@ -9,6 +9,17 @@
 
 namespace hv::mmu {
 
+// ThreadSanitizer does not model std::atomic_thread_fence (GCC refuses to
+// compile one under -fsanitize=thread): the zap then clears each entry with a
+// sequentially consistent exchange instead of relaxed stores and one fence.
+#if defined(__SANITIZE_THREAD__)
+#define HV_SHADOW_NO_FENCES 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define HV_SHADOW_NO_FENCES 1
+#endif
+#endif
+
 namespace shadow_detail {
 inline constexpr std::uint64_t kPage = 4096;
 inline std::atomic_ref<std::uint64_t> at(std::uint64_t* e) { return std::atomic_ref<std::uint64_t>(*e); }
@@ -20,10 +31,13 @@ inline std::atomic_ref<std::uint64_t> at(std::uint64_t* e) { return std::atomic_
 // one leaf table (split).
 //
 // Counting shared-line atomics: the global mutex is written by every vCPU
-// (lock + unlock = 2). The rw lock's readers write only their own slot
-// (ReaderSlotLock), so an rw fault adds none. A split table lock is shared
-// only when another vCPU uses the same leaf table, which its shootdown mask
-// records: then it counts 2.
+// and every zap (lock + unlock = 2). The rw lock's readers write only their
+// own slot (ReaderSlotLock), so an rw fault adds none; its writer (a zap)
+// writes only the writer side (a mutex only writers take, a flag readers
+// read). A split table lock counts 2 when another vCPU uses the same leaf
+// table (its shootdown mask records that), or when the lock's line is not
+// the vCPU's own (the locks of 16 neighbouring tables share a line: see
+// ShadowCounters); a zap's always counts 2 (the table's vCPUs write it).
 class ShadowMmu::PolicyLock {
 public:
     enum class Mode { Fault, Zap };
@@ -32,14 +46,16 @@ public:
         switch (m.config_.lock) {
         case LockPolicy::Global:
             m.global_lock_.lock();
-            if (mode == Mode::Fault) c.shared_atomics += 2;
+            c.shared_atomics += 2; // every fault writes it too
             break;
         case LockPolicy::Rw: mode == Mode::Fault ? m.rw_lock_.lock_shared(vcpu) : m.rw_lock_.lock(); break;
         case LockPolicy::Split:
             m.table_locks_[table].lock();
             if (mode == Mode::Fault) {
                 const VcpuMask* users = m.table_masks_[table].load(std::memory_order_acquire);
-                if (users && users->any_other_than(vcpu)) c.shared_atomics += 2;
+                if (!m.line_private(table, vcpu) || (users && users->any_other_than(vcpu))) c.shared_atomics += 2;
+            } else {
+                c.shared_atomics += 2; // a zap shares the table's lock with the table's vCPUs
             }
             break;
         }

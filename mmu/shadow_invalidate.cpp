@@ -15,9 +15,28 @@ namespace {
 constexpr std::uint64_t kTableSpan = 512 * kPage;
 } // namespace
 
+// Per batch, under the policy lock held exclusively: each present entry is
+// cleared with a plain load and store (no installer can run: the lock
+// excludes them; aging's lock-free accessed-bit updates only touch bits this
+// clear overwrites, and leave the frame alone) and its rmap link removed
+// (one compare-exchange under split; a plain store under global and rw,
+// which exclude every other rmap writer). After the batch's last clear, one sequentially
+// consistent fence, and only then the masks of the batch's tables are read:
+// a walker sets its mask bit (sequentially consistent) before it reads an
+// entry, so either we see its bit or it reads the cleared entry (the
+// Dekker pattern walk() describes; the fence replaces an exchange per entry).
 std::size_t ShadowMmu::zap_ranges(std::span<const GuestRange> ranges, ShadowCounters& c) {
     std::size_t total = 0;
     const std::size_t batch = config_.batch;
+    std::vector<std::uint64_t> pages; // reused by every batch
+    std::vector<Pfn> batch_tables;    // the leaf tables the batch cleared entries of
+    pages.reserve(batch ? std::min<std::size_t>(batch, 4096) : 4096);
+    // Global and rw zaps hold the lock every install holds (and zaps are
+    // serialised by zap_mutex_): no other rmap writer runs, so an inline
+    // link goes with a plain store. Split zaps hold one table's lock while
+    // faults into other tables may map the same frame.
+    const Rmap::Writers rmap_writers =
+        config_.lock == LockPolicy::Split ? Rmap::Writers::Concurrent : Rmap::Writers::Excluded;
     for (const GuestRange& r : ranges) {
         // Leaf tables are never freed while the MMU lives, so the list stays valid.
         std::vector<std::pair<Pfn, std::uint64_t>> tables;
@@ -29,7 +48,8 @@ std::size_t ShadowMmu::zap_ranges(std::span<const GuestRange> ranges, ShadowCoun
             const std::uint64_t table_end = std::min(r.end, tables[t].second + kTableSpan);
             const std::uint64_t from = std::max(cursor, tables[t].second);
             VcpuMask targets;
-            std::vector<std::uint64_t> pages;
+            pages.clear();
+            batch_tables.clear();
             std::uint64_t next;
             {
                 PolicyLock lock(*this, table, c, PolicyLock::Mode::Zap, config_.vcpus);
@@ -37,21 +57,39 @@ std::size_t ShadowMmu::zap_ranges(std::span<const GuestRange> ranges, ShadowCoun
                 // to the batch; split holds one table at a time.
                 const std::uint64_t stop = config_.lock == LockPolicy::Split ? table_end : r.end;
                 next = table_.for_each_leaf(from, stop, batch, [&](std::uint64_t addr, const auto& slot) {
-                    // Static entries never change once mapped, so testing
-                    // before the exchange cannot race with anything.
-                    if (at(slot.entry).load(std::memory_order_relaxed) & kStaticBit) return;
-                    const std::uint64_t old = at(slot.entry).exchange(0, std::memory_order_seq_cst);
-                    if (!Pte::present(old)) return;
-                    rmap_.remove(Pte::pfn(old), addr >> 12);
-                    if (VcpuMask* m = table_masks_[slot.table].load(std::memory_order_acquire)) targets.merge(*m);
+                    auto entry = at(slot.entry);
+                    const std::uint64_t old = entry.load(std::memory_order_relaxed);
+                    // Static entries never change once mapped.
+                    if (!Pte::present(old) || (old & kStaticBit)) return;
+#ifdef HV_SHADOW_NO_FENCES
+                    entry.exchange(0, std::memory_order_seq_cst);
+#else
+                    entry.store(0, std::memory_order_relaxed);
+#endif
+                    rmap_.remove(Pte::pfn(old), addr >> 12, rmap_writers);
+                    if (batch_tables.empty() || batch_tables.back() != slot.table) batch_tables.push_back(slot.table);
                     pages.push_back(addr);
                 });
+                if (!pages.empty()) {
+#ifndef HV_SHADOW_NO_FENCES
+                    std::atomic_thread_fence(std::memory_order_seq_cst);
+#endif
+                    for (const Pfn bt : batch_tables)
+                        if (VcpuMask* m = table_masks_[bt].load(std::memory_order_acquire)) targets.merge(*m);
+                }
             }
             cursor = next;
             while (t < tables.size() && cursor >= std::min(r.end, tables[t].second + kTableSpan)) ++t;
             if (pages.empty()) continue;
             total += pages.size();
             c.zaps += pages.size();
+            // Each rmap removal writes the frame's head, whose line the vCPU
+            // that faulted the frame in writes too: with a read-modify-write
+            // under split, a plain store under global and rw (not counted).
+            if (rmap_writers == Rmap::Writers::Concurrent) {
+                c.lock_acquisitions += pages.size();
+                c.shared_atomics += pages.size();
+            }
             ++c.batches;
             c.max_batch = std::max<std::uint64_t>(c.max_batch, pages.size());
             if (shootdown_ && !targets.empty()) {

@@ -78,9 +78,9 @@ ShadowMmu::ShadowMmu(HostAddressSpace& host, ShadowConfig config, TlbShootdown* 
           if (!t) throw std::runtime_error("ShadowMmu: no frame left for the root table");
           return std::move(*t);
       }()),
-      rmap_(host.frames().frame_count()), slots_lock_(config_.vcpus), rw_lock_(config_.vcpus),
-      table_locks_(std::make_unique<PtLock[]>(host.frames().frame_count())),
-      table_masks_(std::make_unique<std::atomic<VcpuMask*>[]>(host.frames().frame_count())),
+      rmap_(host.frames().frame_count()), slots_lock_(config_.vcpus, ReaderSlotLock::Mode::RareWriters),
+      rw_lock_(config_.vcpus),
+      table_locks_(host.frames().frame_count()), table_masks_(host.frames().frame_count()),
       counters_(std::make_unique<PaddedCounters[]>(config_.vcpus + 1)) {
     host_.notifiers().subscribe(*this);
     subscribed_ = true;
@@ -91,15 +91,28 @@ ShadowMmu::~ShadowMmu() {
     shootdown_ = nullptr; // its owner may be gone; nobody can use our entries any more
     const GuestRange everything{0, MemslotTable::kAddressLimit};
     zap_ranges(std::span(&everything, 1), zap_slot());
-    for (Pfn p = 0; p < host_.frames().frame_count(); ++p) delete table_masks_[p].load();
+    // The masks go with the slabs in counters_.
 }
 
-VcpuMask& ShadowMmu::mask_for_table(Pfn table) {
+// Counted in `vcpu`'s counters: a new slab (a heap allocation: 2 shared
+// RMWs, the allocator's lock, counted conservatively) and the
+// compare-exchange publishing the mask (shared unless the pointer's line is
+// the vCPU's own). A mask lost to a racer stays unused in its slab.
+VcpuMask& ShadowMmu::mask_for_table(Pfn table, std::uint32_t vcpu) {
     VcpuMask* m = table_masks_[table].load(std::memory_order_acquire);
     if (m) return *m;
-    auto* fresh = new VcpuMask;
-    if (table_masks_[table].compare_exchange_strong(m, fresh, std::memory_order_acq_rel)) return *fresh;
-    delete fresh;
+    PaddedCounters& slot = counters_[vcpu];
+    if (slot.slab_used == kMaskSlab) {
+        slot.slabs.push_back(std::make_unique<PaddedMask[]>(kMaskSlab));
+        slot.slab_used = 0;
+        slot.c.shared_atomics += 2;
+    }
+    VcpuMask* fresh = &slot.slabs.back()[slot.slab_used].mask;
+    if (!line_private(table, vcpu)) ++slot.c.shared_atomics;
+    if (table_masks_[table].compare_exchange_strong(m, fresh, std::memory_order_acq_rel)) {
+        ++slot.slab_used;
+        return *fresh;
+    }
     return *m;
 }
 
@@ -218,10 +231,10 @@ std::uint64_t ShadowMmu::entry(std::uint64_t ga) const {
 std::uint64_t ShadowMmu::walk(std::uint32_t vcpu, std::uint64_t guest_address) {
     auto leaf = table_.find_leaf(guest_address);
     if (!leaf) return 0;
-    // Register before reading, both sequentially consistent: a zap exchanges
-    // the entry and then reads the mask, so either it sees our bit or we
-    // read the cleared entry.
-    if (mask_for_table(leaf->table).set(vcpu)) {
+    // Register before reading, both sequentially consistent: a zap clears
+    // the entry, then fences (sequentially consistent), then reads the
+    // mask, so either it sees our bit or we read the cleared entry.
+    if (mask_for_table(leaf->table, vcpu).set(vcpu)) {
         ShadowCounters& c = counters_[vcpu].c;
         ++c.walk_registrations;
         ++c.shared_atomics;
@@ -266,8 +279,9 @@ FaultResult ShadowMmu::fault(std::uint32_t vcpu, std::uint64_t guest_address, Ac
         for (int attempt = 0; attempt < 3; ++attempt) {
             {
                 auto guard = host_.lock_pte(ha, vcpu);
-                ++c.host_lock_acquisitions;
                 if (guard) {
+                    ++c.host_lock_acquisitions;
+                    c.host_shared_atomics += guard.shared_rmws();
                     const std::uint64_t pte = guard.pte();
                     if (X86PteFormat::present(pte) && (access == Access::Read || X86PteFormat::writable(pte))) {
                         guard.mark_accessed(access);
@@ -310,12 +324,25 @@ FaultResult ShadowMmu::fault(std::uint32_t vcpu, std::uint64_t guest_address, Ac
 
 FaultResult ShadowMmu::install(std::uint32_t vcpu, std::uint64_t ga, const Memslot& slot, HostTranslation t,
                                Access access, Snapshot snap, std::uint64_t ha) {
-    ShadowCounters& c = counters_[vcpu].c;
-    auto leaf = table_.ensure_leaf(ga);
-    if (!leaf) {
-        ++c.out_of_frames;
-        return FaultResult::OutOfFrames;
+    PaddedCounters& pc = counters_[vcpu];
+    ShadowCounters& c = pc.c;
+    RadixTable<Pte>::Slot leaf_slot;
+    if (const auto t = pc.leaf.table_for(ga)) {
+        leaf_slot = table_.leaf_slot(*t, ga);
+    } else {
+        // New tables come from the vCPU's frame cache; linking one writes
+        // the parent table's line, which neighbouring tables share (counted).
+        const auto walk = table_.walk_or_create(ga, vcpu);
+        c.lock_acquisitions += walk.locks;
+        c.shared_atomics += walk.shared_rmws;
+        if (!walk.found()) {
+            ++c.out_of_frames;
+            return FaultResult::OutOfFrames;
+        }
+        leaf_slot = walk.slot;
+        pc.leaf.remember(ga, leaf_slot.table);
     }
+    const auto* leaf = &leaf_slot;
     PolicyLock lock(*this, leaf->table, c, PolicyLock::Mode::Fault, vcpu);
     // An invalidation in progress refuses installs in the hull of its guest
     // ranges (as KVM's range check does) -- everywhere under range-active,
@@ -349,22 +376,47 @@ FaultResult ShadowMmu::install(std::uint32_t vcpu, std::uint64_t ga, const Memsl
     // The fault is an access: the entry starts young, as the CPU would mark it.
     std::uint64_t fresh = Pte::with_accessed(Pte::make_leaf(t.pfn, perms), true);
     if (config_.cpu_walks && writable) fresh = Pte::with_dirty(fresh, true);
-    // Join the table's shootdown targets before publishing: a zap that sees
-    // the entry (its exchange acquires our release) then also sees the bit.
-    if (mask_for_table(leaf->table).set(vcpu)) ++c.shared_atomics;
+    // Join the table's shootdown targets before publishing: a zap of the
+    // entry takes the policy lock we hold after we drop it, so it sees the
+    // entry and the bit alike.
+    if (mask_for_table(leaf->table, vcpu).set(vcpu)) ++c.shared_atomics;
     auto entry = at(leaf->entry);
     std::uint64_t old = entry.load(std::memory_order_acquire);
     const std::uint64_t gfn = ga >> 12;
+    // Global and split hold the only lock under which anything installs
+    // into this table: the entry is published with a plain store (aging's
+    // lock-free accessed-bit update either lands before it and is
+    // overwritten, or fails on it and retries on the new entry). Rw faults
+    // install side by side under the shared lock: a compare-exchange.
+    // Global also excludes every other rmap writer (zaps too take the
+    // mutex); split does not (a fault into another table may map the frame).
+    const bool sole_installer = config_.lock != LockPolicy::Rw;
+    const Rmap::Writers rmap_writers =
+        config_.lock == LockPolicy::Global ? Rmap::Writers::Excluded : Rmap::Writers::Concurrent;
     for (;;) {
         if (Pte::present(old) && Pte::pfn(old) == t.pfn && (Pte::writable(old) || !writable)) break; // already there
-        if (entry.compare_exchange_weak(old, fresh, std::memory_order_acq_rel, std::memory_order_acquire)) {
-            if (Pte::present(old) && Pte::pfn(old) != t.pfn) {
-                rmap_.remove(Pte::pfn(old), gfn);
-                rmap_.add(t.pfn, gfn);
-                c.lock_acquisitions += 2;
-            } else if (!Pte::present(old)) {
-                rmap_.add(t.pfn, gfn);
+        bool published = true;
+        if (sole_installer)
+            entry.store(fresh, std::memory_order_release);
+        else
+            published = entry.compare_exchange_weak(old, fresh, std::memory_order_acq_rel, std::memory_order_acquire);
+        if (published) {
+            // A frame's rmap head with other writers possible: one
+            // compare-exchange (or its bit lock), counted as a lock, and a
+            // shared RMW unless the line is ours. Excluded: a plain store.
+            const auto rmap_cost = [&](Pfn pfn) {
+                if (rmap_writers == Rmap::Writers::Excluded) return;
                 ++c.lock_acquisitions;
+                if (!line_private(pfn, vcpu)) ++c.shared_atomics;
+            };
+            if (Pte::present(old) && Pte::pfn(old) != t.pfn) {
+                rmap_.remove(Pte::pfn(old), gfn, rmap_writers);
+                rmap_.add(t.pfn, gfn, rmap_writers);
+                rmap_cost(Pte::pfn(old));
+                rmap_cost(t.pfn);
+            } else if (!Pte::present(old)) {
+                rmap_.add(t.pfn, gfn, rmap_writers);
+                rmap_cost(t.pfn);
             }
             ++c.installs;
             break;

@@ -87,9 +87,15 @@ public:
 // Per-vCPU counters, written only by that vCPU's faults (no shared writes);
 // zap counters live in the zapping thread's slot (index `vcpus`).
 // lock_acquisitions and shared_atomics count the shadow MMU's own work
-// (policy lock, rmap, shootdown masks); host_* count what the host fault
-// underneath cost (PT locks; the region lock and frame allocator on a fresh
-// page). "Shared" means a cache line more than one vCPU writes by design.
+// (policy lock, rmap, shootdown masks, creating leaf tables); host_* count
+// what the host fault underneath cost (PT locks; on a fresh page the region
+// lock, the frame allocator and new host tables). "Shared" means a cache
+// line more than one vCPU writes by design. Per-frame data (the rmap's head,
+// a leaf table's split lock and mask pointer) sits in line-aligned
+// arrays, 8 to 16 frames to a line; a line counts as private to a vCPU only
+// while FrameSpace::line_owner() says its frames all came to that vCPU in
+// one aligned chunk, so false sharing between neighbouring frames of
+// different vCPUs is counted as the sharing it is.
 struct ShadowCounters {
     std::uint64_t faults = 0, installs = 0, retries = 0, no_memslot = 0, refused = 0, out_of_frames = 0;
     std::uint64_t lock_acquisitions = 0, shared_atomics = 0;
@@ -166,8 +172,19 @@ public:
     void release() override;
 
 private:
+    // A shootdown mask on its own cache lines.
+    struct alignas(64) PaddedMask {
+        VcpuMask mask;
+    };
+    static constexpr std::size_t kMaskSlab = 32; // masks allocated at once per vCPU
     struct alignas(64) PaddedCounters {
         ShadowCounters c;
+        // The vCPU's masks for the leaf tables it is first to use, allocated
+        // kMaskSlab at a time (one heap allocation per 32 tables, not per
+        // table); freed with the MMU. Used only by the slot's own vCPU.
+        std::vector<std::unique_ptr<PaddedMask[]>> slabs;
+        std::size_t slab_used = kMaskSlab;
+        LeafCache leaf; // the vCPU's last leaf table (leaf tables are never freed while the MMU lives)
     };
     class PolicyLock; // the lock a fault or a zap batch holds, per policy
     struct Snapshot {
@@ -176,7 +193,10 @@ private:
     FaultResult install(std::uint32_t vcpu, std::uint64_t ga, const Memslot& slot, HostTranslation t, Access access,
                         Snapshot snap, std::uint64_t ha);
     std::size_t zap_ranges(std::span<const GuestRange> ranges, ShadowCounters& c);
-    VcpuMask& mask_for_table(Pfn table);
+    // The table's shootdown mask, created (from `vcpu`'s slab) if it has none.
+    VcpuMask& mask_for_table(Pfn table, std::uint32_t vcpu);
+    // True when `pfn`'s per-frame lines hold only frames `vcpu` was given.
+    bool line_private(Pfn pfn, std::uint32_t vcpu) const { return host_.frames().line_owner(pfn) == vcpu; }
     std::vector<GuestRange> guest_ranges(HostRange range) const; // the memslots' view of a host range
     ShadowCounters& zap_slot() { return counters_[config_.vcpus].c; }
     void begin_invalidation(std::span<const GuestRange> ranges); // caller holds zap_mutex_
@@ -198,12 +218,14 @@ private:
     Rmap rmap_;
     MemslotTable memslots_;
     std::vector<StaticRange> statics_; // under slots_lock_
-    mutable ReaderSlotLock slots_lock_; // memslot changes are rare: writers exclusive
+    // Memslot changes are rare: writers exclusive, and readers of vCPU slots
+    // use no locked instruction (ReaderSlotLock::Mode::RareWriters).
+    mutable ReaderSlotLock slots_lock_;
 
     std::mutex global_lock_;             // LockPolicy::Global
     ReaderSlotLock rw_lock_;             // LockPolicy::Rw
-    std::unique_ptr<PtLock[]> table_locks_; // LockPolicy::Split, by leaf table pfn
-    std::unique_ptr<std::atomic<VcpuMask*>[]> table_masks_; // by leaf table pfn
+    LineArray<PtLock> table_locks_;                // LockPolicy::Split, by leaf table pfn
+    LineArray<std::atomic<VcpuMask*>> table_masks_; // by leaf table pfn
     std::mutex zap_mutex_;               // serialises zaps against each other (batching state)
 
     std::atomic<std::uint64_t> invalidate_seq_{0};

@@ -17,6 +17,7 @@ public:
     VcpuMask(const VcpuMask& o) { *this = o; }
     VcpuMask& operator=(const VcpuMask& o) {
         for (std::size_t i = 0; i < kWords; ++i) words_[i].store(o.words_[i].load(std::memory_order_relaxed), std::memory_order_relaxed);
+        members_.store(o.members_.load(std::memory_order_relaxed), std::memory_order_relaxed);
         return *this;
     }
     // Returns true when this call had to write (the bit was clear).
@@ -26,27 +27,29 @@ public:
         if (w.load(std::memory_order_relaxed) & bit) return false;
         // Sequentially consistent: ordered before the entry the caller
         // publishes or reads next (see ShadowMmu::walk).
-        w.fetch_or(bit, std::memory_order_seq_cst);
+        if (!(w.fetch_or(bit, std::memory_order_seq_cst) & bit)) members_.fetch_add(1, std::memory_order_relaxed);
         return true;
     }
     bool test(std::uint32_t vcpu) const { return words_[vcpu / 64].load(std::memory_order_relaxed) >> (vcpu % 64) & 1; }
-    // True when a vCPU other than `vcpu` is in the set.
+    // True when a vCPU other than `vcpu` is in the set. O(1): a count of
+    // members kept by set(), which a vCPU joining at this very moment may
+    // not have raised yet (the answer is for counting, not for safety).
     bool any_other_than(std::uint32_t vcpu) const {
-        for (std::size_t i = 0; i < kWords; ++i) {
-            std::uint64_t v = words_[i].load(std::memory_order_relaxed);
-            if (i == vcpu / 64) v &= ~(1ull << (vcpu % 64));
-            if (v) return true;
-        }
-        return false;
+        const std::uint32_t n = members_.load(std::memory_order_relaxed);
+        return n > 1 || (n == 1 && !test(vcpu));
     }
+    // Adds o's members; for a mask only the calling thread writes (a zap's
+    // targets): plain stores, no locked instruction. any_other_than() is
+    // not kept up to date by it (it is for masks built by set()).
     void merge(const VcpuMask& o) {
         for (std::size_t i = 0; i < kWords; ++i) {
             const std::uint64_t v = o.words_[i].load(std::memory_order_seq_cst);
-            if (v) words_[i].fetch_or(v, std::memory_order_relaxed);
+            if (v) words_[i].store(words_[i].load(std::memory_order_relaxed) | v, std::memory_order_relaxed);
         }
     }
     void clear() {
         for (auto& w : words_) w.store(0, std::memory_order_relaxed);
+        members_.store(0, std::memory_order_relaxed);
     }
     std::uint32_t count() const {
         std::uint32_t n = 0;
@@ -69,6 +72,7 @@ public:
 private:
     static constexpr std::size_t kWords = kMaxVcpus / 64;
     std::array<std::atomic<std::uint64_t>, kWords> words_{};
+    std::atomic<std::uint32_t> members_{0}; // bits set, by set(); recomputed by merge()
 };
 
 } // namespace hv::mmu

@@ -69,8 +69,8 @@ std::vector<Column> mixed_columns() {
     return {{"lock"},           {"coherence"},          {"zap_batch"},          {"zap_pages"},
             {"faults"},         {"fault_p50_ns"},       {"fault_p99_ns"},       {"fault_max_ns"},
             {"p99_vs_idle", 2}, {"zaps"},               {"zap_ns_per_page", 2}, {"zap_entries_per_hold", 1},
-            {"locks_per_zap_page", 3}, {"fault_retries_per_fault", 3}, {"locks_per_fault", 2},
-            {"zaps_preempted"},  {"faults_preempted"}};
+            {"locks_per_zap_page", 3},                  {"fault_retries_per_fault", 3},
+            {"locks_per_fault", 2},                     {"zaps_preempted"},     {"faults_preempted"}};
 }
 
 void validate(const MixedBenchConfig& c) {
@@ -148,8 +148,8 @@ BenchReport run_mixed_bench(const MixedBenchConfig& config) {
                                 settings[i] ? zap_pages : std::uint64_t{0}, t.faults, median_or_zero(t.p50), p99,
                                 median_or_zero(t.max), settings[i] ? (idle_p99 > 0 ? p99 / idle_p99 : 0.0) : 1.0,
                                 t.zaps, median_or_zero(t.zap_ns_per_page), per(t.zapped, t.holds),
-                                per(t.zap_locks, t.zapped), per(t.retries, t.faults), per(t.locks, t.faults), t.zaps_preempted,
-                                t.faults_preempted});
+                                per(t.zap_locks, t.zapped), per(t.retries, t.faults), per(t.locks, t.faults),
+                                t.zaps_preempted, t.faults_preempted});
             }
         }
     }

@@ -237,8 +237,8 @@ void zap_until_done(const MixedBenchConfig& config, Shared& sh, WindowEnd& end, 
             if (preemptions() != preempted) ++m.zaps_preempted;
             const ShadowCounters after = sh.mmu.zap_counters();
             if (unmapped != pages)
-                throw std::runtime_error("bench mixed: expected to unmap " + std::to_string(pages) + " pages, unmapped " +
-                                         std::to_string(unmapped));
+                throw std::runtime_error("bench mixed: expected to unmap " + std::to_string(pages) +
+                                         " pages, unmapped " + std::to_string(unmapped));
             m.window_ns += ns_between(t0, t1);
             m.zapped += after.zaps - before.zaps;
             m.holds += after.batches - before.batches;

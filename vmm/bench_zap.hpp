@@ -1,12 +1,19 @@
 #pragma once
 // `vmm bench zap`: the cost of dropping a populated range from a secondary
 // MMU, per 4 KiB entry. The host unmaps the range either with one
-// invalidate_range_start/end pair (the shadow MMU zaps it in batches of
-// `batch` entries per lock hold) or page by page with invalidate_page (the
-// 2008 shape: one lock hold and one shootdown per entry). The same unmap
-// with no subscriber is measured too, so the secondary MMU's share is the
-// difference; and Linux doing the primary-MMU version (madvise(DONTNEED)
-// and munmap, per 4 KiB call and per 2 MiB call) on this machine.
+// invalidate_range_start/end pair (call `range`: the shadow MMU zaps it in
+// batches of `batch` entries per lock hold) or page by page with
+// invalidate_page (call `page`, the 2008 shape: one lock hold and one
+// shootdown per entry), or mprotects it read-only and back (call `protect`:
+// two range pairs; the first drops every entry). Two subscribers: the
+// shadow MMU (rw lock policy, one vCPU, which installed every entry, so
+// every batch has one shootdown target) and the external TLB (one vCPU whose
+// TLB holds every page; a flush call is one write to the device, counted as
+// a hold). The same host call with no subscriber is measured too, so a
+// subscriber's share is the difference (column own_ns_per_page: paired per
+// repeat, repeats interleaved across configurations); and Linux doing the
+// primary-MMU version on this machine: madvise(DONTNEED) and munmap per
+// 4 KiB call and per 2 MiB call, mprotect of the whole range there and back.
 #include "bench_report.hpp"
 
 #include <cstddef>

@@ -6,6 +6,7 @@
 
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <stdexcept>
 
 using namespace hv::bench;
@@ -22,37 +23,63 @@ TEST_CASE("bench zap: lock holds, entries per hold and shootdowns follow the bat
     c.linux_baseline = false;
     std::size_t last_done = 0, calls = 0;
     c.progress = [&](std::size_t done, std::size_t total, const std::string&) {
-        CHECK(total == 6);
+        CHECK(total == 20); // 10 configurations x 2 repeats, interleaved
         CHECK(done >= last_done);
         last_done = done;
         ++calls;
     };
     const BenchReport r = run_zap_bench(c);
-    REQUIRE(r.rows().size() == 6); // none range, none page, shadow x3 batches, shadow page
-    CHECK(calls == 7);
-    CHECK(last_done == 6);
+    // none x3 calls, shadow range x3 batches, shadow page, shadow protect,
+    // external-tlb range and page.
+    REQUIRE(r.rows().size() == 10);
+    CHECK(calls == 21);
+    CHECK(last_done == 20);
     for (std::size_t i = 0; i < r.rows().size(); ++i) {
         CHECK(u(r, i, "pages") == 1024);
         CHECK(s(r, i, "size") == "4M");
         CHECK(d(r, i, "ns_min") <= d(r, i, "ns_per_page"));
         CHECK(d(r, i, "ns_per_page") <= d(r, i, "ns_max"));
+        // A subscriber's own share: only for subscriber rows (the host's
+        // work alone is the `none` row of the same call).
+        CHECK(std::isfinite(d(r, i, "own_ns_per_page")) == (s(r, i, "subscriber") != "none"));
     }
-    CHECK(s(r, 0, "subscriber") == "none");
-    CHECK(u(r, 0, "holds") == 0);
+    for (std::size_t i = 0; i < 3; ++i) {
+        CHECK(s(r, i, "subscriber") == "none");
+        CHECK(u(r, i, "holds") == 0);
+    }
+    CHECK(s(r, 2, "call") == "protect");
     const struct {
         std::size_t row;
+        const char* subscriber;
+        const char* call;
         const char* batch;
-        std::uint64_t holds;
-    } shadow[] = {{2, "1", 1024}, {3, "64", 16}, {4, "all", 1}, {5, "-", 1024}};
-    for (const auto& e : shadow) {
+        std::uint64_t holds, shootdowns;
+        double locks_per_page, shared_atomics_per_page;
+    } rows[] = {
+        // Rw: one writer-lock hold per batch (its own mutex, no reader's line).
+        {3, "shadow", "range", "1", 1024, 1024, 1.0, 0.0},
+        {4, "shadow", "range", "64", 16, 16, 16.0 / 1024, 0.0},
+        {5, "shadow", "range", "all", 1, 1, 1.0 / 1024, 0.0},
+        {6, "shadow", "page", "-", 1024, 1024, 1.0, 0.0},
+        // The first protect drops all 1024 entries in batches of 512 (two
+        // holds); the second takes the lock once and finds none.
+        {7, "shadow", "protect", "512", 2, 2, 3.0 / 1024, 0.0},
+        // One flush call (device write) per range start, one TLB lock each;
+        // the range-active counter: 2 shared RMWs per range pair.
+        {8, "external-tlb", "range", "-", 1, 0, 1.0 / 1024, 2.0 / 1024},
+        {9, "external-tlb", "page", "-", 1024, 0, 1.0, 0.0},
+    };
+    for (const auto& e : rows) {
         CAPTURE(e.row);
-        CHECK(s(r, e.row, "subscriber") == "shadow");
+        CHECK(s(r, e.row, "subscriber") == e.subscriber);
+        CHECK(s(r, e.row, "call") == e.call);
         CHECK(s(r, e.row, "batch") == e.batch);
         CHECK(u(r, e.row, "holds") == e.holds);
-        CHECK(u(r, e.row, "shootdowns") == e.holds);
+        CHECK(u(r, e.row, "shootdowns") == e.shootdowns);
         CHECK(d(r, e.row, "entries_per_hold") == doctest::Approx(1024.0 / static_cast<double>(e.holds)));
+        CHECK(d(r, e.row, "locks_per_page") == doctest::Approx(e.locks_per_page));
+        CHECK(d(r, e.row, "shared_atomics_per_page") == doctest::Approx(e.shared_atomics_per_page));
     }
-    CHECK(s(r, 5, "call") == "page");
 }
 
 TEST_CASE("bench zap: the Linux rows make one call per 4 KiB or per 2 MiB chunk") {
@@ -61,12 +88,16 @@ TEST_CASE("bench zap: the Linux rows make one call per 4 KiB or per 2 MiB chunk"
     c.batches = {512};
     c.repeat = 1;
     const BenchReport r = run_zap_bench(c);
-    REQUIRE(r.rows().size() == 8);
+    REQUIRE(r.rows().size() == 13); // 8 of ours, then Linux's
     const struct {
         std::size_t row;
         const char* call;
         std::uint64_t calls;
-    } rows[] = {{4, "madvise-4k", 512}, {5, "madvise-2m", 1}, {6, "munmap-4k", 512}, {7, "munmap-2m", 1}};
+    } rows[] = {{8, "madvise-4k", 512},
+                {9, "madvise-2m", 1},
+                {10, "munmap-4k", 512},
+                {11, "munmap-2m", 1},
+                {12, "mprotect", 2}}; // the whole range read-only, then writable again
     for (const auto& e : rows) {
         CAPTURE(e.call);
         CHECK(s(r, e.row, "subscriber") == "linux");

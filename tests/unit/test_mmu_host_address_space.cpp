@@ -85,6 +85,38 @@ TEST_CASE("host fault: demand-zero on first touch, same frame afterwards, no not
     CHECK(f.host.counters().zero_fills == 1);
 }
 
+TEST_CASE("host fault: a present page already accessed (and dirty, for a write) answers without its PT lock") {
+    Fixture f;
+    const std::uint64_t a = kBase + 3 * kPage;
+    REQUIRE(f.host.fault(a, Access::Read, 0).status == HostFaultStatus::Mapped); // zero fill: accessed, clean
+    const auto locks = [&] { return f.host.counters().pt_lock_acquisitions; };
+    std::uint64_t before = locks();
+    HostFaultResult r = f.host.fault(a, Access::Read, 0);
+    CHECK(r.status == HostFaultStatus::Mapped);
+    CHECK(r.locks == 0);
+    CHECK(locks() == before);
+    // A write must set the dirty bit: under the PT lock, once.
+    r = f.host.fault(a, Access::Write, 0);
+    CHECK(r.status == HostFaultStatus::Mapped);
+    CHECK(r.locks == 1);
+    CHECK(locks() == before + 1);
+    r = f.host.fault(a, Access::Write, 0);
+    CHECK(r.locks == 0);
+    CHECK(locks() == before + 1);
+    // Aging clears the accessed bit: the next fault takes the lock to set it again.
+    REQUIRE(f.host.age({a, a + kPage}));
+    before = locks();
+    r = f.host.fault(a, Access::Read, 0);
+    CHECK(r.locks == 1);
+    bool accessed = false;
+    f.host.for_each_present({a, a + kPage}, [&](std::uint64_t, std::uint64_t pte) { accessed = X86PteFormat::accessed(pte); });
+    CHECK(accessed);
+    // A read-only page (protect) still refuses a write, under the lock.
+    f.host.protect({a, a + kPage}, false);
+    r = f.host.fault(a, Access::Write, 0);
+    CHECK(r.status == HostFaultStatus::ReadOnly);
+}
+
 TEST_CASE("host fault: outside every mapping, and writes to a read-only mapping") {
     Fixture f;
     CHECK(f.host.fault(kBase - kPage, Access::Read).status == HostFaultStatus::NoMapping);

@@ -139,9 +139,10 @@ TEST_CASE_TEMPLATE("rmap sizes: links and descriptors summed over many frames on
     }
     CHECK(rmap.links() == links);
     CHECK(rmap.descriptors() == descs);
-    // Large gfns survive the inline tag.
-    rmap.add(0, (std::uint64_t{1} << 62) + 3);
-    CHECK(rmap.list(0) == std::vector<std::uint64_t>{(std::uint64_t{1} << 62) + 3});
+    // Large gfns survive the inline tag and the lock bit; 2^62 and above do not fit.
+    rmap.add(0, (std::uint64_t{1} << 61) + 3);
+    CHECK(rmap.list(0) == std::vector<std::uint64_t>{(std::uint64_t{1} << 61) + 3});
+    CHECK_THROWS_AS(rmap.add(0, std::uint64_t{1} << 62), std::out_of_range);
 }
 
 TEST_CASE_TEMPLATE("rmap sizes: random adds and removes agree with a model", R, HV_RMAP_SIZES) {
@@ -231,4 +232,77 @@ TEST_CASE_TEMPLATE("rmap sizes: threads on disjoint frames and on one shared fra
     CHECK(rmap.links() == kept * threads * (own_frames + 1));
     CHECK(rmap.descriptors() ==
           expected_descriptors<R>(kept * threads) + threads * own_frames * expected_descriptors<R>(kept));
+}
+
+TEST_CASE_TEMPLATE("rmap sizes: adds and removes with other writers excluded agree with readers that run meanwhile", R, HV_RMAP_SIZES) {
+    // One writer (as a fault or a zap under the global lock is) adds and
+    // removes the inline link of each frame with plain stores; two readers
+    // list and count the same frames meanwhile. A reader sees the link or
+    // no link, never anything else, and the writer's removes always find
+    // their link (a reader never resurrects or hides one).
+    constexpr Pfn frames = 16;
+    constexpr int rounds = 3000;
+    R rmap(frames);
+    std::atomic<bool> stop{false};
+    std::atomic<int> failures{0};
+    std::vector<std::thread> readers;
+    for (int t = 0; t < 2; ++t)
+        readers.emplace_back([&] {
+            do {
+                for (Pfn p = 0; p < frames; ++p) {
+                    const auto l = rmap.list(p);
+                    if (l.size() > 1 || (l.size() == 1 && (l[0] & 0xffff) != p)) failures.fetch_add(1);
+                    if (rmap.count(p) > 1) failures.fetch_add(1);
+                }
+            } while (!stop.load(std::memory_order_relaxed));
+        });
+    int missed = 0;
+    for (int r = 0; r < rounds; ++r)
+        for (Pfn p = 0; p < frames; ++p) {
+            const std::uint64_t gfn = (static_cast<std::uint64_t>(r) << 16) | p;
+            rmap.add(p, gfn, R::Writers::Excluded);
+            if (!rmap.remove(p, gfn, R::Writers::Excluded)) ++missed;
+            if (rmap.remove(p, gfn, R::Writers::Excluded)) ++missed; // gone: a second remove finds nothing
+        }
+    stop.store(true);
+    for (auto& t : readers) t.join();
+    CHECK(missed == 0);
+    CHECK(failures.load() == 0);
+    CHECK(rmap.links() == 0);
+    // A chain is still built and removed under its lock when writers are excluded.
+    rmap.add(3, 7, R::Writers::Excluded);
+    rmap.add(3, 8, R::Writers::Excluded);
+    rmap.add(3, 9, R::Writers::Excluded);
+    CHECK(rmap.remove(3, 8, R::Writers::Excluded));
+    CHECK(sorted(rmap.list(3)) == std::vector<std::uint64_t>{7, 9});
+    CHECK(rmap.remove(3, 9, R::Writers::Excluded));
+    CHECK(rmap.list(3) == std::vector<std::uint64_t>{7});
+    CHECK(rmap.descriptors() == 0); // back to the inline form
+}
+
+TEST_CASE_TEMPLATE("rmap sizes: threads racing to add the first and second link of one frame keep them all", R, HV_RMAP_SIZES) {
+    // The empty -> inline and inline -> descriptor transitions are
+    // compare-exchanges that may lose to another thread: every link must
+    // land anyway.
+    constexpr int threads = 4, per = 500;
+    constexpr Pfn frames = 8;
+    R rmap(frames);
+    std::atomic<bool> go{false};
+    std::vector<std::thread> workers;
+    for (int t = 0; t < threads; ++t)
+        workers.emplace_back([&, t] {
+            while (!go.load()) std::this_thread::yield();
+            for (int i = 0; i < per; ++i)
+                for (Pfn p = 0; p < frames; ++p) {
+                    const std::uint64_t gfn = (static_cast<std::uint64_t>(t) << 32) | static_cast<std::uint64_t>(i);
+                    rmap.add(p, gfn);
+                    // Drop it again most of the time, so the frame keeps
+                    // crossing the inline/descriptor boundary.
+                    if (i % 4) rmap.remove(p, gfn);
+                }
+        });
+    go.store(true);
+    for (auto& w : workers) w.join();
+    for (Pfn p = 0; p < frames; ++p) CHECK(rmap.count(p) == threads * per / 4);
+    CHECK(rmap.links() == frames * threads * per / 4);
 }

@@ -177,6 +177,26 @@ TEST_CASE("zap batching: at most `batch` entries per lock hold, one shootdown pe
     }
 }
 
+TEST_CASE("zap: a batch that spans two leaf tables shoots down the vCPUs of both, once") {
+    for (LockPolicy lock : {LockPolicy::Global, LockPolicy::Rw}) {
+        CAPTURE(to_string(lock));
+        Rig r(cfg(lock, CoherencePolicy::Seq, 512, 4));
+        // vCPU 0 in the first leaf table, vCPU 1 in the second; vCPU 2 only
+        // walks the second (a TLB refill), vCPU 3 touches neither.
+        REQUIRE(r.mmu.fault(0, kGuest + 510 * kPage, Access::Write) == FaultResult::Installed);
+        REQUIRE(r.mmu.fault(0, kGuest + 511 * kPage, Access::Write) == FaultResult::Installed);
+        REQUIRE(r.mmu.fault(1, kGuest + 512 * kPage, Access::Write) == FaultResult::Installed);
+        REQUIRE(r.mmu.fault(1, kGuest + 513 * kPage, Access::Write) == FaultResult::Installed);
+        CHECK(X86PteFormat::present(r.mmu.walk(2, kGuest + 513 * kPage)));
+        r.host.unmap({kHost + 510 * kPage, kHost + 514 * kPage});
+        REQUIRE(r.sd.targets.size() == 1); // global and rw hold everything: one batch
+        CHECK(r.sd.targets[0] == std::vector<std::uint32_t>{0, 1, 2});
+        CHECK(r.sd.sizes[0] == 4);
+        CHECK(r.mmu.rmap().links() == 0);
+        CHECK(r.mmu.audit().empty());
+    }
+}
+
 TEST_CASE("a fault racing an invalidation never installs the stale frame, under every coherence policy") {
     for (CoherencePolicy coh : {CoherencePolicy::Seq, CoherencePolicy::RangeActive, CoherencePolicy::PtLock}) {
         for (LockPolicy lock : {LockPolicy::Global, LockPolicy::Rw, LockPolicy::Split}) {

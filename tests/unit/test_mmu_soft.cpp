@@ -243,7 +243,9 @@ TEST_CASE("soft vcpus: the checker catches a shootdown that is dropped") {
     INFO(describe(r));
     CHECK(broken.dropped > 0);
     CHECK(r.churn.done[static_cast<std::size_t>(ChurnOp::Migrate)] > 0);
-    CHECK(r.violations + r.lost_writes > 0);
+    // Caught during the run (a stale read or write) or, when the scheduler
+    // let no vCPU use a stale entry before the end, by the final TLB audit.
+    CHECK(r.violations + r.lost_writes + r.audit.size() > 0);
     CHECK_FALSE(r.ok());
 }
 
