@@ -61,6 +61,16 @@ ShadowCounters& ShadowCounters::operator+=(const ShadowCounters& o) {
     return *this;
 }
 
+ShadowCounters ShadowCounters::since(const ShadowCounters& b) const {
+    ShadowCounters d = *this;
+    d.faults -= b.faults; d.installs -= b.installs; d.retries -= b.retries; d.no_memslot -= b.no_memslot;
+    d.refused -= b.refused; d.out_of_frames -= b.out_of_frames; d.lock_acquisitions -= b.lock_acquisitions;
+    d.shared_atomics -= b.shared_atomics; d.host_lock_acquisitions -= b.host_lock_acquisitions;
+    d.host_shared_atomics -= b.host_shared_atomics; d.zaps -= b.zaps; d.batches -= b.batches;
+    d.shootdowns -= b.shootdowns; d.shootdown_targets -= b.shootdown_targets;
+    d.walk_registrations -= b.walk_registrations;
+    return d;
+}
 
 namespace {
 ShadowConfig validated(ShadowConfig config) {

@@ -103,6 +103,9 @@ struct ShadowCounters {
     std::uint64_t zaps = 0, batches = 0, shootdowns = 0, shootdown_targets = 0, max_batch = 0;
     std::uint64_t walk_registrations = 0; // walk() added the vCPU to a leaf table's shootdown targets
     ShadowCounters& operator+=(const ShadowCounters& o);
+    // What happened since the snapshot `before` of the same counters: every
+    // count minus before's; max_batch, a high-water mark, stays this one's.
+    ShadowCounters since(const ShadowCounters& before) const;
 };
 
 class ShadowMmu final : public MmuNotifier {

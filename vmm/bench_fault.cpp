@@ -114,18 +114,6 @@ struct WarmSample {
     ShadowCounters c; // the timed pass only
 };
 
-ShadowCounters minus(const ShadowCounters& a, const ShadowCounters& b) {
-    ShadowCounters d = a;
-    d.faults -= b.faults;
-    d.installs -= b.installs;
-    d.retries -= b.retries;
-    d.lock_acquisitions -= b.lock_acquisitions;
-    d.shared_atomics -= b.shared_atomics;
-    d.host_lock_acquisitions -= b.host_lock_acquisitions;
-    d.host_shared_atomics -= b.host_shared_atomics;
-    return d;
-}
-
 // One vCPU installs `pages` pages whose host pages are present and whose
 // shadow leaf tables exist: the pages are faulted once (host and shadow),
 // the shadow entries zapped (the host pages and the tables stay), and then
@@ -152,7 +140,7 @@ WarmSample warm_once(std::uint64_t pages, LockPolicy lock, CoherencePolicy coh) 
         batch_ns.push_back(std::chrono::duration<double, std::nano>(t1 - t0).count() / static_cast<double>(n));
         t0 = t1;
     }
-    return {summarize(batch_ns).median, minus(mmu.fault_counters(), before)};
+    return {summarize(batch_ns).median, mmu.fault_counters().since(before)};
 }
 
 double per(std::uint64_t n, std::uint64_t d) { return d ? static_cast<double>(n) / static_cast<double>(d) : 0; }

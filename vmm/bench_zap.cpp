@@ -25,8 +25,11 @@ constexpr std::uint64_t kMaxSize = kMaxBytes; // 4 GiB, as the Linux rows allow
 // How the host drops the range: one invalidate_range_start/end pair
 // (munmap), invalidate_page per page (the 2008 shape), or one
 // invalidate_range_start/end pair making it read-only and one making it
-// writable again (mprotect there and back, as linux_mprotect does).
-enum class Shape { Range, Page, Protect };
+// writable again (mprotect there and back, as linux_mprotect does); or, with
+// no host call at all, the shadow MMU dropping the guest range by itself
+// (ShadowMmu::zap_guest_range, as for a memslot deletion): the zap's own
+// cost with nothing of the host's around it.
+enum class Shape { Range, Page, Protect, Guest };
 // Who subscribes to the host's notifier chain.
 enum class Subscriber { None, Shadow, ExternalTlb };
 
@@ -45,18 +48,6 @@ struct ZapSample {
     ShadowCounters zap;
     std::uint64_t pages = 0; // pages per host call (Protect makes two calls over them)
 };
-
-ShadowCounters difference(const ShadowCounters& after, const ShadowCounters& before) {
-    ShadowCounters d;
-    d.zaps = after.zaps - before.zaps;
-    d.batches = after.batches - before.batches;
-    d.max_batch = after.max_batch;
-    d.shootdowns = after.shootdowns - before.shootdowns;
-    d.shootdown_targets = after.shootdown_targets - before.shootdown_targets;
-    d.lock_acquisitions = after.lock_acquisitions - before.lock_acquisitions;
-    d.shared_atomics = after.shared_atomics - before.shared_atomics;
-    return d;
-}
 
 // The external TLB's invalidation counters in the columns' terms.
 ShadowCounters as_zap(const ExternalTlbCounters& c) {
@@ -103,6 +94,8 @@ ZapSample zap_once(std::uint64_t bytes, Shape shape, Subscriber sub, std::size_t
     if (shape == Shape::Protect) {
         changed = host.protect(range, false);
         host.protect(range, true);
+    } else if (shape == Shape::Guest) {
+        changed = mmu->zap_guest_range(kGuest, kGuest + bytes);
     } else {
         changed = host.unmap(range);
     }
@@ -113,8 +106,8 @@ ZapSample zap_once(std::uint64_t bytes, Shape shape, Subscriber sub, std::size_t
     ZapSample s;
     s.ns = static_cast<double>(std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count());
     s.pages = pages;
-    if (mmu) s.zap = difference(mmu->zap_counters(), before);
-    if (tlb) s.zap = difference(as_zap(tlb->counters()), before);
+    if (mmu) s.zap = mmu->zap_counters().since(before);
+    if (tlb) s.zap = as_zap(tlb->counters()).since(before);
     return s;
 }
 
@@ -179,6 +172,8 @@ BenchReport run_zap_bench(const ZapBenchConfig& config) {
         configs.push_back({"shadow", "range", b, Shape::Range, Subscriber::Shadow});
     configs.push_back({"shadow", "page", 1, Shape::Page, Subscriber::Shadow});
     configs.push_back({"shadow", "protect", 512, Shape::Protect, Subscriber::Shadow});
+    for (const std::size_t b : config.batches)
+        configs.push_back({"shadow", "guest", b, Shape::Guest, Subscriber::Shadow});
     configs.push_back({"external-tlb", "range", 0, Shape::Range, Subscriber::ExternalTlb});
     configs.push_back({"external-tlb", "page", 0, Shape::Page, Subscriber::ExternalTlb});
     if (config.linux_baseline) {
@@ -233,7 +228,9 @@ BenchReport run_zap_bench(const ZapBenchConfig& config) {
             const Summary s = summarize(ns_per_page[k]);
             const bool counted = c.sub != Subscriber::None;
             double own = std::numeric_limits<double>::quiet_NaN();
-            if (counted) {
+            if (c.shape == Shape::Guest) {
+                own = s.median; // no host work to subtract
+            } else if (counted) {
                 const std::vector<double>& none = ns_per_page[none_row(c.shape)];
                 std::vector<double> diff;
                 for (unsigned r = 0; r < config.repeat; ++r) diff.push_back(ns_per_page[k][r] - none[r]);

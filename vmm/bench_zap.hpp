@@ -5,7 +5,9 @@
 // batches of `batch` entries per lock hold) or page by page with
 // invalidate_page (call `page`, the 2008 shape: one lock hold and one
 // shootdown per entry), or mprotects it read-only and back (call `protect`:
-// two range pairs; the first drops every entry). Two subscribers: the
+// two range pairs; the first drops every entry); and, with no host call, the
+// shadow MMU zapping the guest range by itself per batch (call `guest`:
+// its own cost measured directly, not as a difference). Two subscribers: the
 // shadow MMU (rw lock policy, one vCPU, which installed every entry, so
 // every batch has one shootdown target) and the external TLB (one vCPU whose
 // TLB holds every page; a flush call is one write to the device, counted as

@@ -23,17 +23,17 @@ TEST_CASE("bench zap: lock holds, entries per hold and shootdowns follow the bat
     c.linux_baseline = false;
     std::size_t last_done = 0, calls = 0;
     c.progress = [&](std::size_t done, std::size_t total, const std::string&) {
-        CHECK(total == 20); // 10 configurations x 2 repeats, interleaved
+        CHECK(total == 26); // 13 configurations x 2 repeats, interleaved
         CHECK(done >= last_done);
         last_done = done;
         ++calls;
     };
     const BenchReport r = run_zap_bench(c);
     // none x3 calls, shadow range x3 batches, shadow page, shadow protect,
-    // external-tlb range and page.
-    REQUIRE(r.rows().size() == 10);
-    CHECK(calls == 21);
-    CHECK(last_done == 20);
+    // shadow guest x3 batches, external-tlb range and page.
+    REQUIRE(r.rows().size() == 13);
+    CHECK(calls == 27);
+    CHECK(last_done == 26);
     for (std::size_t i = 0; i < r.rows().size(); ++i) {
         CHECK(u(r, i, "pages") == 1024);
         CHECK(s(r, i, "size") == "4M");
@@ -64,10 +64,14 @@ TEST_CASE("bench zap: lock holds, entries per hold and shootdowns follow the bat
         // The first protect drops all 1024 entries in batches of 512 (two
         // holds); the second takes the lock once and finds none.
         {7, "shadow", "protect", "512", 2, 2, 3.0 / 1024, 0.0},
+        // The shadow MMU alone, no host call: the same holds as a range unmap.
+        {8, "shadow", "guest", "1", 1024, 1024, 1.0, 0.0},
+        {9, "shadow", "guest", "64", 16, 16, 16.0 / 1024, 0.0},
+        {10, "shadow", "guest", "all", 1, 1, 1.0 / 1024, 0.0},
         // One flush call (device write) per range start, one TLB lock each;
         // the range-active counter: 2 shared RMWs per range pair.
-        {8, "external-tlb", "range", "-", 1, 0, 1.0 / 1024, 2.0 / 1024},
-        {9, "external-tlb", "page", "-", 1024, 0, 1.0, 0.0},
+        {11, "external-tlb", "range", "-", 1, 0, 1.0 / 1024, 2.0 / 1024},
+        {12, "external-tlb", "page", "-", 1024, 0, 1.0, 0.0},
     };
     for (const auto& e : rows) {
         CAPTURE(e.row);
@@ -88,16 +92,16 @@ TEST_CASE("bench zap: the Linux rows make one call per 4 KiB or per 2 MiB chunk"
     c.batches = {512};
     c.repeat = 1;
     const BenchReport r = run_zap_bench(c);
-    REQUIRE(r.rows().size() == 13); // 8 of ours, then Linux's
+    REQUIRE(r.rows().size() == 14); // 9 of ours, then Linux's
     const struct {
         std::size_t row;
         const char* call;
         std::uint64_t calls;
-    } rows[] = {{8, "madvise-4k", 512},
-                {9, "madvise-2m", 1},
-                {10, "munmap-4k", 512},
-                {11, "munmap-2m", 1},
-                {12, "mprotect", 2}}; // the whole range read-only, then writable again
+    } rows[] = {{9, "madvise-4k", 512},
+                {10, "madvise-2m", 1},
+                {11, "munmap-4k", 512},
+                {12, "munmap-2m", 1},
+                {13, "mprotect", 2}}; // the whole range read-only, then writable again
     for (const auto& e : rows) {
         CAPTURE(e.call);
         CHECK(s(r, e.row, "subscriber") == "linux");

@@ -50,13 +50,7 @@ struct CostRig {
         const ShadowCounters before = mmu.fault_counters();
         for (std::uint64_t i = 0; i < pages; ++i)
             for (std::uint32_t v = 0; v < 2; ++v) REQUIRE(mmu.fault(v, page(v, i, same_table), Access::Write) == FaultResult::Installed);
-        ShadowCounters d = mmu.fault_counters();
-        d.faults -= before.faults;
-        d.lock_acquisitions -= before.lock_acquisitions;
-        d.shared_atomics -= before.shared_atomics;
-        d.host_lock_acquisitions -= before.host_lock_acquisitions;
-        d.host_shared_atomics -= before.host_shared_atomics;
-        return d;
+        return mmu.fault_counters().since(before);
     }
 };
 
