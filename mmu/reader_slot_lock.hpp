@@ -27,6 +27,7 @@
 // per writer instead of two locked instructions per reader. Where the
 // kernel refuses membarrier, RareWriters behaves as Symmetric.
 #include "futex.hpp"
+#include "hand_over_mutex.hpp"
 
 #include <atomic>
 #include <cstdint>
@@ -78,9 +79,9 @@ public:
     void lock_shared(std::uint32_t slot) {
         if (asymmetric_ && slot < slots_) return lock_own(readers_[slot].count);
         auto& mine = readers_[slot < slots_ ? slot : slots_].count;
-        for (;;) {
+        for (bool waited = false;; waited = true) {
             mine.fetch_add(1, std::memory_order_seq_cst);
-            if (!writer_.load(std::memory_order_seq_cst)) return;
+            if (!writer_.load(std::memory_order_seq_cst)) return admit(waited);
             // A writer is in (or coming): step back so it can finish, and
             // wait for it.
             unlock_shared(slot);
@@ -110,12 +111,19 @@ public:
                  n = readers_[i].count.load(std::memory_order_seq_cst))
                 futex_wait(readers_[i].count, n);
     }
-    void unlock() {
-        // A wake-up system call only when a reader sleeps: a zap takes and
-        // drops this lock once per batch.
-        if (writer_.exchange(0, std::memory_order_release) == kWriterWithSleepers) futex_wake_all(writer_);
-        writer_mutex_.unlock();
+    void unlock() { release_writer(); }
+    // Releases the write lock; when readers were waiting for it, returns
+    // only once one of them got in (or kHandOverLimit passed): for a writer
+    // that takes the lock again at once, a zap between two batches (see
+    // hand_over_mutex.hpp).
+    void unlock_and_hand_over(std::chrono::microseconds limit = kHandOverLimit) {
+        const std::uint64_t seen = admitted_.load(std::memory_order_acquire);
+        if (release_writer()) wait_for_admission(admitted_, seen, limit);
     }
+    // True while a reader sleeps waiting for the writer; readers that got
+    // in after waiting for a writer, so far (tests).
+    bool reader_sleeps() const { return writer_.load(std::memory_order_acquire) == kWriterWithSleepers; }
+    std::uint64_t admitted() const { return admitted_.load(std::memory_order_acquire); }
 
     // For std::shared_lock-style guards with a slot.
     class SharedGuard {
@@ -132,6 +140,21 @@ public:
 
 private:
     static constexpr std::uint32_t kWriter = 1, kWriterWithSleepers = 2;
+    // Returns true when a reader slept waiting for us (and was woken).
+    bool release_writer() {
+        // A wake-up system call only when a reader sleeps: a zap takes and
+        // drops this lock once per batch.
+        const bool sleepers = writer_.exchange(0, std::memory_order_release) == kWriterWithSleepers;
+        if (sleepers) futex_wake_all(writer_);
+        writer_mutex_.unlock();
+        return sleepers;
+    }
+    // A reader that had to wait for a writer is in: counted, on a line of
+    // its own, so that a writer handing the lock over sees it (the slow
+    // path only: a reader that did not wait writes nothing shared).
+    void admit(bool waited) {
+        if (waited) admitted_.fetch_add(1, std::memory_order_release);
+    }
     // Sleeps until no writer holds or waits for the lock, first marking that
     // a reader sleeps so that the writer's unlock wakes it.
     void wait_for_writer() {
@@ -147,10 +170,10 @@ private:
     // RareWriters, a vCPU slot: plain stores and loads (the slot has one
     // writer); the writer's process_barrier() orders them (see Mode).
     void lock_own(std::atomic<std::uint32_t>& mine) {
-        for (;;) {
+        for (bool waited = false;; waited = true) {
             mine.store(mine.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
             std::atomic_signal_fence(std::memory_order_seq_cst); // keep the compiler from reordering
-            if (!writer_.load(std::memory_order_acquire)) return;
+            if (!writer_.load(std::memory_order_acquire)) return admit(waited);
             unlock_own(mine);
             wait_for_writer();
         }
@@ -176,6 +199,7 @@ private:
     // spurious returns) the loops above are written for.
     alignas(64) std::atomic<std::uint32_t> writer_{0};
     std::mutex writer_mutex_;
+    alignas(64) std::atomic<std::uint64_t> admitted_{0}; // see admit()
 };
 
 } // namespace hv::mmu

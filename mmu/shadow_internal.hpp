@@ -61,10 +61,18 @@ public:
         }
         ++c.lock_acquisitions;
     }
+    // A zap batch hands the lock over to a fault waiting for it before the
+    // next batch takes it again (hand_over_mutex.hpp): otherwise a fault
+    // that meets a zap waits for the whole zap, whatever the batch. Split
+    // needs none: a zap holds one leaf table's lock at a time.
     ~PolicyLock() {
         switch (m_.config_.lock) {
-        case LockPolicy::Global: m_.global_lock_.unlock(); break;
-        case LockPolicy::Rw: mode_ == Mode::Fault ? m_.rw_lock_.unlock_shared(vcpu_) : m_.rw_lock_.unlock(); break;
+        case LockPolicy::Global:
+            mode_ == Mode::Fault ? m_.global_lock_.unlock() : m_.global_lock_.unlock_and_hand_over();
+            break;
+        case LockPolicy::Rw:
+            mode_ == Mode::Fault ? m_.rw_lock_.unlock_shared(vcpu_) : m_.rw_lock_.unlock_and_hand_over();
+            break;
         case LockPolicy::Split: m_.table_locks_[table_].unlock(); break;
         }
     }

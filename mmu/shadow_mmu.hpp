@@ -23,6 +23,7 @@
 // the lock, and sends one shootdown per batch to the vCPUs that may cache a
 // zapped entry: every vCPU that installed into, or walked, the entry's leaf
 // table (a vCPU's bit is set before it can read an entry of the table).
+#include "hand_over_mutex.hpp"
 #include "host_address_space.hpp"
 #include "memslots.hpp"
 #include "reader_slot_lock.hpp"
@@ -225,7 +226,7 @@ private:
     // use no locked instruction (ReaderSlotLock::Mode::RareWriters).
     mutable ReaderSlotLock slots_lock_;
 
-    std::mutex global_lock_;             // LockPolicy::Global
+    HandOverMutex global_lock_;          // LockPolicy::Global
     ReaderSlotLock rw_lock_;             // LockPolicy::Rw
     LineArray<PtLock> table_locks_;                // LockPolicy::Split, by leaf table pfn
     LineArray<std::atomic<VcpuMask*>> table_masks_; // by leaf table pfn
