@@ -61,13 +61,13 @@ ShadowCounters as_zap(const ExternalTlbCounters& c) {
 
 // One populated range, unmapped (or protected) once. `batch` is the shadow
 // MMU's only.
-ZapSample zap_once(std::uint64_t bytes, Shape shape, Subscriber sub, std::size_t batch) {
+ZapSample zap_once(std::uint64_t bytes, Shape shape, Subscriber sub, std::size_t batch, LockPolicy lock) {
     const std::uint64_t pages = bytes / kPage;
     CountingShootdown sd; // outlives the rig's MMU
     BenchRig rig(pages, shape == Shape::Page);
     HostAddressSpace& host = rig.host;
     ShadowMmu* mmu = sub == Subscriber::Shadow
-                         ? &rig.add_shadow({LockPolicy::Rw, CoherencePolicy::Seq, batch, 1}, &sd, pages)
+                         ? &rig.add_shadow({lock, CoherencePolicy::Seq, batch, 1}, &sd, pages)
                          : nullptr;
     // One vCPU whose TLB holds the whole range (4-way: pages is a multiple
     // of 512), so every page has an entry to flush. Destroyed before the rig.
@@ -160,6 +160,7 @@ BenchReport run_zap_bench(const ZapBenchConfig& config) {
         Linux linux = Linux::None;
         ZapCall linux_call = ZapCall::Munmap;
         std::uint64_t chunk = 0; // bytes per Linux call; 0: the whole range
+        LockPolicy lock = LockPolicy::Rw; // the shadow MMU's
     };
     std::vector<Config> configs;
     const auto host_row = [&](const char* call, Shape shape) {
@@ -176,6 +177,10 @@ BenchReport run_zap_bench(const ZapBenchConfig& config) {
         configs.push_back({"shadow", "guest", b, Shape::Guest, Subscriber::Shadow});
     configs.push_back({"external-tlb", "range", 0, Shape::Range, Subscriber::ExternalTlb});
     configs.push_back({"external-tlb", "page", 0, Shape::Page, Subscriber::ExternalTlb});
+    // The 2008 baseline: KVM's one mmu_lock (the global policy) taken once
+    // per invalidate_page, one entry per hold.
+    configs.push_back({"shadow-global", "page", 1, Shape::Page, Subscriber::Shadow, Linux::None, ZapCall::Munmap, 0,
+                       LockPolicy::Global});
     if (config.linux_baseline) {
         const auto linux_row = [&](const char* call, ZapCall zc, std::uint64_t chunk) {
             configs.push_back({"linux", call, 0, Shape::Range, Subscriber::None, Linux::Zap, zc, chunk});
@@ -216,7 +221,7 @@ BenchReport run_zap_bench(const ZapBenchConfig& config) {
                     last[k].pages = size / kPage;
                     calls[k] = l.calls;
                 } else {
-                    last[k] = zap_once(size, c.shape, c.sub, c.batch);
+                    last[k] = zap_once(size, c.shape, c.sub, c.batch, c.lock);
                     const double host_calls = c.shape == Shape::Protect ? 2.0 : 1.0;
                     ns_per_page[k].push_back(last[k].ns / static_cast<double>(last[k].pages) / host_calls);
                 }

@@ -11,9 +11,11 @@
 // shadow MMU (rw lock policy, one vCPU, which installed every entry, so
 // every batch has one shootdown target) and the external TLB (one vCPU whose
 // TLB holds every page; a flush call is one write to the device, counted as
-// a hold). The same host call with no subscriber is measured too, so a
-// subscriber's share is the difference (column own_ns_per_page: paired per
-// repeat, repeats interleaved across configurations); and Linux doing the
+// a hold). The 2008 baseline is there too: the shadow MMU under the global
+// lock policy, page by page (`shadow-global`, call `page`). The same host
+// call with no subscriber is measured too, so a subscriber's share is the
+// difference (column own_ns_per_page: paired per repeat, repeats interleaved
+// across configurations); and Linux doing the
 // primary-MMU version on this machine: madvise(DONTNEED) and munmap per
 // 4 KiB call and per 2 MiB call, mprotect of the whole range there and back.
 #include "bench_report.hpp"
