@@ -355,25 +355,27 @@ void check_host(DifferentialRig& rig, const ReferenceModel& model, std::vector<s
     std::size_t swapped = 0;
     for (const auto& [ha, page] : model.host_pages()) {
         const auto it = present.find(ha);
-        const std::string where = "host page " + hex(ha) + ": ";
+        // Built only for a mismatch: check() runs after every step of every
+        // differential test and fuzz input, and almost always finds none.
+        const auto where = [at = ha] { return "host page " + hex(at) + ": "; };
         if (page.swapped) {
             ++swapped;
-            if (it != present.end()) out.push_back(where + "expected swapped out, found present on frame " + hex(Pte::pfn(it->second)));
+            if (it != present.end()) out.push_back(where() + "expected swapped out, found present on frame " + hex(Pte::pfn(it->second)));
             continue;
         }
         if (it == present.end()) {
-            out.push_back(where + "expected present with token " + std::to_string(page.token) + ", found absent");
+            out.push_back(where() + "expected present with token " + std::to_string(page.token) + ", found absent");
             continue;
         }
         const Pfn pfn = Pte::pfn(it->second);
         if (Pte::writable(it->second) != page.writable)
-            out.push_back(where + (page.writable ? "expected writable, found read-only" : "expected read-only, found writable"));
+            out.push_back(where() + (page.writable ? "expected writable, found read-only" : "expected read-only, found writable"));
         if (rig.read_token(pfn) != page.token)
-            out.push_back(where + "expected token " + std::to_string(page.token) + ", found " + std::to_string(rig.read_token(pfn)));
+            out.push_back(where() + "expected token " + std::to_string(page.token) + ", found " + std::to_string(rig.read_token(pfn)));
         auto [share, first] = by_frame_id.emplace(page.frame, Sharing{pfn, ha, 0});
         ++share->second.pages;
         if (!first && share->second.pfn != pfn)
-            out.push_back(where + "expected to share frame " + hex(share->second.pfn) + " with host page " +
+            out.push_back(where() + "expected to share frame " + hex(share->second.pfn) + " with host page " +
                           hex(share->second.first_page) + ", found frame " + hex(pfn));
     }
     for (const auto& [ha, pte] : present)
@@ -396,32 +398,32 @@ void check_shadow(DifferentialRig& rig, const ReferenceModel& model, std::vector
         real.emplace(ga, RadixTable<Pte>::load(slot));
     });
     for (const auto& [ga, e] : real) {
-        const std::string where = "shadow entry for guest " + hex(ga) + ": ";
+        const auto where = [at = ga] { return "shadow entry for guest " + hex(at) + ": "; };
         const auto m = model.shadow_entries().find(ga);
         if (m == model.shadow_entries().end()) {
-            out.push_back(where + "expected none, found one mapping frame " + hex(Pte::pfn(e)));
+            out.push_back(where() + "expected none, found one mapping frame " + hex(Pte::pfn(e)));
             continue;
         }
         const Memslot* slot = model.find_slot(ga);
         const std::uint64_t ha = slot ? slot->host_start + (ga - slot->guest_start) : 0;
         const auto it = model.host_pages().find(ha);
         if (!slot || it == model.host_pages().end() || it->second.swapped) {
-            out.push_back(where + "the model holds an entry without a memslot or a present host page (a model bug)");
+            out.push_back(where() + "the model holds an entry without a memslot or a present host page (a model bug)");
             continue;
         }
         const ReferenceModel::HostPage& page = it->second;
         const auto host = rig.host.lookup(ha);
         if (!host || host->pfn != Pte::pfn(e))
-            out.push_back(where + "expected the frame of host page " + hex(ha) + " (" +
+            out.push_back(where() + "expected the frame of host page " + hex(ha) + " (" +
                           (host ? hex(host->pfn) : "absent") + "), found frame " + hex(Pte::pfn(e)));
         if (Pte::writable(e) && !m->second.writable)
-            out.push_back(where + "expected read-only (" +
+            out.push_back(where() + "expected read-only (" +
                           (!slot->writable ? "read-only memslot" : page.merged ? "merged host page" : "read-only host page") +
                           "), found writable");
         else if (!Pte::writable(e) && m->second.writable)
-            out.push_back(where + "expected writable, found read-only");
+            out.push_back(where() + "expected writable, found read-only");
         if (rig.read_token(Pte::pfn(e)) != page.token)
-            out.push_back(where + "expected to read token " + std::to_string(page.token) + ", found " +
+            out.push_back(where() + "expected to read token " + std::to_string(page.token) + ", found " +
                           std::to_string(rig.read_token(Pte::pfn(e))));
     }
     for (const auto& [ga, entry] : model.shadow_entries())

@@ -1,5 +1,6 @@
 // The shadow MMU's invalidation side: zaps in batches with one shootdown
 // per batch, the notifier callbacks, aging, and audit(). See shadow_mmu.hpp.
+#include "defects.hpp"
 #include "hex.hpp"
 #include "shadow_mmu.hpp"
 #include "shadow_internal.hpp"
@@ -61,12 +62,14 @@ std::size_t ShadowMmu::zap_ranges(std::span<const GuestRange> ranges, ShadowCoun
                     const std::uint64_t old = entry.load(std::memory_order_relaxed);
                     // Static entries never change once mapped.
                     if (!Pte::present(old) || (old & kStaticBit)) return;
+                    if (defect::kDropLastOfBatch && batch > 1 && pages.size() + 1 == batch) return;
 #ifdef HV_SHADOW_NO_FENCES
                     entry.exchange(0, std::memory_order_seq_cst);
 #else
                     entry.store(0, std::memory_order_relaxed);
 #endif
-                    rmap_.remove(Pte::pfn(old), addr >> 12, rmap_writers);
+                    if (!(defect::kForgetRmapRemoval && (addr >> 12) % 8 == 7))
+                        rmap_.remove(Pte::pfn(old), addr >> 12, rmap_writers);
                     if (batch_tables.empty() || batch_tables.back() != slot.table) batch_tables.push_back(slot.table);
                     pages.push_back(addr);
                 });
@@ -92,7 +95,7 @@ std::size_t ShadowMmu::zap_ranges(std::span<const GuestRange> ranges, ShadowCoun
             }
             ++c.batches;
             c.max_batch = std::max<std::uint64_t>(c.max_batch, pages.size());
-            if (shootdown_ && !targets.empty()) {
+            if (shootdown_ && !targets.empty() && !defect::kSkipShootdown) {
                 ++c.shootdowns;
                 c.shootdown_targets += targets.count();
                 shootdown_->shootdown(targets, pages);
@@ -151,6 +154,16 @@ void ShadowMmu::begin_invalidation(std::span<const GuestRange> ranges) {
         invalidate_hi_.store(std::max(hi, invalidate_hi_.load()), std::memory_order_seq_cst);
     }
     invalidate_in_progress_.fetch_add(1, std::memory_order_seq_cst);
+}
+
+bool ShadowMmu::range_active_blocks() const {
+    if (invalidate_in_progress_.load(std::memory_order_seq_cst) == 0) return false;
+    // The defect: an active range whose end falls on a zap batch boundary
+    // is not seen.
+    if (defect::kRangeActiveBatchBoundary && config_.batch != 0 &&
+        invalidate_hi_.load(std::memory_order_seq_cst) % (config_.batch * kPage) == 0)
+        return false;
+    return true;
 }
 
 bool ShadowMmu::invalidation_covers(std::uint64_t ga) const {

@@ -1,6 +1,7 @@
 // The shadow MMU: construction, memslots, faults and walks. Zaps, the
 // notifier callbacks and audit() are in shadow_invalidate.cpp.
 #include "shadow_mmu.hpp"
+#include "defects.hpp"
 
 #include "hex.hpp"
 #include "shadow_internal.hpp"
@@ -277,8 +278,7 @@ FaultResult ShadowMmu::fault(std::uint32_t vcpu, std::uint64_t guest_address, Ac
         return FaultResult::Refused;
     }
     const std::uint64_t ha = slot.host_start + (ga - slot.guest_start);
-    if (config_.coherence == CoherencePolicy::RangeActive &&
-        invalidate_in_progress_.load(std::memory_order_acquire) != 0) {
+    if (config_.coherence == CoherencePolicy::RangeActive && range_active_blocks()) {
         ++c.retries;
         return FaultResult::Retry;
     }
@@ -359,11 +359,10 @@ FaultResult ShadowMmu::install(std::uint32_t vcpu, std::uint64_t ga, const Memsl
     // whose point is backing off from any active range. Every policy refuses
     // an install across a memslot removal (the slot it looked up may be
     // gone); the sequence number is the seq policy's.
-    const bool in_progress = config_.coherence == CoherencePolicy::RangeActive
-                                 ? invalidate_in_progress_.load(std::memory_order_seq_cst) != 0
-                                 : invalidation_covers(ga);
+    const bool in_progress = config_.coherence == CoherencePolicy::RangeActive ? range_active_blocks()
+                                                                               : invalidation_covers(ga);
     bool stale = in_progress || slots_gen_.load(std::memory_order_acquire) != snap.slots_gen;
-    if (config_.coherence == CoherencePolicy::Seq)
+    if (config_.coherence == CoherencePolicy::Seq && !defect::kSkipSeqRecheck)
         stale = stale || invalidate_seq_.load(std::memory_order_acquire) != snap.seq;
     if (config_.coherence == CoherencePolicy::RangeActive && !stale) {
         const auto now = host_.lookup(ha);

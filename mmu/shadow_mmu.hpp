@@ -205,6 +205,8 @@ private:
     ShadowCounters& zap_slot() { return counters_[config_.vcpus].c; }
     void begin_invalidation(std::span<const GuestRange> ranges); // caller holds zap_mutex_
     bool invalidation_covers(std::uint64_t guest_address) const;
+    // Range-active: an invalidation is in progress anywhere, so installs back off.
+    bool range_active_blocks() const;
     void wait_no_invalidation(); // caller holds zap_mutex_
     void refuse_static_overlap(std::uint64_t start, std::uint64_t end, const char* what) const; // holds slots_lock_
     struct StaticRange {

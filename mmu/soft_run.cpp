@@ -141,6 +141,12 @@ SoftRunResult SoftVcpuSystem::run(const SoftRunConfig& cfg) {
     go.count_down();
     if (!cfg.ops_per_vcpu) {
         std::this_thread::sleep_for(std::chrono::duration<double>(cfg.seconds));
+        // A timed run meets the churn quota too: on a loaded machine the
+        // churn thread can go the whole time without a CPU among 1024 vCPU
+        // threads. Bounded so a run always ends.
+        const auto give_up = std::chrono::steady_clock::now() + kChurnQuotaWait;
+        while (!churn.quota_met() && std::chrono::steady_clock::now() < give_up)
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
         churn_stop_ = true;
         stop_ = true; // vCPUs finish (or abandon) their current access
     }

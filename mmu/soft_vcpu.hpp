@@ -89,9 +89,10 @@ struct SoftRunConfig {
     std::uint64_t seed = 1;
     double churn_rate[kChurnOps] = {}; // host operations per second, by ChurnOp
     std::chrono::microseconds protect_hold{500}; // protect: read-only for this long, then writable again
-    // Bounded runs (ops_per_vcpu > 0): vCPUs keep accessing past
-    // ops_per_vcpu until the churn thread attempted this many operations of
-    // every enabled kind, so a short run is sure to overlap the churn.
+    // vCPUs keep accessing past ops_per_vcpu (bounded runs) or `seconds`
+    // (timed runs; at most kChurnQuotaWait longer) until the churn thread
+    // attempted this many operations of every enabled kind, so a short run
+    // is sure to overlap the churn.
     std::uint64_t min_churn_ops = 0;
     // Region pages for the configuration.
     std::uint64_t region_pages() const { return sharing == Sharing::Disjoint ? pages * vcpus : pages; }
@@ -134,6 +135,8 @@ public:
     static constexpr std::size_t kMaxDetails = 8;
     static constexpr std::chrono::microseconds kDefaultAckWait{200};
     static constexpr std::chrono::microseconds kAckSpin{20};
+    // How long a timed run waits past `seconds` for the churn quota.
+    static constexpr std::chrono::seconds kChurnQuotaWait{120};
 
     // `vcpus` in 1..kMaxVcpus; throws std::invalid_argument otherwise.
     SoftVcpuSystem(HostAddressSpace& host, std::uint32_t vcpus, TlbConfig tlb = {});

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Second command of the README: the whole test suite.
 #  1. ASan+UBSan build (clang): unit tests.
-#  2. TSan build (g++): unit tests.
-#  3. Normal build (g++): unit tests, `kvm` tests (direct when /dev/kvm is
+#  2. libFuzzer targets (clang, ASan+UBSan): 60 s each.
+#  3. TSan build (g++): unit tests.
+#  4. Normal build (g++): unit tests, `kvm` tests (direct when /dev/kvm is
 #     usable, SKIPPED otherwise) and the `nested` test, which runs the `kvm`
 #     tests inside a nested KVM host under QEMU when /dev/kvm is absent.
 # Exits non-zero when any step fails.
@@ -17,6 +18,24 @@ scripts/setup.sh # idempotent: a no-op when everything is installed
 stage "sanitizer build (clang, ASan+UBSan): unit tests"
 CC=clang CXX=clang++ scripts/build.sh build-asan -DHV_SANITIZE=ON
 ctest --test-dir build-asan -L unit -j "$jobs" --output-on-failure
+
+# Each libFuzzer target for 60 s, all at once (scripts/fuzz.sh; a crash
+# fails the suite and prints its reproducer). The fuzz tree builds only the
+# targets and what they link.
+stage "fuzz targets (clang, libFuzzer, ASan+UBSan): 60 s each"
+fuzz_targets=$(sed -n 's/^set(HV_FUZZ_TARGETS \(.*\))$/\1/p' tests/fuzz/CMakeLists.txt)
+CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DHV_FUZZ=ON -DHV_DEFECT= >/dev/null
+ninja -C build-fuzz $(printf 'fuzz_%s ' $fuzz_targets)
+mkdir -p fuzz-out
+pids=()
+for t in $fuzz_targets; do
+  scripts/fuzz.sh "$t" 60 >"fuzz-out/$t.ci.log" 2>&1 &
+  pids+=($!)
+done
+fuzz_failed=0
+for i in "${!pids[@]}"; do wait "${pids[$i]}" || fuzz_failed=1; done
+cat fuzz-out/*.ci.log
+((fuzz_failed == 0)) || { echo "a fuzz target failed (above)"; exit 1; }
 
 stage "ThreadSanitizer build (g++): unit tests"
 CC=gcc CXX=g++ scripts/build.sh build-tsan -DHV_TSAN=ON

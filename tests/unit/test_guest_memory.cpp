@@ -4,6 +4,8 @@
 #include <doctest/doctest.h>
 
 #include <cstdint>
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <variant>
 #include <vector>
@@ -22,10 +24,38 @@ bool contains(const std::string& haystack, const std::string& needle) {
     return haystack.find(needle) != std::string::npos;
 }
 
+// The permissions ("rw-p", "---p") of the mapping holding address a, from
+// /proc/self/maps; empty when nothing maps it.
+std::string perms_at(std::uintptr_t a) {
+    std::ifstream maps("/proc/self/maps");
+    std::string line;
+    while (std::getline(maps, line)) {
+        std::istringstream in(line);
+        std::string range, perms;
+        in >> range >> perms;
+        const auto dash = range.find('-');
+        const std::uintptr_t lo = std::stoull(range.substr(0, dash), nullptr, 16);
+        const std::uintptr_t hi = std::stoull(range.substr(dash + 1), nullptr, 16);
+        if (lo <= a && a < hi) return perms;
+    }
+    return "";
+}
+
 } // namespace
 
 // ---------------------------------------------------------------------------
 // GuestMemory
+
+// An access that runs off either end of guest RAM (a missed bounds check)
+// must fault, not reach the neighbouring mapping: the fuzz targets rely on it.
+TEST_CASE("GuestMemory: RAM lies between inaccessible guard pages") {
+    GuestMemory m(kSize);
+    const auto base = reinterpret_cast<std::uintptr_t>(m.host_base());
+    CHECK(perms_at(base) == "rw-p");
+    CHECK(perms_at(base + kSize - 1) == "rw-p");
+    CHECK(perms_at(base - 1) == "---p");
+    CHECK(perms_at(base + kSize) == "---p");
+}
 
 TEST_CASE("GuestMemory: size and zero-filled contents") {
     GuestMemory mem(kSize);

@@ -3,12 +3,12 @@
 // every step under every lock policy x coherence policy x zap batch; small
 // hand-written sequences that pin one behaviour each; and proof that the
 // comparison fails when the real system changes behind the model's back.
+#include "op_generator.hpp"
 #include "reference_model.hpp"
 
 #include <doctest/doctest.h>
 
 #include <map>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -16,103 +16,11 @@ using namespace hv::mmu;
 
 namespace {
 
-constexpr std::uint64_t kPage = 4096;
-constexpr std::uint64_t kTableSpan = 512 * kPage;
-// Both windows straddle a 2 MiB boundary, so ranges cross leaf tables (split
-// locks, batch cursors moving from one table to the next).
-constexpr std::uint64_t kHost = 0x7f0000000000 + kTableSpan - 48 * kPage;
-constexpr std::uint64_t kHostPages = 96;
-constexpr std::uint64_t kGuest = 0x40000000 + kTableSpan - 64 * kPage;
-constexpr std::uint64_t kGuestPages = 128;
-constexpr std::uint32_t kVcpus = 4;
-
-std::uint64_t host_page(std::uint64_t n) { return kHost + n * kPage; }
-std::uint64_t guest_page(std::uint64_t n) { return kGuest + n * kPage; }
-
-// Random ops over small windows, so they collide often. Most addresses are
-// picked from what the model says exists (a memslot's guest pages, present
-// host pages), so faults install, merges find present pages with equal
-// tokens (there are three token values) and writes hit merged pages.
-class OpGenerator {
-public:
-    explicit OpGenerator(std::uint64_t seed) : rng_(seed) {}
-
-    Op next(const ReferenceModel& model) {
-        const unsigned pick = below(100);
-        if (pick < 25) return op::Fault{vcpu(), guest_address(model), chance(50) ? Access::Write : Access::Read};
-        if (pick < 50) return op::GuestWrite{vcpu(), guest_address(model), below(3)};
-        if (pick < 53) {
-            const auto [start, end] = page_range(kHostPages + 8, 24);
-            return op::MapAnonymous{{host_page(start), host_page(end)}, chance(80)};
-        }
-        if (pick < 59) {
-            Memslot s{slot_id(), guest_page(below(kGuestPages)), (1 + below(32)) * kPage, host_page(below(kHostPages)), chance(90)};
-            if (chance(5)) s.guest_start += 0x800; // misaligned: rejected
-            if (chance(3)) s.size = 0;
-            return op::AddMemslot{s};
-        }
-        if (pick < 62) return op::AliasMemslot{slot_id(), slot_id(), guest_page(below(kGuestPages))};
-        if (pick < 63) // mostly ids that exist, so slots come and go
-            return op::RemoveMemslot{model.memslots().empty() || chance(30) ? slot_id() : pick_from(model.memslots()).id};
-        if (pick < 67) return op::Unmap{host_range(12)};
-        if (pick < 72) return op::Protect{host_range(16), chance(50)};
-        if (pick < 77) return op::Migrate{host_address(model) + below(kPage)};
-        if (pick < 85) return op::Merge{host_address(model), host_address(model)};
-        if (pick < 91) return op::SwapOut{host_address(model)};
-        if (pick < 96) return op::Age{host_range(32)};
-        const auto [start, end] = page_range(kGuestPages, 24);
-        return op::ZapGuestRange{guest_page(start), guest_page(end)};
-    }
-
-private:
-    std::uint64_t below(std::uint64_t n) { return std::uniform_int_distribution<std::uint64_t>(0, n - 1)(rng_); }
-    bool chance(unsigned percent) { return below(100) < percent; }
-    std::uint32_t vcpu() { return static_cast<std::uint32_t>(below(kVcpus)); }
-    std::uint32_t slot_id() { return static_cast<std::uint32_t>(1 + below(8)); }
-    template <class Map>
-    const typename Map::mapped_type& pick_from(const Map& m) {
-        return std::next(m.begin(), static_cast<std::ptrdiff_t>(below(m.size())))->second;
-    }
-    std::uint64_t guest_address(const ReferenceModel& model) {
-        if (model.memslots().empty() || chance(10)) return guest_page(below(kGuestPages)) + below(kPage);
-        const Memslot& s = pick_from(model.memslots());
-        return s.guest_start + below(s.size);
-    }
-    std::uint64_t host_address(const ReferenceModel& model) {
-        if (model.host_pages().empty() || chance(15)) return host_page(below(kHostPages));
-        return std::next(model.host_pages().begin(), static_cast<std::ptrdiff_t>(below(model.host_pages().size())))->first;
-    }
-    // [start, end) in pages: mostly short, sometimes empty, sometimes the whole window.
-    std::pair<std::uint64_t, std::uint64_t> page_range(std::uint64_t window, std::uint64_t max_len) {
-        const std::uint64_t start = below(window);
-        if (chance(5)) return {0, window};
-        return {start, std::min(window, start + below(max_len + 1))};
-    }
-    HostRange host_range(std::uint64_t max_len) {
-        const auto [start, end] = page_range(kHostPages, max_len);
-        return {host_page(start), host_page(end)};
-    }
-    std::mt19937_64 rng_;
-};
-
-// Writable and read-only host memory with a hole at [88, 96) for random maps
-// to fill, a writable slot over the first part, a slot over the read-only
-// part, and an alias of the first slot.
-std::vector<Op> setup_ops() {
-    return {op::MapAnonymous{{host_page(0), host_page(40)}, true},
-            op::MapAnonymous{{host_page(40), host_page(56)}, false},
-            op::MapAnonymous{{host_page(56), host_page(88)}, true},
-            op::AddMemslot{{1, guest_page(0), 40 * kPage, host_page(0), true}},
-            op::AddMemslot{{2, guest_page(64), 16 * kPage, host_page(40), true}},
-            op::AliasMemslot{1, 3, guest_page(80)}};
-}
-
-std::string report(std::size_t step, const Op& op, const StepOutcome& outcome, const std::vector<std::string>& lines) {
-    std::string s = "step " + std::to_string(step) + ": " + describe(op) + " (expected " + outcome.expected + ", found " +
-                    outcome.found + ")";
-    for (const std::string& line : lines) s += "\n  " + line;
-    return s;
-}
+using op_window::guest_page;
+using op_window::host_page;
+using op_window::kPage;
+using op_window::kVcpus;
+using OpGen = OpGenerator<RandomChoices>;
 
 // One rig + model pair. step() applies an op to both and compares them,
 // failing the test with every mismatch line; it returns the real outcome.
@@ -127,7 +35,7 @@ struct Differential {
         const StepOutcome outcome = apply_both(rig, model, op);
         const std::vector<std::string> lines = check(rig, model, &outcome);
         if (!lines.empty()) {
-            FAIL_CHECK(report(steps, op, outcome, lines));
+            FAIL_CHECK(differential_report(steps, op, outcome, lines));
             failed = true;
         }
         ++steps;
@@ -183,8 +91,9 @@ void check_random_sequences(LockPolicy lock, std::uint64_t seed) {
             CAPTURE(seed);
             CAPTURE(page_at_a_time);
             Differential d(c, page_at_a_time);
-            OpGenerator gen(seed);
-            for (const Op& op : setup_ops()) d.step(op);
+            RandomChoices choices(seed);
+            OpGen gen(choices);
+            for (const Op& op : differential_setup_ops()) d.step(op);
             for (std::size_t i = 0; i < kSteps && !d.failed; ++i) { // after a divergence, steps only repeat it
                 const Op op = gen.next(d.model);
                 ++outcomes[std::string(name(op)) + ": " + d.step(op)];
