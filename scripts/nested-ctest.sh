@@ -25,8 +25,8 @@
 #   nested-ctest.sh BUILD_DIR [extra ctest args...]
 # The extra arguments also select the tests; a -R among them is overridden
 # by each host's own list of names (ctest keeps the last -R).
-# HV_NESTED_IDLE=S changes IDLE (default 660 s; the longest test's limit is
-# 600 s, and ctest prints nothing while a test runs).
+# HV_NESTED_IDLE=S changes IDLE (default 1020 s; the longest test's limit is
+# 960 s, and ctest prints nothing while a test runs).
 set -euo pipefail
 build=$(cd "${1:?usage: nested-ctest.sh BUILD_DIR}" && pwd)
 shift
@@ -47,7 +47,7 @@ if [[ ${HV_NESTED:-0} != 1 ]] && kvm_usable; then
   label=tdp
 fi
 export HV_REQUIRE_KVM=1
-readonly TEST_TIMEOUT=150 IDLE=${HV_NESTED_IDLE:-660} EXIT_HUNG=124
+readonly TEST_TIMEOUT=150 IDLE=${HV_NESTED_IDLE:-1020} EXIT_HUNG=124
 extra=("$@")
 work=$(mktemp -d "${TMPDIR:-/tmp}/nested-ctest.XXXXXX")
 trap 'rm -rf "$work"' EXIT
