@@ -4,14 +4,13 @@
 #include <doctest/doctest.h>
 
 #include <cstdint>
-#include <fstream>
-#include <sstream>
 #include <string>
 #include <variant>
 #include <vector>
 
 #include "guest_memory.hpp"
 #include "guest_page_walk.hpp"
+#include "proc_maps.hpp"
 #include "vmm_error.hpp"
 
 using hv::GuestMemory;
@@ -24,22 +23,8 @@ bool contains(const std::string& haystack, const std::string& needle) {
     return haystack.find(needle) != std::string::npos;
 }
 
-// The permissions ("rw-p", "---p") of the mapping holding address a, from
-// /proc/self/maps; empty when nothing maps it.
-std::string perms_at(std::uintptr_t a) {
-    std::ifstream maps("/proc/self/maps");
-    std::string line;
-    while (std::getline(maps, line)) {
-        std::istringstream in(line);
-        std::string range, perms;
-        in >> range >> perms;
-        const auto dash = range.find('-');
-        const std::uintptr_t lo = std::stoull(range.substr(0, dash), nullptr, 16);
-        const std::uintptr_t hi = std::stoull(range.substr(dash + 1), nullptr, 16);
-        if (lo <= a && a < hi) return perms;
-    }
-    return "";
-}
+// The permissions ("rw-p", "---p") of the one mapping holding address a.
+std::vector<std::string> perms_at(const std::uint8_t* a) { return hv::test::vmas_over({a, 1}).perms; }
 
 } // namespace
 
@@ -50,11 +35,12 @@ std::string perms_at(std::uintptr_t a) {
 // must fault, not reach the neighbouring mapping: the fuzz targets rely on it.
 TEST_CASE("GuestMemory: RAM lies between inaccessible guard pages") {
     GuestMemory m(kSize);
-    const auto base = reinterpret_cast<std::uintptr_t>(m.host_base());
-    CHECK(perms_at(base) == "rw-p");
-    CHECK(perms_at(base + kSize - 1) == "rw-p");
-    CHECK(perms_at(base - 1) == "---p");
-    CHECK(perms_at(base + kSize) == "---p");
+    const std::uint8_t* base = m.host_base();
+    using Perms = std::vector<std::string>;
+    CHECK(perms_at(base) == Perms{"rw-p"});
+    CHECK(perms_at(base + kSize - 1) == Perms{"rw-p"});
+    CHECK(perms_at(base - 1) == Perms{"---p"});
+    CHECK(perms_at(base + kSize) == Perms{"---p"});
 }
 
 TEST_CASE("GuestMemory: size and zero-filled contents") {

@@ -3,6 +3,7 @@
 // unmapped, protected) and made the calls it counts, checked through the
 // kernel's own view (mincore, /proc/self/maps, fault counts). No timings.
 #include "linux_baseline.hpp"
+#include "proc_maps.hpp"
 
 #include <doctest/doctest.h>
 
@@ -53,31 +54,8 @@ bool fully_unmapped(std::span<const std::uint8_t> range) {
     return true;
 }
 
-// The permission strings ("rw-p") of the VMAs overlapping `range`, and how
-// many of its bytes they cover.
-struct Vmas {
-    std::vector<std::string> perms;
-    std::uint64_t covered = 0;
-};
-
-Vmas vmas_over(std::span<const std::uint8_t> range) {
-    const auto lo = reinterpret_cast<std::uint64_t>(range.data());
-    const auto hi = lo + range.size();
-    Vmas v;
-    std::ifstream maps("/proc/self/maps");
-    for (std::string line; std::getline(maps, line);) {
-        std::istringstream in(line);
-        std::string span, perms;
-        in >> span >> perms;
-        const auto dash = span.find('-');
-        const std::uint64_t start = std::stoull(span.substr(0, dash), nullptr, 16);
-        const std::uint64_t end = std::stoull(span.substr(dash + 1), nullptr, 16);
-        if (end <= lo || start >= hi) continue;
-        v.perms.push_back(perms);
-        v.covered += std::min(end, hi) - std::max(start, lo);
-    }
-    return v;
-}
+using hv::test::Vmas;
+using hv::test::vmas_over;
 
 doctest::Contains has(const std::string& text) { return doctest::Contains(text.c_str()); }
 
