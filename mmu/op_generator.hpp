@@ -10,14 +10,13 @@
 // guest pages, present host pages), so faults install, merges find present
 // pages with equal tokens (there are three token values) and writes hit
 // merged pages.
+#include "choices.hpp"
 #include "reference_model.hpp"
 
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <iterator>
-#include <random>
-#include <span>
 #include <string>
 #include <utility>
 #include <vector>
@@ -38,43 +37,6 @@ inline constexpr std::uint32_t kVcpus = 4;
 constexpr std::uint64_t host_page(std::uint64_t n) { return kHost + n * kPage; }
 constexpr std::uint64_t guest_page(std::uint64_t n) { return kGuest + n * kPage; }
 } // namespace op_window
-
-// Choices from a seeded generator.
-class RandomChoices {
-public:
-    explicit RandomChoices(std::uint64_t seed) : rng_(seed) {}
-    // Uniform in [0, n); n > 0.
-    std::uint64_t below(std::uint64_t n) { return std::uniform_int_distribution<std::uint64_t>(0, n - 1)(rng_); }
-
-private:
-    std::mt19937_64 rng_;
-};
-
-// Choices read from bytes: below(n) takes one byte when n <= 256, else
-// eight, and reduces them modulo n; word() takes eight. Past the end every choice is 0, and
-// exhausted() says so, so a caller stops instead of repeating op 0 forever.
-class ByteChoices {
-public:
-    explicit ByteChoices(std::span<const std::uint8_t> bytes) : bytes_(bytes) {}
-    std::uint64_t below(std::uint64_t n) {
-        const std::size_t want = n <= 256 ? 1 : 8;
-        std::uint64_t v = 0;
-        for (std::size_t i = 0; i < want && at_ < bytes_.size(); ++i) v = (v << 8) | bytes_[at_++];
-        return v % n;
-    }
-    // Eight bytes as one word (zero-filled past the end).
-    std::uint64_t word() {
-        std::uint64_t v = 0;
-        for (int i = 0; i < 8; ++i) v = (v << 8) | (at_ < bytes_.size() ? bytes_[at_++] : 0);
-        return v;
-    }
-    bool exhausted() const { return at_ >= bytes_.size(); }
-    std::size_t consumed() const { return at_; }
-
-private:
-    std::span<const std::uint8_t> bytes_;
-    std::size_t at_ = 0;
-};
 
 template <class Choices>
 class OpGenerator {

@@ -10,12 +10,12 @@
 // touching outside it faults; an action that stops the VM has stopped the
 // StopLatch; the MMU passes its audit after every exit.
 #include "bus.hpp"
+#include "choices.hpp"
 #include "debug_exit.hpp"
 #include "exit_dispatch.hpp"
 #include "exit_record.hpp"
 #include "guest_memory.hpp"
 #include "hv/abi.h"
-#include "op_generator.hpp" // ByteChoices
 #include "serial16550.hpp"
 #include "shadow_pager.hpp"
 #include "stop_latch.hpp"

@@ -12,10 +12,10 @@
 //    and walked again: a wild pfn must end in std::out_of_range, never in a
 //    read or write outside the frame space (ASan would say).
 // Any broken rule prints what was expected and found and aborts.
+#include "choices.hpp"
 #include "entry_format.hpp"
 #include "frame_space.hpp"
 #include "hex.hpp"
-#include "op_generator.hpp" // ByteChoices
 #include "radix_table.hpp"
 
 #include <algorithm>
