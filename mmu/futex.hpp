@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <ctime>
 
+#include "sched_point.hpp"
+
 #include <linux/futex.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -20,6 +22,12 @@ static_assert(sizeof(std::atomic<std::uint32_t>) == 4, "futex words are 32 bits"
 // negative). Spurious returns are possible: callers re-check.
 inline void futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected,
                        std::chrono::nanoseconds timeout = std::chrono::nanoseconds(-1)) {
+    if (sched::controlled()) {
+        // Under the schedule fuzzer's scheduler: let the other threads run
+        // instead of sleeping (a spurious return, which callers allow).
+        sched::blocked(sched::Point::LockBusy);
+        return;
+    }
     timespec ts{};
     timespec* tsp = nullptr;
     if (timeout.count() >= 0) {

@@ -1,6 +1,7 @@
 #include "host_address_space.hpp"
 
 #include "hex.hpp"
+#include "sched_point.hpp"
 
 #include <algorithm>
 #include <cstring>
@@ -287,6 +288,7 @@ HostFaultResult HostAddressSpace::fault(std::uint64_t address, Access access, st
 HostFaultResult HostAddressSpace::break_cow(std::uint64_t address, std::uint32_t cpu) {
     const HostRange page{address, address + kPage};
     auto inv = chain_.begin(page, InvalidateEvent::Clear, true); // blockable: always begins
+    sched::point(sched::Point::InvalidateStarted);
     HostFaultResult cost{HostFaultStatus::Mapped, {}, 0, 2};
     const auto costed = [&](HostFaultStatus status, HostTranslation t) {
         cost.status = status;
@@ -330,6 +332,7 @@ HostFaultResult HostAddressSpace::break_cow(std::uint64_t address, std::uint32_t
 std::size_t HostAddressSpace::unmap(HostRange range) {
     std::optional<RangeInvalidation> inv;
     if (!page_at_a_time_) inv = chain_.begin(range, InvalidateEvent::Unmap, true);
+    sched::point(sched::Point::InvalidateStarted);
     std::size_t changed = 0;
     std::vector<Pfn> to_put;
     std::vector<std::uint64_t> slots_to_drop;
@@ -344,6 +347,7 @@ std::size_t HostAddressSpace::unmap(HostRange range) {
             ++changed;
         }
     });
+    sched::point(sched::Point::HostPtesChanged);
     if (inv) inv->end();
     for (Pfn pfn : to_put) put_frame(pfn);
     if (!slots_to_drop.empty()) {
@@ -373,6 +377,7 @@ std::size_t HostAddressSpace::protect(HostRange range, bool writable) {
     }
     std::optional<RangeInvalidation> inv;
     if (!page_at_a_time_) inv = chain_.begin(range, InvalidateEvent::Protect, true);
+    sched::point(sched::Point::InvalidateStarted);
     std::size_t changed = 0;
     for_each_locked_pte(range, [&](std::uint64_t a, std::atomic_ref<std::uint64_t> entry) {
         const std::uint64_t pte = entry.load(std::memory_order_acquire);
@@ -384,6 +389,7 @@ std::size_t HostAddressSpace::protect(HostRange range, bool writable) {
         ++changed;
         if (page_at_a_time_) fire_page(a, InvalidateEvent::Protect);
     });
+    sched::point(sched::Point::HostPtesChanged);
     if (inv) inv->end();
     count(Count::Protected, changed);
     return changed;
@@ -398,6 +404,7 @@ std::optional<Pfn> HostAddressSpace::change_page(std::uint64_t address, Invalida
     const HostRange page{address, address + kPage};
     std::optional<RangeInvalidation> inv;
     if (!page_at_a_time_) inv = chain_.begin(page, event, true);
+    sched::point(sched::Point::InvalidateStarted);
     std::optional<Pfn> old;
     {
         if (auto slot = table_.find_leaf(address)) {
@@ -413,6 +420,7 @@ std::optional<Pfn> HostAddressSpace::change_page(std::uint64_t address, Invalida
             }
         }
     }
+    sched::point(sched::Point::HostPtesChanged);
     if (inv) inv->end();
     return old;
 }
@@ -438,6 +446,7 @@ bool HostAddressSpace::merge(std::uint64_t keep, std::uint64_t other) {
     if (keep == other) return false;
     auto inv_keep = chain_.begin({keep, keep + kPage}, InvalidateEvent::Merge, true);
     auto inv_other = chain_.begin({other, other + kPage}, InvalidateEvent::Merge, true);
+    sched::point(sched::Point::InvalidateStarted);
     std::optional<Pfn> dropped;
     {
         auto a = table_.find_leaf(keep);
@@ -466,6 +475,7 @@ bool HostAddressSpace::merge(std::uint64_t keep, std::uint64_t other) {
             first->unlock();
         }
     }
+    sched::point(sched::Point::HostPtesChanged);
     inv_other->end();
     inv_keep->end();
     if (dropped) {

@@ -2,6 +2,8 @@
 // A 4-byte lock: spins briefly, then sleeps on the word (futex via C++20
 // atomic wait), so an array of one per frame stays small while 1024 threads
 // on two cores do not burn their time slices spinning.
+#include "sched_point.hpp"
+
 #include <atomic>
 #include <cstdint>
 
@@ -10,6 +12,10 @@ namespace hv::mmu {
 class PtLock {
 public:
     void lock() {
+        if (sched::controlled()) {
+            while (!try_lock()) sched::blocked(sched::Point::LockBusy);
+            return;
+        }
         for (int i = 0; i < 64; ++i) {
             std::uint32_t expected = 0;
             if (word_.compare_exchange_weak(expected, 1, std::memory_order_acquire, std::memory_order_relaxed))

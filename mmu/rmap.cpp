@@ -1,4 +1,6 @@
 #include "rmap.hpp"
+#include "sched_point.hpp"
+
 
 #include <cassert>
 #include <mutex>
@@ -34,7 +36,9 @@ std::uint64_t BasicRmap<N>::lock_chain(Pfn pfn) const {
             return cur;
         // The holder only edits a descriptor chain: brief, unless the OS
         // preempted it, and then our core is better given to it.
-        if (spins < 64)
+        if (sched::controlled())
+            sched::blocked(sched::Point::LockSpin);
+        else if (spins < 64)
             __builtin_ia32_pause();
         else
             std::this_thread::yield();

@@ -84,6 +84,7 @@ std::size_t ShadowMmu::zap_ranges(std::span<const GuestRange> ranges, ShadowCoun
             cursor = next;
             while (t < tables.size() && cursor >= std::min(r.end, tables[t].second + kTableSpan)) ++t;
             if (pages.empty()) continue;
+            sched::point(sched::Point::ZapBatchCleared);
             total += pages.size();
             c.zaps += pages.size();
             // Each rmap removal writes the frame's head, whose line the vCPU
@@ -100,6 +101,7 @@ std::size_t ShadowMmu::zap_ranges(std::span<const GuestRange> ranges, ShadowCoun
                 c.shootdown_targets += targets.count();
                 shootdown_->shootdown(targets, pages);
             }
+            sched::point(sched::Point::ZapBatchDone);
         }
     }
     return total;

@@ -4,6 +4,7 @@
 #include "defects.hpp"
 
 #include "hex.hpp"
+#include "sched_point.hpp"
 #include "shadow_internal.hpp"
 
 #include <algorithm>
@@ -132,7 +133,12 @@ VcpuMask& ShadowMmu::mask_for_table(Pfn table, std::uint32_t vcpu) {
 // could install a page the host is changing. Like KVM, wait until no
 // invalidation is active (holding zap_mutex_, so none starts meanwhile).
 void ShadowMmu::wait_no_invalidation() {
-    while (invalidate_in_progress_.load(std::memory_order_seq_cst) != 0) std::this_thread::yield();
+    while (invalidate_in_progress_.load(std::memory_order_seq_cst) != 0) {
+        if (sched::controlled())
+            sched::yield(sched::Point::InvalidationActive);
+        else
+            std::this_thread::yield();
+    }
 }
 
 void ShadowMmu::refuse_static_overlap(std::uint64_t start, std::uint64_t end, const char* what) const {
@@ -273,6 +279,7 @@ FaultResult ShadowMmu::fault(std::uint32_t vcpu, std::uint64_t guest_address, Ac
         }
         slot = *s;
     }
+    sched::point(sched::Point::FaultSnapshot);
     if (access == Access::Write && !slot.writable) {
         ++c.refused;
         return FaultResult::Refused;
@@ -296,6 +303,7 @@ FaultResult ShadowMmu::fault(std::uint32_t vcpu, std::uint64_t guest_address, Ac
                     if (X86PteFormat::present(pte) && (access == Access::Read || X86PteFormat::writable(pte))) {
                         guard.mark_accessed(access);
                         if (after_host_lookup) after_host_lookup(vcpu, ga);
+                        sched::point(sched::Point::FaultInstall); // holding the host PT lock, as the policy says
                         return install(vcpu, ga, slot, {X86PteFormat::pfn(pte), X86PteFormat::writable(pte)}, access,
                                        {seq, slots_gen}, ha);
                     }
@@ -329,6 +337,7 @@ FaultResult ShadowMmu::fault(std::uint32_t vcpu, std::uint64_t guest_address, Ac
         return FaultResult::Refused;
     }
     if (after_host_lookup) after_host_lookup(vcpu, ga);
+    sched::point(sched::Point::FaultInstall);
     return install(vcpu, ga, slot, r.translation, access, {seq, slots_gen}, ha);
 }
 

@@ -28,6 +28,7 @@
 #include "memslots.hpp"
 #include "reader_slot_lock.hpp"
 #include "rmap.hpp"
+#include "sched_point.hpp"
 #include "vcpu_mask.hpp"
 
 #include <atomic>
@@ -232,7 +233,10 @@ private:
     ReaderSlotLock rw_lock_;             // LockPolicy::Rw
     LineArray<PtLock> table_locks_;                // LockPolicy::Split, by leaf table pfn
     LineArray<std::atomic<VcpuMask*>> table_masks_; // by leaf table pfn
-    std::mutex zap_mutex_;               // serialises zaps against each other (batching state)
+    // Serialises zaps against each other (batching state). A zap waits for
+    // acknowledgements holding it, so under the schedule fuzzer its waits
+    // go through the scheduler.
+    sched::Mutex zap_mutex_;
 
     std::atomic<std::uint64_t> invalidate_seq_{0};
     std::atomic<std::uint64_t> slots_gen_{0}; // memslot removals

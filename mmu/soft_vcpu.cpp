@@ -4,6 +4,7 @@
 
 #include "futex.hpp"
 #include "hex.hpp"
+#include "sched_point.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -182,6 +183,11 @@ void SoftVcpuSystem::shootdown(const VcpuMask& targets, std::span<const std::uin
         for (;;) {
             const std::uint32_t seen = acked.load(std::memory_order_acquire);
             if (static_cast<std::int32_t>(seen - seq) >= 0) break;
+            if (sched::controlled()) {
+                // The schedule fuzzer's scheduler decides when the wait ends.
+                if (sched::wait_timed_out(sched::Point::AckWait)) break;
+                continue;
+            }
             if (ack_wait_.count() == 0) {
                 futex_wait(acked, seen);
                 continue;
@@ -320,6 +326,7 @@ bool SoftVcpuSystem::do_access(Vcpu& s, std::uint32_t v, std::uint64_t page, Acc
     ++(access == Access::Write ? s.c.writes : s.c.reads);
     bool first = true;
     for (unsigned attempt = 0;; ++attempt) {
+        sched::point(sched::Point::AccessAttempt);
         check_boundary(s);
         TlbEntry* e = tlb_find(s, gpn);
         if (e && (access == Access::Read || e->writable)) {
@@ -346,7 +353,10 @@ bool SoftVcpuSystem::do_access(Vcpu& s, std::uint32_t v, std::uint64_t page, Acc
                 case FaultResult::Retry:
                     ++s.c.retries;
                     if (stop_.load(std::memory_order_relaxed)) return false; // the run is over
-                    std::this_thread::yield(); // the invalidation in progress needs the CPU
+                    if (sched::controlled())
+                        sched::yield(sched::Point::FaultRetry);
+                    else
+                        std::this_thread::yield(); // the invalidation in progress needs the CPU
                     continue;
                 case FaultResult::Refused: ++s.c.refused; return false; // e.g. protected right now: skip
                 case FaultResult::OutOfFrames: ++s.c.out_of_frames; return false;
@@ -357,17 +367,37 @@ bool SoftVcpuSystem::do_access(Vcpu& s, std::uint32_t v, std::uint64_t page, Acc
             }
         }
         first = false;
+        sched::point(sched::Point::AccessTranslated);
         if (try_access(s, v, page, access, *e) == Step::Done) return true;
     }
 }
 
 bool SoftVcpuSystem::access_once(std::uint32_t v, std::uint64_t page, Access access) {
-    Vcpu& s = cpu_[v];
-    if (s.model.empty()) s.model.assign(sharing_ == Sharing::Disjoint ? model_pages_ : pages_, Model{});
     enter(v);
-    const bool ok = do_access(s, v, page, access);
+    const bool ok = this->access(v, page, access);
     leave(v);
     return ok;
+}
+
+bool SoftVcpuSystem::access(std::uint32_t v, std::uint64_t page, Access access) {
+    Vcpu& s = cpu_[v];
+    if (s.model.empty()) s.model.assign(sharing_ == Sharing::Disjoint ? model_pages_ : pages_, Model{});
+    return do_access(s, v, page, access);
+}
+
+std::size_t SoftVcpuSystem::unmap_pages(std::uint64_t first, std::uint64_t count) {
+    if (first >= pages_ || count > pages_ - first)
+        throw std::out_of_range("SoftVcpuSystem::unmap_pages: pages [" + std::to_string(first) + ", +" +
+                                std::to_string(count) + ") leave the region of " + std::to_string(pages_));
+    for (std::uint64_t p = first; p < first + count; ++p) unmap_started_[p].fetch_add(1, std::memory_order_acq_rel);
+    const std::size_t n = host_.unmap({host_base_ + first * kPage, host_base_ + (first + count) * kPage});
+    for (std::uint64_t p = first; p < first + count; ++p) unmap_done_[p].fetch_add(1, std::memory_order_acq_rel);
+    return n;
+}
+
+std::vector<std::string> SoftVcpuSystem::details() {
+    std::lock_guard lock(details_mutex_);
+    return details_;
 }
 
 } // namespace hv::mmu

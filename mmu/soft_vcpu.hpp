@@ -165,6 +165,16 @@ public:
     // One access to region page `page`: enters, accesses (faulting and
     // retrying as needed), leaves (the vCPU is outside again).
     bool access_once(std::uint32_t v, std::uint64_t page, Access access);
+    // The same for a vCPU already entered (it stays in access after).
+    bool access(std::uint32_t v, std::uint64_t page, Access access);
+    // A host unmap of region pages [first, first + count) that excuses the
+    // slots it zeroes, as the churn thread's unmaps do.
+    std::size_t unmap_pages(std::uint64_t first, std::uint64_t count);
+    // For quiescent states: every vCPU's slots hold the stamps it last
+    // wrote (verify_final of a run); returns the number that do not.
+    std::uint64_t verify_stamps(std::uint32_t vcpus) { return verify_final(vcpus); }
+    // The first kMaxDetails lost writes and violations found so far.
+    std::vector<std::string> details();
     // Marks v in access / outside, as the stream loop does.
     void enter(std::uint32_t v);
     void leave(std::uint32_t v);

@@ -3,7 +3,7 @@
 #
 #   scripts/fuzz.sh TARGET SECONDS [--jobs N] [--build DIR] [--defect NAME] [-- LIBFUZZER-FLAGS...]
 #
-# TARGET is one of the targets in tests/fuzz (ops, formats, exits). Builds
+# TARGET is one of the targets in tests/fuzz (ops, formats, exits, schedule). Builds
 # DIR (default build-fuzz: clang, -DHV_FUZZ=ON, so ASan + UBSan) when
 # needed, then fuzzes starting from the committed corpus
 # (tests/fuzz/TARGET/corpus, never written) with the target's dictionary;

@@ -1,0 +1,61 @@
+// The calls behind sched_point.hpp: a thread-local pointer to the scheduler
+// controlling the calling thread, or nothing.
+#include "sched_point.hpp"
+
+#include <thread>
+
+namespace hv::mmu::sched {
+
+const char* to_string(Point p) {
+    switch (p) {
+    case Point::Start: return "start";
+    case Point::FaultSnapshot: return "fault-snapshot";
+    case Point::FaultInstall: return "fault-install";
+    case Point::ZapBatchCleared: return "zap-batch-cleared";
+    case Point::ZapBatchDone: return "zap-batch-done";
+    case Point::InvalidateStarted: return "invalidate-started";
+    case Point::HostPtesChanged: return "host-ptes-changed";
+    case Point::AccessAttempt: return "access-attempt";
+    case Point::AccessTranslated: return "access-translated";
+    case Point::Program: return "program";
+    case Point::Finished: return "finished";
+    case Point::LockBusy: return "lock-busy";
+    case Point::LockSpin: return "lock-spin";
+    case Point::FaultRetry: return "fault-retry";
+    case Point::InvalidationActive: return "invalidation-active";
+    case Point::AckWait: return "ack-wait";
+    case Point::Count: break;
+    }
+    return "?";
+}
+
+namespace detail {
+namespace {
+thread_local Scheduler* t_current = nullptr;
+} // namespace
+
+Scheduler* current() { return t_current; }
+void set_current(Scheduler* s) { t_current = s; }
+
+void point(Point p) {
+    if (t_current) t_current->point(p);
+}
+
+void blocked(Point p) {
+    if (t_current)
+        t_current->blocked(p);
+    else
+        std::this_thread::yield();
+}
+
+void yield(Point p) {
+    if (t_current)
+        t_current->yield(p);
+    else
+        std::this_thread::yield();
+}
+
+bool wait_timed_out(Point p) { return t_current ? t_current->wait_timed_out(p) : false; }
+
+} // namespace detail
+} // namespace hv::mmu::sched

@@ -1,0 +1,113 @@
+#pragma once
+// Scheduling points: where the `schedule` fuzz target's deterministic
+// scheduler (PctScheduler, pct_scheduler.hpp) may switch threads.
+//
+// The MMU, the host model and the software vCPUs call these at the steps of
+// the fault/invalidate protocol (a fault between its snapshot and its
+// install, a zap between its batches, a host operation between its
+// invalidation start and its PTE changes, an access between its TLB lookup
+// and its load) and wherever they wait for another thread (a busy lock, a
+// fault told to retry, a shootdown waiting for acknowledgements).
+//
+// Only the hv_mmu_sched library (mmu/CMakeLists.txt) defines HV_SCHEDULE;
+// in every other build each call below is an empty inline function, so the
+// MMU that benchmarks and guests use has no trace of them.
+//
+// The rules the instrumented code keeps, which make a run deterministic:
+// one controlled thread runs at a time, and it never waits in the kernel
+// for another controlled thread (every such wait calls blocked() or
+// wait_timed_out() instead), so no point lies inside a critical section
+// that another controlled thread could need, except for locks whose waits
+// go through blocked() (PtLock, ReaderSlotLock via futex_wait, sched::Mutex).
+#include <cstdint>
+#include <mutex>
+
+namespace hv::mmu::sched {
+
+enum class Point : std::uint8_t {
+    // Steps (the thread could go on; the scheduler may prefer another).
+    Start,               // a controlled thread's first step
+    FaultSnapshot,       // fault(): sequence and memslot generation read
+    FaultInstall,        // fault(): host translation in hand, before the install
+    ZapBatchCleared,     // zap: a batch's entries cleared, lock dropped, shootdown next
+    ZapBatchDone,        // zap: the batch's shootdown returned
+    InvalidateStarted,   // host operation: invalidation started (secondary zapped)
+    HostPtesChanged,     // host operation: PTEs changed, invalidation end next
+    AccessAttempt,       // soft vCPU: an access attempt begins (flushes honoured here)
+    AccessTranslated,    // soft vCPU: TLB entry in hand, the load/store next
+    Program,             // a step of a test program between operations
+    Finished,            // a thread's body returned (in traces only)
+    // Waits (the thread cannot go on until another one acts).
+    LockBusy,            // a lock is held by another thread
+    LockSpin,            // a bit lock another thread holds only briefly
+    FaultRetry,          // fault() said Retry: an invalidation may have to finish first
+    InvalidationActive,  // a memslot change waits for invalidations to end
+    AckWait,             // a shootdown waits for a vCPU's acknowledgement (bounded)
+    Count
+};
+const char* to_string(Point p);
+constexpr bool is_wait(Point p) { return p >= Point::LockBusy; }
+
+// The scheduler a controlled thread reports to (PctScheduler implements it).
+class Scheduler {
+public:
+    virtual ~Scheduler() = default;
+    virtual void point(Point p) = 0;
+    virtual void blocked(Point p) = 0;
+    virtual void yield(Point p) = 0;
+    virtual bool wait_timed_out(Point p) = 0;
+};
+
+// point(p): a step; the scheduler may run another thread first.
+// blocked(p): the thread cannot go on until another one acts (a busy lock).
+// yield(p): the thread retries something another thread is likely to
+//   change (a fault told to retry): the others run first (until they end
+//   or wait), but when none can, the thread goes on by itself.
+// wait_timed_out(p): a bounded wait; true when it should give up now.
+//
+// The calls, always compiled (the scheduler's own tests use them in any
+// build): on a thread no scheduler controls, point() does nothing,
+// blocked() and yield() yield the CPU and wait_timed_out() says false (the
+// caller's own clock decides).
+namespace detail {
+Scheduler* current();
+void set_current(Scheduler* s); // on the calling thread
+void point(Point p);
+void blocked(Point p);
+void yield(Point p);
+bool wait_timed_out(Point p);
+} // namespace detail
+
+#ifdef HV_SCHEDULE
+inline bool controlled() { return detail::current() != nullptr; }
+inline void point(Point p) { detail::point(p); }
+inline void blocked(Point p) { detail::blocked(p); }
+inline void yield(Point p) { detail::yield(p); }
+inline bool wait_timed_out(Point p) { return detail::wait_timed_out(p); }
+#else
+constexpr bool controlled() { return false; }
+inline void point(Point) {}
+inline void blocked(Point) {}
+inline void yield(Point) {}
+inline bool wait_timed_out(Point) { return false; }
+#endif
+
+// std::mutex, whose contended lock() waits through blocked() on a
+// controlled thread (for locks held across a scheduling point).
+class Mutex {
+public:
+    void lock() {
+        if (controlled()) {
+            while (!m_.try_lock()) blocked(Point::LockBusy);
+            return;
+        }
+        m_.lock();
+    }
+    bool try_lock() { return m_.try_lock(); }
+    void unlock() { m_.unlock(); }
+
+private:
+    std::mutex m_;
+};
+
+} // namespace hv::mmu::sched
