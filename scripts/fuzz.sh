@@ -3,7 +3,8 @@
 #
 #   scripts/fuzz.sh TARGET SECONDS [--jobs N] [--build DIR] [--defect NAME] [-- LIBFUZZER-FLAGS...]
 #
-# TARGET is one of the targets in tests/fuzz (ops, formats, exits, schedule). Builds
+# TARGET is one of the targets in tests/fuzz (ops, formats, exits, schedule,
+# guest). Builds
 # DIR (default build-fuzz: clang, -DHV_FUZZ=ON, so ASan + UBSan) when
 # needed, then fuzzes starting from the committed corpus
 # (tests/fuzz/TARGET/corpus, never written) with the target's dictionary;
@@ -16,6 +17,10 @@
 # fuzzes from an empty corpus: the evidence that the target finds it. The
 # elapsed time is printed either way.
 #
+# `guest` boots a VM per input (KVM with EPT/NPT): where this machine's KVM
+# has none, the script runs it inside the nested KVM host
+# (scripts/nested-kvm.sh; QEMU TCG, so a few inputs per second at most).
+#
 # A crash, leak, timeout or out-of-memory input is saved under
 # fuzz-out/TARGET/crashes/ next to a .repro file holding the one command
 # that replays it; the script prints both and exits 1. Exit 0: nothing
@@ -24,7 +29,8 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
-targets=$(sed -n 's/^set(HV_FUZZ_TARGETS \(.*\))$/\1/p' tests/fuzz/CMakeLists.txt)
+targets="$(sed -n 's/^set(HV_FUZZ_TARGETS \(.*\))$/\1/p' tests/fuzz/CMakeLists.txt) $(
+  sed -n 's/^set(HV_FUZZ_KVM_TARGETS \(.*\))$/\1/p' tests/fuzz/CMakeLists.txt)"
 defects=$(sed -n 's/^set(HV_DEFECTS \(.*\))$/\1/p' CMakeLists.txt)
 usage() {
   echo "usage: scripts/fuzz.sh TARGET SECONDS [--jobs N] [--build DIR] [--defect NAME] [-- LIBFUZZER-FLAGS...]" >&2
@@ -66,13 +72,28 @@ if [[ ! -f $build/CMakeCache.txt ]] || ! grep -q '^HV_FUZZ:BOOL=ON' "$build/CMak
   CC=clang CXX=clang++ cmake -S . -B "$build" -G Ninja -DHV_FUZZ=ON -DHV_DEFECT="$defect" >/dev/null 2>&1 ||
     bad "cannot configure $build"
 fi
-ninja -C "$build" "fuzz_$target" >/dev/null || bad "cannot build fuzz_$target in $build"
+build_targets=("fuzz_$target")
+[[ $target != guest ]] || build_targets+=(vmm) # for `vmm info` and the reproducer
+ninja -C "$build" "${build_targets[@]}" >/dev/null || bad "cannot build ${build_targets[*]} in $build"
 binary=$build/bin/fuzz_$target
+runner=()   # what runs the binary: nothing, or the nested KVM host
+timeout=25  # libFuzzer's limit per input, seconds
+if [[ $target == guest ]]; then
+  timeout=300 # a VM boot in the nested host takes seconds
+  # Inputs up to FuzzGuestInput::kMaxInput (vmm/fuzz_guest_command.hpp), all lengths from the start:
+  # at a few inputs per second, libFuzzer's slow growth of the length limit would keep
+  # the programs empty for minutes.
+  extra=(-max_len=1028 -len_control=0 "${extra[@]}")
+  if ! "$build/bin/vmm" info 2>/dev/null | grep -Eq 'TDP paging +yes'; then
+    echo "fuzz guest: this machine's KVM cannot run shadow mode (no EPT/NPT): running in the nested KVM host"
+    runner=(scripts/nested-kvm.sh --mem 4096 --timeout $((seconds + 1200)) --idle-timeout 900 --)
+  fi
+fi
 
 out=fuzz-out/$target${defect:+-$defect}
 mkdir -p "$out/corpus" "$out/crashes"
 log=$out/last.log
-flags=(-max_total_time="$seconds" -print_final_stats=1 -timeout=25
+flags=(-max_total_time="$seconds" -print_final_stats=1 -timeout="$timeout"
        -artifact_prefix="$out/crashes/")
 [[ -f tests/fuzz/$target.dict ]] && flags+=(-dict="tests/fuzz/$target.dict")
 ((jobs > 1)) && flags+=(-fork="$jobs")
@@ -84,7 +105,7 @@ corpora=("$out/corpus" "tests/fuzz/$target/corpus")
 # A defect hunt starts from nothing: the committed corpus may already hold
 # an input that trips the defect, which would say nothing about finding it.
 [[ -z $defect ]] || { rm -rf "$out/corpus"; mkdir -p "$out/corpus"; corpora=("$out/corpus"); }
-"$binary" "${flags[@]}" "${extra[@]}" "${corpora[@]}" >"$log" 2>&1
+"${runner[@]}" "$binary" "${flags[@]}" "${extra[@]}" "${corpora[@]}" >"$log" 2>&1
 status=$?
 set -e
 elapsed=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
@@ -115,12 +136,14 @@ if ((${#found[@]})); then
   grep -E '^(fuzz |==[0-9]+==|SUMMARY|ERROR)' "$log" | head -20 >&2 || true
   for f in "${found[@]}"; do
     repro="$binary $f"
+    [[ $target != guest ]] || repro="$build/bin/vmm fuzz-guest --input $f"
+    ((${#runner[@]} == 0)) || repro="scripts/nested-kvm.sh -- $repro"
     echo "$repro" >"$f.repro"
     echo "fuzz $target: FOUND $(basename "$f" | cut -d- -f1): $f ($(stat -c %s "$f") bytes)" >&2
     echo "  reproduce: $repro" >&2
     if [[ -n $defect ]]; then
       echo "  (it replays only with the defect: any tree configured with -DHV_DEFECT=$defect)" >&2
-    else
+    elif [[ $target != guest ]]; then
       echo "  (or in any build: <build>/bin/fuzz_${target}_replay $f)" >&2
     fi
   done

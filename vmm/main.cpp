@@ -1,6 +1,7 @@
 // The `vmm` executable: a thin CLI over the VMM library.
 #include "bench_command.hpp"
 #include "format.hpp"
+#include "fuzz_guest_command.hpp"
 #include "info.hpp"
 #include "mmu_options.hpp"
 #include "soft_command.hpp"
@@ -55,6 +56,9 @@ int main(int argc, char** argv) {
     hv::SoftCommandArgs soft_args;
     auto* soft = hv::add_soft_subcommand(app, soft_args);
 
+    hv::FuzzGuestArgs fuzz_guest_args;
+    auto* fuzz_guest = hv::add_fuzz_guest_subcommand(app, fuzz_guest_args);
+
     hv::BenchCommandArgs bench_args;
     const hv::BenchCommand bench = hv::add_bench_subcommand(app, bench_args);
 
@@ -72,6 +76,7 @@ int main(int argc, char** argv) {
         }
         if (soft->parsed()) return hv::run_soft_command(hv::parse_soft_args(soft_args), stdout);
         if (bench.bench->parsed()) return hv::run_bench_command(bench, bench_args, stdout);
+        if (fuzz_guest->parsed()) return hv::run_fuzz_guest_command(fuzz_guest_args, stdout);
         auto size = hv::parse_size(mem_text);
         if (!size) throw hv::VmmError("--mem: expected a size such as 64M, 2G or 4096, got '" + mem_text + "'");
         opt.mem = *size;

@@ -184,8 +184,8 @@ TEST_CASE("PctScheduler: the timeout bits make a bounded wait give up at once") 
 }
 
 TEST_CASE("PctScheduler: every thread waiting without a bound is a deadlock, reported with where each waits") {
-    std::atomic<bool> release{false};
-    bool a = false, b = false;
+    // Atomic: once control ends the two run at the same time.
+    std::atomic<bool> release{false}, a{false}, b{false};
     std::string seen;
     PctConfig cfg;
     cfg.priorities = {1, 2};
