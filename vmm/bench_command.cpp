@@ -4,6 +4,7 @@
 #include "bench_kvm.hpp"
 #include "bench_mixed.hpp"
 #include "bench_zap.hpp"
+#include "file_util.hpp"
 #include "format.hpp"
 #include "vmm_error.hpp"
 
@@ -11,7 +12,6 @@
 
 #include <chrono>
 #include <ctime>
-#include <filesystem>
 #include <fstream>
 #include <optional>
 #include <sstream>
@@ -186,11 +186,8 @@ bench::BenchReport run_kvm(const BenchCommandArgs& a) {
         kc.pages = *p;
     }
     if (!a.repeat.empty()) kc.repeat = parse_repeat(a.repeat);
-    std::error_code ec;
-    const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
-    if (ec) fail("bench kvm: cannot find this binary through /proc/self/exe: " + ec.message());
-    kc.vmm = self.string();
-    kc.guest = a.guest.empty() ? (self.parent_path().parent_path() / "guest" / "touch.elf").string() : a.guest;
+    kc.vmm = this_binary("bench kvm").string();
+    kc.guest = a.guest.empty() ? build_tree_guest("bench kvm", "touch.elf") : a.guest;
     kc.progress = progress;
     try {
         return bench::run_kvm_bench(kc);

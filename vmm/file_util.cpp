@@ -11,6 +11,17 @@
 
 namespace hv {
 
+std::filesystem::path this_binary(const std::string& who) {
+    std::error_code ec;
+    std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
+    if (ec) throw VmmError(who + ": cannot find this binary through /proc/self/exe: " + ec.message());
+    return self;
+}
+
+std::string build_tree_guest(const std::string& who, const char* name) {
+    return (this_binary(who).parent_path().parent_path() / "guest" / name).string();
+}
+
 std::vector<std::uint8_t> read_file(const std::string& path, const char* what, std::uint64_t max_bytes) {
     UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
     if (!fd.valid()) throw VmmError(std::string("cannot open ") + what + " '" + path + "': " + std::strerror(errno));

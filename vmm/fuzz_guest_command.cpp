@@ -100,13 +100,7 @@ CLI::App* add_fuzz_guest_subcommand(CLI::App& app, FuzzGuestArgs& a) {
 }
 
 int run_fuzz_guest_command(const FuzzGuestArgs& a, std::FILE* out) {
-    std::string guest = a.guest;
-    if (guest.empty()) {
-        std::error_code ec;
-        const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
-        if (ec) throw VmmError("fuzz-guest: cannot find this binary through /proc/self/exe: " + ec.message());
-        guest = (self.parent_path().parent_path() / "guest" / "fuzz.elf").string();
-    }
+    const std::string guest = a.guest.empty() ? build_tree_guest("fuzz-guest", "fuzz.elf") : a.guest;
     const std::vector<std::string> inputs = list_inputs(a.inputs);
     // Every input is read and decoded before the first VM starts: a bad one
     // is reported without running anything.

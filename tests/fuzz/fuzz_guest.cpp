@@ -10,13 +10,13 @@
 // the nested KVM host when this machine has none. Not linked for replay in
 // normal builds: the committed corpus runs as the kvm test
 // kvm.fuzz-guest.corpus through `vmm fuzz-guest`.
+#include "file_util.hpp"
 #include "fuzz_guest_command.hpp"
 
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
-#include <filesystem>
 #include <string>
 
 namespace {
@@ -24,14 +24,12 @@ namespace {
 // guest/fuzz.elf of the build tree this binary is in (bin/..).
 const std::string& guest_image() {
     static const std::string path = [] {
-        std::error_code ec;
-        const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
-        if (ec) {
-            std::fprintf(stderr, "fuzz guest: cannot find this binary through /proc/self/exe: %s\n",
-                         ec.message().c_str());
+        try {
+            return hv::build_tree_guest("fuzz guest", "fuzz.elf");
+        } catch (const std::exception& e) {
+            std::fprintf(stderr, "%s\n", e.what());
             std::exit(2);
         }
-        return (self.parent_path().parent_path() / "guest" / "fuzz.elf").string();
     }();
     return path;
 }
