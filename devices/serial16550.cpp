@@ -276,6 +276,11 @@ std::size_t Serial16550::rx_free() const {
     return loopback() ? 0 : rx_capacity() - rx_fifo_.size();
 }
 
+bool Serial16550::rx_interrupt_enabled() const {
+    std::lock_guard lock(mutex_);
+    return (ier_ & 0x01) != 0; // IER bit 0: received data available
+}
+
 void Serial16550::set_irq_line(IrqLine line) {
     std::lock_guard lock(mutex_);
     irq_line_ = std::move(line);

@@ -55,6 +55,11 @@ public:
     // back host input until the guest has drained the FIFO.
     std::size_t rx_free() const;
 
+    // Whether the guest has enabled the received-data interrupt (IER bit 0):
+    // a driver that does so is listening, so host input is not lost to a
+    // probe or a FIFO reset during its set-up.
+    bool rx_interrupt_enabled() const;
+
     // Connects the interrupt output (the PC's IRQ line after the OUT2 gate).
     // The callback is called on every level change; if the line is already
     // asserted it is called at once with true.

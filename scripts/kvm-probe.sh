@@ -13,3 +13,8 @@ kvm_has_tdp() {
   done
   return 1
 }
+# A KVM on hardware virtualization (kvm_intel or kvm_amd), which runs any
+# guest kernel; kvm_pvm runs only kernels built as PVM guests.
+kvm_runs_stock_kernels() {
+  [[ -d /sys/module/kvm_intel || -d /sys/module/kvm_amd ]]
+}

@@ -64,6 +64,7 @@ Environment:
                        that has /lib/modules/<version>)
   HV_NESTED_CACHE      initramfs cache dir (default ~/.cache/hv-nested)
   HV_NESTED_APPEND     extra guest kernel arguments (e.g. loglevel=7)
+  HV_NESTED_CPU        QEMU -cpu model (default EPYC,+svm,+npt; e.g. max)
   HV_NESTED_TCG        single (default) or multi: QEMU's TCG on one host
                        thread, or one thread per guest CPU (about twice as
                        fast, but its SVM emulation then corrupts nested
@@ -427,7 +428,7 @@ exec {cat_fd}<&-
 # nested vCPUs ran locked up an L1 CPU for minutes (a soft lockup on the console).
 # shellcheck disable=SC2054  # commas are QEMU option syntax
 qemu_args=(
-    -accel "tcg,thread=$tcg_thread" -cpu EPYC,+svm,+npt -smp "$cpus" -m "$mem"
+    -accel "tcg,thread=$tcg_thread" -cpu "${HV_NESTED_CPU:-EPYC,+svm,+npt}" -smp "$cpus" -m "$mem"
     -nodefaults -display none -no-reboot
     -kernel "$kernel" -initrd "$tmp/initrd.cpio"
     -append "console=ttyS0 panic=-1 rdinit=/init quiet nokaslr transparent_hugepage=never ${HV_NESTED_APPEND:-}"

@@ -2,6 +2,7 @@
 
 #include "format.hpp"
 #include "guest_layout.hpp"
+#include "image_file.hpp"
 #include "vmm_error.hpp"
 
 #include <algorithm>
@@ -12,16 +13,7 @@
 namespace hv {
 namespace {
 
-[[noreturn]] void fail(const std::string& name, const std::string& what) {
-    throw VmmError("image '" + name + "': " + what);
-}
-
-template <class T>
-T read_struct(std::span<const std::uint8_t> file, std::uint64_t offset) {
-    T value;
-    std::memcpy(&value, file.data() + offset, sizeof value);
-    return value;
-}
+[[noreturn]] void fail(const std::string& name, const std::string& what) { image_error(name, what); }
 
 bool range_in_file(std::span<const std::uint8_t> file, std::uint64_t offset, std::uint64_t len) {
     return offset <= file.size() && len <= file.size() - offset;
@@ -34,7 +26,7 @@ BootImage parse_elf(std::span<const std::uint8_t> file, const std::string& name,
     if (file.size() < sizeof(Ehdr))
         fail(name, "truncated: " + std::to_string(file.size()) + " bytes, an ELF header needs " +
                        std::to_string(sizeof(Ehdr)));
-    const auto eh = read_struct<Ehdr>(file, 0);
+    const auto eh = read_field<Ehdr>(file, 0);
     if (eh.e_ident[EI_DATA] != ELFDATA2LSB) fail(name, "not a little-endian ELF file");
     if (eh.e_machine != machine)
         fail(name, std::string("expected an ") + machine_name + " ELF, found e_machine " +
@@ -57,7 +49,7 @@ BootImage parse_elf(std::span<const std::uint8_t> file, const std::string& name,
     image.kind = kind;
     image.entry = eh.e_entry;
     for (unsigned i = 0; i < eh.e_phnum; ++i) {
-        const auto ph = read_struct<Phdr>(file, eh.e_phoff + std::uint64_t{i} * sizeof(Phdr));
+        const auto ph = read_field<Phdr>(file, eh.e_phoff + std::uint64_t{i} * sizeof(Phdr));
         if (ph.p_type != PT_LOAD) continue;
         if (ph.p_memsz == 0) continue;
         if (ph.p_filesz > ph.p_memsz)
@@ -80,10 +72,10 @@ BootImage parse_elf(std::span<const std::uint8_t> file, const std::string& name,
 std::optional<std::uint32_t> find_multiboot_flags(std::span<const std::uint8_t> file, const std::string& name) {
     const std::size_t limit = std::min(file.size(), kMultibootSearchBytes);
     for (std::size_t off = 0; off + 12 <= limit; off += 4) {
-        const auto magic = read_struct<std::uint32_t>(file, off);
+        const auto magic = read_field<std::uint32_t>(file, off);
         if (magic != kMultibootHeaderMagic) continue;
-        const auto flags = read_struct<std::uint32_t>(file, off + 4);
-        const auto checksum = read_struct<std::uint32_t>(file, off + 8);
+        const auto flags = read_field<std::uint32_t>(file, off + 4);
+        const auto checksum = read_field<std::uint32_t>(file, off + 8);
         if (static_cast<std::uint32_t>(magic + flags + checksum) != 0)
             fail(name, "multiboot header at offset " + std::to_string(off) + " has a bad checksum (" +
                            hex(checksum) + ")");
@@ -94,8 +86,23 @@ std::optional<std::uint32_t> find_multiboot_flags(std::span<const std::uint8_t> 
 
 } // namespace
 
+const char* to_string(ImageKind kind) {
+    switch (kind) {
+    case ImageKind::Elf64: return "64-bit ELF";
+    case ImageKind::Multiboot: return "multiboot ELF32";
+    case ImageKind::Linux: return "Linux bzImage";
+    }
+    return "?";
+}
+
 BootImage parse_boot_image(std::span<const std::uint8_t> file, const std::string& name) {
     if (file.empty()) fail(name, "the file is empty");
+    if (looks_like_bzimage(file)) {
+        BootImage image;
+        image.kind = ImageKind::Linux;
+        image.linux_kernel = parse_bzimage(file, name);
+        return image;
+    }
     static constexpr std::uint8_t kElfMagic[4] = {0x7f, 'E', 'L', 'F'};
     const bool is_elf = file.size() >= 4 && std::memcmp(file.data(), kElfMagic, 4) == 0;
     const auto mb_flags = find_multiboot_flags(file, name);
@@ -106,7 +113,8 @@ BootImage parse_boot_image(std::span<const std::uint8_t> file, const std::string
         const std::size_t n = std::min<std::size_t>(file.size(), 4);
         int len = 0;
         for (std::size_t i = 0; i < n; ++i) len += std::snprintf(found + len, sizeof found - len, " %02x", file[i]);
-        fail(name, std::string("not an ELF file (expected magic 7f 45 4c 46, found") + found + ")");
+        fail(name, std::string("not an ELF file or a bzImage (expected ELF magic 7f 45 4c 46 at offset 0 or "
+                               "\"HdrS\" at 0x202, found") + found + " at offset 0)");
     }
     if (file.size() <= EI_CLASS) fail(name, "truncated ELF identification");
     const std::uint8_t elf_class = file[EI_CLASS];
@@ -128,6 +136,22 @@ BootImage parse_boot_image(std::span<const std::uint8_t> file, const std::string
 }
 
 void check_image_fits(const BootImage& image, std::uint64_t ram_size, std::uint32_t cpus, const std::string& name) {
+    if (image.linux_kernel) {
+        const LinuxKernel& k = *image.linux_kernel;
+        if (ram_size > layout::kMaxLinuxRam)
+            fail(name, "a Linux guest can have at most " + format_size(layout::kMaxLinuxRam) + " of RAM (got --mem " +
+                           format_size(ram_size) + "): RAM is one block from address 0 and must end below the "
+                           "IOAPIC (0xfec00000) and local APIC (0xfee00000)");
+        if (!linux_load_address(k, ram_size)) {
+            // The least RAM that works: the lowest load address the kernel accepts, plus init_size.
+            const std::uint64_t low = k.relocatable ? std::max<std::uint64_t>(k.kernel_alignment, 0x100000) : k.pref_address;
+            const std::uint64_t need = std::min(low, k.pref_address) + k.init_size;
+            fail(name, "the kernel needs " + format_size(k.init_size) + " (init_size) from its load address " +
+                           hex(k.pref_address) + (k.relocatable ? " or a lower aligned one" : "") + ", more than guest RAM (" +
+                           format_size(ram_size) + ") holds; raise --mem (at least " + format_size(need) + ")");
+        }
+        return;
+    }
     const std::uint64_t stacks = layout::stacks_base(ram_size, cpus);
     std::vector<LoadSegment> sorted = image.segments;
     std::sort(sorted.begin(), sorted.end(), [](auto& a, auto& b) { return a.gpa < b.gpa; });

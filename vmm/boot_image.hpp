@@ -1,16 +1,21 @@
 #pragma once
 // Parsing of the guest images `vmm run` accepts, without touching guest
-// memory: static ELF64 (entered in 64-bit mode) and multiboot v1 ELF32
-// (entered in 32-bit protected mode). Every structural problem is a VmmError
+// memory: static ELF64 (entered in 64-bit mode), multiboot v1 ELF32
+// (entered in 32-bit protected mode) and Linux bzImages (64-bit boot
+// protocol, see bzimage.hpp). The kind is detected from the file's contents. Every structural problem is a VmmError
 // that says what was expected and what was found.
+#include "bzimage.hpp"
+
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
 
 namespace hv {
 
-enum class ImageKind { Elf64, Multiboot };
+enum class ImageKind { Elf64, Multiboot, Linux };
+const char* to_string(ImageKind kind);
 
 struct LoadSegment {
     std::uint64_t gpa = 0;                  // where the segment starts in guest RAM
@@ -23,6 +28,9 @@ struct BootImage {
     std::uint64_t entry = 0;
     std::vector<LoadSegment> segments;
     std::uint32_t multiboot_flags = 0; // header flags, multiboot only
+    // Linux only. Its segments stay empty: where the kernel goes depends on
+    // the RAM size (linux_load_address), so load_linux() places it.
+    std::optional<LinuxKernel> linux_kernel;
 };
 
 inline constexpr std::uint32_t kMultibootHeaderMagic = 0x1BADB002;
@@ -34,7 +42,9 @@ BootImage parse_boot_image(std::span<const std::uint8_t> file, const std::string
 
 // Checks the segments and entry against guest RAM of `ram_size` bytes with
 // `cpus` stacks at its top: segments above the reserved region, below the
-// stacks, not overlapping each other; entry inside a segment.
+// stacks, not overlapping each other; entry inside a segment. For a Linux
+// kernel: that RAM can hold it (init_size from its load address) and stays
+// below the local APIC and IOAPIC (layout::kMaxLinuxRam).
 void check_image_fits(const BootImage& image, std::uint64_t ram_size, std::uint32_t cpus,
                       const std::string& name);
 

@@ -1,7 +1,9 @@
 #include "boot_setup.hpp"
 
+#include "boot_writes.hpp"
 #include "format.hpp"
 #include "guest_layout.hpp"
+#include "linux_boot.hpp"
 #include "vmm_error.hpp"
 
 #include <algorithm>
@@ -24,24 +26,6 @@ constexpr std::uint64_t kEferSce = 1u << 0, kEferLme = 1u << 8, kEferLma = 1u <<
 constexpr std::uint16_t kCode64 = 0xA09B; // G, L; present, S, exec/read, accessed
 constexpr std::uint16_t kData = 0xC093;   // G, D/B; present, S, read/write, accessed
 constexpr std::uint16_t kCode32 = 0xC09B; // G, D/B; present, S, exec/read, accessed
-
-void must_write(GuestMemory& mem, std::uint64_t gpa, std::span<const std::uint8_t> bytes, const char* what) {
-    if (!mem.write(gpa, bytes))
-        throw VmmError(std::string("internal: ") + what + " at " + hex(gpa) + " does not fit in guest RAM");
-}
-template <class T>
-void must_write_obj(GuestMemory& mem, std::uint64_t gpa, const T& v, const char* what) {
-    must_write(mem, gpa, std::span(reinterpret_cast<const std::uint8_t*>(&v), sizeof v), what);
-}
-
-std::uint64_t write_string(GuestMemory& mem, std::uint64_t gpa, const std::string& s, std::uint64_t max,
-                           const char* what) {
-    if (s.size() + 1 > max)
-        throw VmmError(std::string(what) + " is " + std::to_string(s.size()) + " bytes; at most " +
-                       std::to_string(max - 1) + " are supported");
-    must_write(mem, gpa, std::span(reinterpret_cast<const std::uint8_t*>(s.c_str()), s.size() + 1), what);
-    return gpa;
-}
 
 kvm_segment segment(std::uint16_t selector, std::uint16_t flags) {
     kvm_segment s{};
@@ -81,8 +65,6 @@ static_assert(sizeof(MultibootMmapEntry) == 24);
 
 constexpr std::uint32_t kMbiMem = 1u << 0, kMbiCmdline = 1u << 2, kMbiMods = 1u << 3, kMbiMmap = 1u << 6,
                         kMbiLoaderName = 1u << 9;
-
-std::uint64_t align_up(std::uint64_t v, std::uint64_t a) { return (v + a - 1) & ~(a - 1); }
 
 void write_multiboot_info(GuestMemory& mem, const BootImage& image, const BootConfig& config, BootInfo& info) {
     MultibootInfo mbi{};
@@ -156,6 +138,16 @@ void write_gdt(GuestMemory& mem) {
     must_write_obj(mem, layout::kGdt, gdt, "GDT");
 }
 
+void write_linux_gdt(GuestMemory& mem) {
+    const std::uint64_t gdt[4] = {
+        0,
+        0,
+        gdt_entry(0, 0xfffff, kCode64), // kLinuxBootCs
+        gdt_entry(0, 0xfffff, kData),   // kLinuxBootDs
+    };
+    must_write_obj(mem, layout::kGdt, gdt, "GDT");
+}
+
 std::uint64_t write_identity_page_tables(GuestMemory& mem) {
     const std::uint64_t ram_gib = align_up(mem.size(), 1ull << 30) >> 30;
     const std::uint64_t gib = std::max(layout::kMinIdentityGiB, ram_gib);
@@ -177,6 +169,7 @@ std::uint64_t write_identity_page_tables(GuestMemory& mem) {
 BootInfo load_guest(GuestMemory& mem, const BootImage& image, const BootConfig& config, const std::string& name) {
     if (config.ram_size != mem.size()) throw VmmError("internal: RAM size mismatch");
     check_image_fits(image, config.ram_size, config.cpus, name);
+    if (image.kind == ImageKind::Linux) return load_linux(mem, image, config, name);
     if (image.kind == ImageKind::Multiboot && config.cpus != 1)
         throw VmmError("image '" + name + "' is a multiboot image, which starts on one vCPU; --cpus must be 1 (got " +
                        std::to_string(config.cpus) + ")");
@@ -207,10 +200,10 @@ BootInfo load_guest(GuestMemory& mem, const BootImage& image, const BootConfig& 
 void setup_sregs(kvm_sregs& sregs, ImageKind kind) {
     sregs.gdt.base = layout::kGdt;
     sregs.gdt.limit = 4 * 8 - 1;
-    const kvm_segment data = segment(HV_GDT_DATA, kData);
+    const kvm_segment data = segment(kind == ImageKind::Linux ? kLinuxBootDs : HV_GDT_DATA, kData);
     sregs.ds = sregs.es = sregs.fs = sregs.gs = sregs.ss = data;
-    if (kind == ImageKind::Elf64) {
-        sregs.cs = segment(HV_GDT_CODE64, kCode64);
+    if (kind == ImageKind::Elf64 || kind == ImageKind::Linux) {
+        sregs.cs = segment(kind == ImageKind::Linux ? kLinuxBootCs : HV_GDT_CODE64, kCode64);
         sregs.cr3 = layout::kPml4;
         sregs.cr4 = kCr4Pae | kCr4Osfxsr | kCr4Osxmmexcpt;
         sregs.cr0 = kCr0Pe | kCr0Mp | kCr0Et | kCr0Ne | kCr0Wp | kCr0Pg;
@@ -230,7 +223,11 @@ kvm_regs initial_regs(const BootInfo& info, const BootConfig& config, std::uint3
     regs.rip = info.entry;
     regs.rflags = 0x2; // bit 1 is reserved-one; interrupts off
     regs.rsp = layout::stack_top(config.ram_size, vcpu);
-    if (info.kind == ImageKind::Elf64) {
+    if (info.kind == ImageKind::Linux) {
+        // Only the boot CPU starts here; the others wait for INIT/SIPI from it.
+        regs.rsi = info.boot_params;
+        regs.rsp = layout::kLinuxBootStack;
+    } else if (info.kind == ImageKind::Elf64) {
         regs.rdi = vcpu;
         regs.rsi = config.cpus;
         regs.rdx = info.cmdline_gpa;

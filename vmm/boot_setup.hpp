@@ -23,7 +23,7 @@ struct BootConfig {
     std::uint64_t ram_size = 0;
     std::uint32_t cpus = 1;
     std::string cmdline;
-    std::vector<BootModule> modules; // --initrd; multiboot only
+    std::vector<BootModule> modules; // --initrd: a multiboot module, or a Linux initramfs
 };
 
 struct BootInfo {
@@ -31,6 +31,7 @@ struct BootInfo {
     std::uint64_t entry = 0;
     std::uint64_t cmdline_gpa = 0;   // 0: no command line
     std::uint64_t multiboot_info = 0;
+    std::uint64_t boot_params = 0;   // Linux: the zero page, passed in RSI
 };
 
 // Validates the config against the image (throws VmmError), then writes the
@@ -41,6 +42,10 @@ BootInfo load_guest(GuestMemory& mem, const BootImage& image, const BootConfig& 
 // 2 MiB pages, rooted at layout::kPml4. Returns the number of GiB mapped.
 std::uint64_t write_identity_page_tables(GuestMemory& mem);
 void write_gdt(GuestMemory& mem);
+// The Linux boot protocol wants its own selectors: __BOOT_CS = 0x10 (64-bit
+// code) and __BOOT_DS = 0x18 (data); entries 0 and 1 are null.
+inline constexpr std::uint16_t kLinuxBootCs = 0x10, kLinuxBootDs = 0x18;
+void write_linux_gdt(GuestMemory& mem);
 
 // Segment and control registers for the image kind; `sregs` should hold the
 // vCPU's reset state (from KVM_GET_SREGS) so fields we do not set keep sane values.

@@ -67,7 +67,7 @@ std::string format_crash_report(const CrashInput& in, const GuestMemory& memory)
         cr2 = f.cr2;
         source = "registers the guest's exception handler saved";
     }
-    std::string out = "guest crash on vcpu " + std::to_string(in.vcpu) + ": " + in.reason + "\n" + source + ":\n";
+    std::string out = in.title + " on vcpu " + std::to_string(in.vcpu) + ": " + in.reason + "\n" + source + ":\n";
     static const char* const gpr_names[] = {"rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp",
                                             "r8",  "r9",  "r10", "r11", "r12", "r13", "r14", "r15"};
     const std::uint64_t gprs[] = {r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rbp, r.rsp,

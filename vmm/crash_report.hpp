@@ -13,6 +13,7 @@
 namespace hv {
 
 struct CrashInput {
+    std::string title = "guest crash"; // the report's first words
     std::string reason;
     std::uint32_t vcpu = 0;
     kvm_regs regs{};

@@ -21,7 +21,17 @@ inline constexpr std::uint64_t kMultibootModules = 0x52000;
 inline constexpr std::uint64_t kBootStrings = 0x53000; // module names, boot loader name
 inline constexpr std::uint64_t kCmdline = 0x54000;
 inline constexpr std::uint64_t kCmdlineMax = 0x1000; // including the NUL
-inline constexpr std::uint64_t kLowMemoryEnd = 0x9fc00; // conventional memory reported to multiboot
+inline constexpr std::uint64_t kLowMemoryEnd = 0x9fc00; // conventional memory reported to multiboot and Linux
+// Linux (64-bit boot protocol): boot_params (the "zero page"), a stack for
+// the first instructions (growing down into unused space), and the ACPI
+// tables in the BIOS area where Linux also scans for the RSDP.
+inline constexpr std::uint64_t kBootParams = 0x55000;
+inline constexpr std::uint64_t kLinuxBootStack = 0x50000;
+inline constexpr std::uint64_t kBiosAreaStart = 0xe0000;
+inline constexpr std::uint64_t kAcpiTables = kBiosAreaStart;
+// RAM is one block from 0, so for a guest with an in-kernel local APIC
+// (0xfee00000) and IOAPIC (0xfec00000) it must end below them.
+inline constexpr std::uint64_t kMaxLinuxRam = 3ull << 30;
 inline constexpr std::uint64_t kImageStart = HV_RESERVED_END;
 
 inline constexpr std::uint64_t kMinRam = 4ull << 20;

@@ -21,6 +21,8 @@ struct KvmCapability {
     const char* why;
 };
 const std::vector<KvmCapability>& required_capabilities();
+// What a Linux guest's PC platform needs on top of those.
+const std::vector<KvmCapability>& pc_platform_capabilities();
 
 // CPUID entries as KVM_GET_SUPPORTED_CPUID returns them.
 class CpuidTable {
@@ -43,7 +45,8 @@ public:
 
     int api_version() const;
     int check_extension(int cap) const; // 0 when absent
-    void require_capabilities() const;  // throws naming every missing capability
+    // Throws naming every missing capability.
+    void require_capabilities(const std::vector<KvmCapability>& caps = required_capabilities()) const;
     unsigned max_vcpus() const;         // KVM_CAP_MAX_VCPUS (falls back to NR_VCPUS)
     std::size_t vcpu_mmap_size() const;
     CpuidTable supported_cpuid() const;
@@ -61,6 +64,11 @@ public:
     explicit KvmVm(const Kvm& kvm);
     void set_user_memory(std::uint32_t slot, std::uint64_t gpa, std::uint64_t size, void* host);
     void set_tss_addr(std::uint64_t gpa);
+    // The PC's interrupt hardware inside KVM: PIC, IOAPIC, a local APIC per
+    // vCPU (created after this), and the PIT. Needs KVM_CAP_IRQCHIP and KVM_CAP_PIT2.
+    void create_pc_irqchip();
+    // Drives an input of the in-kernel PIC/IOAPIC (KVM_IRQ_LINE).
+    void set_irq_line(std::uint32_t gsi, bool level);
     std::unique_ptr<KvmVcpu> create_vcpu(std::uint32_t index, std::size_t run_size);
     int fd() const { return fd_.get(); }
 

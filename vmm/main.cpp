@@ -19,14 +19,14 @@ int main(int argc, char** argv) {
 
     hv::RunOptions opt;
     std::string mem_text = "128M";
-    auto* run = app.add_subcommand("run", "Boot IMAGE (static ELF64 or multiboot v1 ELF32) in a new VM");
+    auto* run = app.add_subcommand("run", "Boot IMAGE (Linux bzImage, static ELF64 or multiboot v1 ELF32) in a new VM");
     run->add_option("--cpus", opt.cpus, "Number of vCPUs, one thread each (1 .. KVM's maximum)")
         ->default_val(1)
         ->check(CLI::Range(0u, 1u << 20));
     run->add_option("--mem", mem_text, "Guest RAM size, with K/M/G suffix (4M .. 64G, multiple of 4K)")
         ->default_val("128M");
-    run->add_option("--initrd", opt.initrd, "File passed to a multiboot image as its module");
-    run->add_option("--cmdline", opt.cmdline, "Command line for the guest");
+    run->add_option("--initrd", opt.initrd, "Initramfs of a Linux kernel, or the module of a multiboot image");
+    run->add_option("--cmdline", opt.cmdline, "Command line for the guest (a Linux kernel's default: console=ttyS0)");
     run->add_option("--serial", opt.serial_file, "Write the serial console to FILE instead of stdout");
     run->add_option("--timeout", opt.timeout_seconds, "Stop the guest after S seconds (exit status 124); 0 = never")
         ->default_val(0);
@@ -49,7 +49,9 @@ int main(int argc, char** argv) {
                   "Shadow mode: stop the VM on a page fault the MMU cannot resolve, with a crash report");
     run->add_flag("--unsafe-skip-shootdown", skip_shootdown,
                   "Shadow mode, DEBUGGING ONLY: never flush guest TLBs after zaps (the guest sees stale memory)");
-    run->add_option("IMAGE", opt.image, "Guest image")->required();
+    run->add_option("IMAGE", opt.image,
+                    "Guest image: a Linux bzImage, a static 64-bit ELF or a multiboot ELF32 (detected from its contents)")
+        ->required();
 
     auto* info = app.add_subcommand("info", "Print KVM's API version, capabilities, vCPU limit and paging mode");
 

@@ -13,6 +13,7 @@ const char* to_string(StopReason reason) {
     case StopReason::Timeout: return "timeout";
     case StopReason::VmmFailure: return "VMM failure";
     case StopReason::GuestShutdown: return "guest shutdown";
+    case StopReason::ConsoleQuit: return "console quit";
     }
     return "?";
 }

@@ -9,7 +9,7 @@
 
 namespace hv {
 
-enum class StopReason { None, DebugExit, AllHalted, GuestCrash, Timeout, VmmFailure, GuestShutdown };
+enum class StopReason { None, DebugExit, AllHalted, GuestCrash, Timeout, VmmFailure, GuestShutdown, ConsoleQuit };
 const char* to_string(StopReason reason);
 
 struct StopState {

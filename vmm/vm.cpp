@@ -2,6 +2,8 @@
 
 #include "boot_image.hpp"
 #include "boot_setup.hpp"
+#include "console.hpp"
+#include "cpuid_fixups.hpp"
 #include "bus.hpp"
 #include "crash_report.hpp"
 #include "debug_exit.hpp"
@@ -10,6 +12,7 @@
 #include "format.hpp"
 #include "guest_layout.hpp"
 #include "kvm.hpp"
+#include "pc_platform.hpp"
 #include "shadow_layout.hpp"
 #include "serial16550.hpp"
 #include "stop_latch.hpp"
@@ -104,9 +107,14 @@ private:
     StopLatch stop_;
     std::atomic<std::uint32_t> halted_{0};
     std::atomic<std::uint32_t> halted_with_if_{0};
-    std::mutex log_mutex_;
+    mutable std::mutex log_mutex_;
     std::vector<VcpuThread> threads_;
     std::unique_ptr<ShadowVm> shadow_; // --paging shadow
+    std::unique_ptr<PcPlatform> platform_; // Linux: i8042, CMOS, ACPI power-off, serial IRQ
+    std::unique_ptr<Console> console_;     // Linux: stdin to the serial port
+    static constexpr std::size_t kUnclaimedListed = 32;
+    std::vector<std::string> unclaimed_; // Linux: first unclaimed accesses, for --stats (log_mutex_)
+    std::size_t unclaimed_count_ = 0;
     long rss_before_vcpus_kib_ = 0, rss_after_vcpus_kib_ = 0;
 };
 
@@ -153,8 +161,22 @@ void Vm::setup_devices() {
         std::lock_guard lock(log_mutex_);
         std::fprintf(stderr, "vmm: %.*s\n", static_cast<int>(line.size()), line.data());
     };
-    ports_.set_unclaimed_sink(log);
-    mmio_.set_unclaimed_sink(log);
+    if (image_.kind == ImageKind::Linux) {
+        // Linux probes legacy ports (COM2-4, floppy, VGA, ...) as it boots:
+        // keep the console clean and list them with --stats.
+        auto collect = [this](std::string_view line) {
+            std::lock_guard lock(log_mutex_);
+            if (unclaimed_.size() < kUnclaimedListed) unclaimed_.emplace_back(line);
+            ++unclaimed_count_;
+        };
+        ports_.set_unclaimed_sink(collect);
+        mmio_.set_unclaimed_sink(collect);
+    } else {
+        ports_.set_unclaimed_sink(log);
+        mmio_.set_unclaimed_sink(log);
+    }
+    if (image_.kind == ImageKind::Linux)
+        platform_ = std::make_unique<PcPlatform>(*vm_, ports_, *serial_, stop_, config_.ram_size);
 }
 
 void Vm::kick(std::uint32_t vcpu) {
@@ -175,11 +197,22 @@ void Vm::setup_shadow() {
 }
 
 void Vm::create_vcpus(const BootInfo& info) {
-    const CpuidTable cpuid = kvm_.supported_cpuid();
+    std::vector<kvm_cpuid_entry2> entries = kvm_.supported_cpuid().entries();
+    CpuidFixups fixups;
+    fixups.tsc_deadline = platform_ && kvm_.check_extension(KVM_CAP_TSC_DEADLINE_TIMER);
+    apply_cpuid_fixups(entries, fixups);
+    const CpuidTable cpuid(std::move(entries));
     threads_ = std::vector<VcpuThread>(config_.cpus); // in place: VcpuThread does not move
     for (std::uint32_t i = 0; i < config_.cpus; ++i) {
         auto vcpu = vm_->create_vcpu(i, run_size_);
         vcpu->set_cpuid(cpuid.for_vcpu(i));
+        vcpu->run().kvm_valid_regs = KVM_SYNC_X86_REGS;
+        if (info.kind == ImageKind::Linux && i != 0) {
+            // An application processor: its local APIC holds it until the
+            // boot CPU sends INIT and SIPI, which set its state.
+            threads_[i].vcpu = std::move(vcpu);
+            continue;
+        }
         kvm_sregs sregs = vcpu->get_sregs();
         setup_sregs(sregs, info.kind);
         kvm_regs regs = initial_regs(info, config_, i);
@@ -191,7 +224,6 @@ void Vm::create_vcpus(const BootInfo& info) {
         vcpu->set_sregs(sregs);
         vcpu->set_regs(regs);
         vcpu->set_fpu_defaults();
-        vcpu->run().kvm_valid_regs = KVM_SYNC_X86_REGS;
         threads_[i].vcpu = std::move(vcpu);
     }
 }
@@ -295,6 +327,18 @@ void Vm::print_stuck_vcpus() const {
         if (shadow_) line += "; " + shadow_->shootdown().describe(t.vcpu->index());
         std::fprintf(stderr, "vmm: %s\n", line.c_str());
     }
+    // A kernel that hangs gives no other clue: its registers and the code it
+    // spins in, for the first few vCPUs.
+    if (image_.kind != ImageKind::Linux) return;
+    for (std::size_t i = 0; i < threads_.size() && i < 4; ++i) {
+        CrashInput in;
+        in.title = "timeout";
+        in.reason = "where the vCPU was";
+        in.vcpu = static_cast<std::uint32_t>(i);
+        in.regs = threads_[i].vcpu->get_regs();
+        in.sregs = threads_[i].vcpu->get_sregs();
+        std::fputs(format_crash_report(in, *memory_).c_str(), stderr);
+    }
 }
 
 void Vm::print_stats(Clock::time_point start, Clock::time_point end) const {
@@ -325,6 +369,14 @@ void Vm::print_stats(Clock::time_point start, Clock::time_point end) const {
                      static_cast<double>(rss_after_vcpus_kib_ - rss_before_vcpus_kib_) / config_.cpus,
                      rss_after_vcpus_kib_ - rss_before_vcpus_kib_, config_.cpus);
     if (shadow_) std::fputs(shadow_->stats().c_str(), stderr);
+    if (platform_) {
+        std::lock_guard lock(log_mutex_);
+        std::fprintf(stderr, "  unclaimed addresses  %zu (each reported once, reads gave all ones)%s\n", unclaimed_count_,
+                     unclaimed_count_ ? ":" : "");
+        for (const auto& line : unclaimed_) std::fprintf(stderr, "    %s\n", line.c_str());
+        if (unclaimed_count_ > unclaimed_.size())
+            std::fprintf(stderr, "    ... and %zu more\n", unclaimed_count_ - unclaimed_.size());
+    }
 }
 
 // Each vCPU holds a file descriptor; 1024 vCPUs exceed the usual soft limit
@@ -344,6 +396,7 @@ void ensure_fd_limit(std::uint32_t cpus) {
 
 int Vm::run() {
     kvm_.require_capabilities();
+    if (image_.kind == ImageKind::Linux) kvm_.require_capabilities(pc_platform_capabilities());
     const unsigned max = kvm_.max_vcpus();
     if (config_.cpus > max)
         throw VmmError("--cpus " + std::to_string(config_.cpus) + " exceeds KVM's maximum of " + std::to_string(max) +
@@ -353,6 +406,9 @@ int Vm::run() {
     vm_ = std::make_unique<KvmVm>(kvm_);
     if (kvm_.check_extension(KVM_CAP_SET_TSS_ADDR)) vm_->set_tss_addr(0xfffbd000); // Intel needs it; unused by our guests
     vm_->set_user_memory(0, 0, memory_->size(), memory_->host_base());
+    if (image_.kind == ImageKind::Linux) {
+        vm_->create_pc_irqchip(); // before the vCPUs: each gets a local APIC
+    }
     setup_devices();
     if (opt_.paging == RunOptions::Paging::Shadow) setup_shadow();
     rss_before_vcpus_kib_ = resident_kib();
@@ -377,6 +433,10 @@ int Vm::run() {
     pthread_attr_destroy(&attr);
     rss_after_vcpus_kib_ = resident_kib();
     if (shadow_) shadow_->start_churn();
+    if (platform_)
+        console_ = std::make_unique<Console>(STDIN_FILENO, *serial_, [this] {
+            stop_.request(StopReason::ConsoleQuit, 0, "console: Ctrl-A x typed, VM stopped");
+        });
 
     if (opt_.timeout_seconds > 0) {
         const auto deadline = start_ + std::chrono::duration_cast<Clock::duration>(
@@ -389,6 +449,7 @@ int Vm::run() {
     }
     stop_all();
     const auto end = Clock::now();
+    console_.reset(); // the terminal's own settings again before the VMM's last messages
     std::vector<std::string> audit;
     if (shadow_) audit = shadow_->audit(); // stops the churn; every vCPU thread has ended
     serial_->flush();
@@ -436,7 +497,7 @@ int run_vm(const RunOptions& opt) {
     check_image_fits(image, opt.mem, opt.cpus, opt.image);
     if (opt.paging == RunOptions::Paging::Shadow) {
         if (image.kind != ImageKind::Elf64)
-            throw VmmError("--paging shadow runs 64-bit ELF images only; '" + opt.image + "' is a multiboot image");
+            throw VmmError("--paging shadow runs 64-bit ELF images only; '" + opt.image + "' is a " + to_string(image.kind));
         // Before /dev/kvm: a layout that cannot work is reported on any machine.
         plan_shadow_layout(opt.mem, opt.cpus, image_end(image), opt.shadow.region_size);
     }

@@ -2,22 +2,28 @@
 # Runs one command and checks its exit status and output; the CTest driver
 # for the `kvm` tests (guests booted by `vmm run`) and the bad-input tests.
 #
-#   check-run.sh [--needs-kvm] [--status N] [--expect REGEX]... [--reject REGEX]... -- COMMAND...
+#   check-run.sh [--needs-kvm] [--status N] [--stdin FILE] [--expect REGEX]... [--reject REGEX]... -- COMMAND...
 #
 # --needs-kvm: without a usable /dev/kvm print "SKIPPED: <reason>" and exit 77
 #   (CTest's SKIP_RETURN_CODE), unless HV_REQUIRE_KVM=1 (set by the nested
 #   runner), where a missing /dev/kvm is a failure: inside the nested host the
 #   tests must really run.
 # --needs-tdp: also needs KVM with EPT/NPT (shadow paging); same rules.
+# --needs-hw-kvm: also needs KVM on hardware virtualization (kvm_intel or
+#   kvm_amd), which boots a stock Linux kernel; same rules.
+# --stdin FILE: COMMAND's standard input (default /dev/null: a guest console
+#   must never read, or put in raw mode, the terminal ctest was started from).
 # --expect/--reject: extended regexes matched against stdout+stderr combined.
 set -uo pipefail
 
-needs_kvm=0 needs_tdp=0 status=0 expects=() rejects=()
+needs_kvm=0 needs_tdp=0 needs_hw=0 status=0 stdin=/dev/null expects=() rejects=()
 while (($#)); do
   case $1 in
     --needs-kvm) needs_kvm=1; shift ;;
     --needs-tdp) needs_kvm=1 needs_tdp=1; shift ;;
+    --needs-hw-kvm) needs_kvm=1 needs_hw=1; shift ;;
     --status) status=$2; shift 2 ;;
+    --stdin) stdin=$2; shift 2 ;;
     --expect) expects+=("$2"); shift 2 ;;
     --reject) rejects+=("$2"); shift 2 ;;
     --) shift; break ;;
@@ -32,20 +38,22 @@ if ((needs_kvm)) && ! kvm_usable; then
   missing="/dev/kvm is not available on this host"
 elif ((needs_tdp)) && ! kvm_has_tdp; then
   missing="KVM on this host runs without EPT/NPT, which --paging shadow needs"
+elif ((needs_hw)) && ! kvm_runs_stock_kernels; then
+  missing="KVM on this host is not kvm_intel or kvm_amd (kvm_pvm boots only PVM guest kernels), so it cannot boot a stock Linux kernel"
 fi
 if [[ -n $missing ]]; then
   if [[ ${HV_REQUIRE_KVM:-0} == 1 ]]; then
     echo "FAILED: $missing, but HV_REQUIRE_KVM=1"
     exit 1
   fi
-  echo "SKIPPED: $missing; the 'nested' test runs this test inside a nested KVM host"
+  echo "SKIPPED: $missing; the 'nested' tests run this test inside a nested KVM host"
   exit 77
 fi
 
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 start=$EPOCHREALTIME
-"$@" >"$out" 2>&1
+"$@" <"$stdin" >"$out" 2>&1
 rc=$?
 end=$EPOCHREALTIME
 cat "$out"

@@ -210,7 +210,7 @@ TEST_CASE("parse_boot_image: non-ELF file names the magic it found") {
 TEST_CASE("parse_boot_image: a file shorter than the ELF magic shows the bytes it has") {
     const std::string msg = parse_error({0x7f, 'E'});
     CHECK(contains(msg, "not an ELF"));
-    CHECK(contains(msg, "found 7f 45)"));
+    CHECK(contains(msg, "found 7f 45 at offset 0)"));
 }
 
 TEST_CASE("parse_boot_image: truncated ELF header") {

@@ -1,0 +1,394 @@
+// hv::build_acpi_tables: the blob is parsed back the way an OS finds its
+// tables (RSDP -> XSDT/RSDT -> FADT -> DSDT/FACS, XSDT -> MADT). Offsets and
+// values below are from the ACPI 6.5 specification (5.2.5-5.2.12, 20.2),
+// not from acpi_tables.cpp.
+#include <doctest/doctest.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "acpi_tables.hpp"
+#include "vmm_error.hpp"
+
+namespace {
+
+constexpr std::uint64_t kBase = 0xe0000;
+
+// A built blob and the accessors a parser needs; every read is bounds-checked
+// (vector::at), so a pointer running off the blob fails the test with an
+// exception instead of reading garbage.
+struct Blob {
+    std::vector<std::uint8_t> bytes;
+    std::uint64_t base;
+
+    std::uint64_t le(std::size_t at, std::size_t width) const {
+        std::uint64_t value = 0;
+        for (std::size_t i = 0; i < width; ++i) value |= std::uint64_t{bytes.at(at + i)} << (8 * i);
+        return value;
+    }
+    std::uint8_t u8(std::size_t at) const { return bytes.at(at); }
+    std::uint16_t u16(std::size_t at) const { return static_cast<std::uint16_t>(le(at, 2)); }
+    std::uint32_t u32(std::size_t at) const { return static_cast<std::uint32_t>(le(at, 4)); }
+    std::uint64_t u64(std::size_t at) const { return le(at, 8); }
+    std::string text(std::size_t at, std::size_t n) const {
+        std::string s;
+        for (std::size_t i = 0; i < n; ++i) s += static_cast<char>(bytes.at(at + i));
+        return s;
+    }
+    std::uint8_t sum(std::size_t at, std::size_t n) const {
+        std::uint8_t s = 0;
+        for (std::size_t i = 0; i < n; ++i) s = static_cast<std::uint8_t>(s + bytes.at(at + i));
+        return s;
+    }
+
+    // The blob offset of the table at guest-physical gpa, after checking that
+    // the whole table (by its length field) lies inside the blob.
+    std::size_t table(std::uint64_t gpa) const {
+        REQUIRE(gpa >= base);
+        const std::size_t at = gpa - base;
+        REQUIRE(at + 8 <= bytes.size());
+        REQUIRE(at + u32(at + 4) <= bytes.size());
+        return at;
+    }
+    std::uint32_t length(std::size_t at) const { return u32(at + 4); }
+};
+
+Blob build(std::uint32_t cpus, std::uint64_t base = kBase) {
+    hv::AcpiPlatform platform;
+    platform.cpus = cpus;
+    return Blob{hv::build_acpi_tables(platform, base), base};
+}
+
+// RSDP (5.2.5.3): XSDT address at 24, RSDT address at 16.
+std::size_t xsdt_of(const Blob& b) { return b.table(b.u64(24)); }
+std::size_t rsdt_of(const Blob& b) { return b.table(b.u32(16)); }
+
+// The XSDT's 64-bit entries, each resolved to a blob offset.
+std::vector<std::size_t> xsdt_tables(const Blob& b) {
+    const std::size_t xsdt = xsdt_of(b);
+    std::vector<std::size_t> tables;
+    for (std::size_t at = xsdt + 36; at < xsdt + b.length(xsdt); at += 8) tables.push_back(b.table(b.u64(at)));
+    return tables;
+}
+
+std::size_t find_table(const Blob& b, const std::string& signature) {
+    for (std::size_t at : xsdt_tables(b))
+        if (b.text(at, 4) == signature) return at;
+    FAIL("no " << signature << " in the XSDT");
+    return 0;
+}
+
+// FADT (5.2.9): X_DSDT at 140, X_FIRMWARE_CTRL at 132.
+std::size_t dsdt_of(const Blob& b) { return b.table(b.u64(find_table(b, "FACP") + 140)); }
+std::size_t facs_of(const Blob& b) { return b.table(b.u64(find_table(b, "FACP") + 132)); }
+
+// A Generic Address Structure (5.2.3.2) in the FADT.
+struct Gas {
+    std::uint8_t space, bit_width, bit_offset, access_size;
+    std::uint64_t address;
+};
+Gas gas(const Blob& b, std::size_t at) {
+    return Gas{b.u8(at), b.u8(at + 1), b.u8(at + 2), b.u8(at + 3), b.u64(at + 4)};
+}
+
+// MADT (5.2.12) interrupt controller structures: type, length, then fields.
+struct MadtEntry {
+    std::uint8_t type;
+    std::size_t at; // blob offset of the entry
+};
+std::vector<MadtEntry> madt_entries(const Blob& b) {
+    const std::size_t madt = find_table(b, "APIC");
+    std::vector<MadtEntry> entries;
+    std::size_t at = madt + 44;
+    while (at < madt + b.length(madt)) {
+        const std::uint8_t length = b.u8(at + 1);
+        REQUIRE(length >= 2);
+        entries.push_back({b.u8(at), at});
+        at += length;
+    }
+    CHECK(at == madt + b.length(madt)); // the last entry ends where the table does
+    return entries;
+}
+
+struct Cpu {
+    std::uint32_t apic_id, uid, flags;
+    std::uint8_t type;
+};
+std::vector<Cpu> madt_cpus(const Blob& b) {
+    std::vector<Cpu> cpus;
+    for (const MadtEntry& e : madt_entries(b)) {
+        if (e.type == 0) { // Processor Local APIC: UID at 2, APIC ID at 3, flags at 4
+            CHECK(b.u8(e.at + 1) == 8);
+            cpus.push_back({b.u8(e.at + 3), b.u8(e.at + 2), b.u32(e.at + 4), e.type});
+        } else if (e.type == 9) { // Processor Local x2APIC: ID at 4, flags at 8, UID at 12
+            CHECK(b.u8(e.at + 1) == 16);
+            cpus.push_back({b.u32(e.at + 4), b.u32(e.at + 12), b.u32(e.at + 8), e.type});
+        }
+    }
+    return cpus;
+}
+
+std::vector<MadtEntry> entries_of_type(const Blob& b, std::uint8_t type) {
+    std::vector<MadtEntry> found;
+    for (const MadtEntry& e : madt_entries(b))
+        if (e.type == type) found.push_back(e);
+    return found;
+}
+
+} // namespace
+
+TEST_CASE("ACPI tables: the RSDP opens the blob with both checksums") {
+    const Blob b = build(2);
+    CHECK(b.text(0, 8) == "RSD PTR ");
+    CHECK(b.u8(15) == 2);                // revision 2: ACPI 2.0+ with the XSDT
+    CHECK(b.sum(0, 20) == 0);            // the ACPI 1.0 checksum covers the first 20 bytes
+    CHECK(b.u32(20) == 36);              // length
+    CHECK(b.sum(0, 36) == 0);            // the extended checksum covers all of it
+    CHECK(b.text(xsdt_of(b), 4) == "XSDT");
+    CHECK(b.text(rsdt_of(b), 4) == "RSDT");
+    CHECK(b.base % 16 == 0);             // Linux's BIOS-area scan looks at 16-byte boundaries
+}
+
+TEST_CASE("ACPI tables: the XSDT and the RSDT list the FADT and the MADT") {
+    const Blob b = build(2);
+    std::set<std::string> signatures;
+    for (std::size_t at : xsdt_tables(b)) signatures.insert(b.text(at, 4));
+    CHECK(signatures == std::set<std::string>{"FACP", "APIC"});
+
+    const std::size_t xsdt = xsdt_of(b), rsdt = rsdt_of(b);
+    REQUIRE(b.length(rsdt) - 36 == (b.length(xsdt) - 36) / 2); // 32-bit vs 64-bit entries
+    for (std::size_t i = 0; i < (b.length(rsdt) - 36) / 4; ++i)
+        CHECK(std::uint64_t{b.u32(rsdt + 36 + 4 * i)} == b.u64(xsdt + 36 + 8 * i));
+}
+
+TEST_CASE("ACPI tables: every table sums to 0 over its length and is aligned") {
+    for (std::uint32_t cpus : {1u, 2u, 255u, 300u, 1024u}) {
+        CAPTURE(cpus);
+        const Blob b = build(cpus);
+        std::vector<std::size_t> tables = xsdt_tables(b);
+        tables.push_back(xsdt_of(b));
+        tables.push_back(rsdt_of(b));
+        tables.push_back(dsdt_of(b));
+        for (std::size_t at : tables) {
+            CAPTURE(b.text(at, 4));
+            CHECK(b.length(at) >= 36);
+            CHECK(b.sum(at, b.length(at)) == 0);
+            CHECK((b.base + at) % 8 == 0);
+        }
+        // The FACS has no checksum but must be 64-byte aligned (5.2.10).
+        const std::size_t facs = facs_of(b);
+        CHECK(b.text(facs, 4) == "FACS");
+        CHECK(b.length(facs) == 64);
+        CHECK(b.u8(facs + 32) == 2); // version
+        CHECK((b.base + facs) % 64 == 0);
+    }
+}
+
+TEST_CASE("ACPI tables: the tables do not overlap") {
+    const Blob b = build(300);
+    std::vector<std::pair<std::size_t, std::size_t>> ranges{{0, 36}};
+    for (std::size_t at : {xsdt_of(b), rsdt_of(b), find_table(b, "FACP"), facs_of(b), dsdt_of(b),
+                           find_table(b, "APIC")})
+        ranges.emplace_back(at, at + b.length(at));
+    for (std::size_t i = 0; i < ranges.size(); ++i)
+        for (std::size_t j = i + 1; j < ranges.size(); ++j)
+            CHECK((ranges[i].second <= ranges[j].first || ranges[j].second <= ranges[i].first));
+}
+
+TEST_CASE("ACPI tables: the FADT describes full fixed hardware with PM1a at 0x600") {
+    const Blob b = build(2);
+    const std::size_t f = find_table(b, "FACP");
+    CHECK(b.length(f) == 276); // the ACPI 6.x FADT with the hypervisor vendor identity
+    CHECK(b.u8(f + 8) == 6);   // revision
+    CHECK(b.u8(f + 131) == 5); // minor revision: 6.5
+
+    CHECK(b.u16(f + 46) == 9); // SCI_INT
+    CHECK(b.u32(f + 48) == 0); // SMI_CMD: no ACPI mode switch, always in ACPI mode
+    CHECK(b.u32(f + 56) == 0x600); // PM1a_EVT_BLK
+    CHECK(b.u32(f + 60) == 0);     // PM1b_EVT_BLK
+    CHECK(b.u32(f + 64) == 0x604); // PM1a_CNT_BLK
+    CHECK(b.u32(f + 68) == 0);     // PM1b_CNT_BLK
+    CHECK(b.u32(f + 72) == 0);     // PM2_CNT_BLK
+    CHECK(b.u32(f + 76) == 0);     // PM_TMR_BLK
+    CHECK(b.u32(f + 80) == 0);     // GPE0_BLK
+    CHECK(b.u32(f + 84) == 0);     // GPE1_BLK
+    CHECK(b.u8(f + 88) == 4);      // PM1_EVT_LEN
+    CHECK(b.u8(f + 89) == 2);      // PM1_CNT_LEN
+    CHECK(b.u8(f + 90) == 0);      // PM2_CNT_LEN
+    CHECK(b.u8(f + 91) == 0);      // PM_TMR_LEN
+    CHECK(b.u8(f + 92) == 0);      // GPE0_BLK_LEN
+    CHECK(b.u8(f + 93) == 0);      // GPE1_BLK_LEN
+    CHECK(b.u8(f + 108) == 0x32);  // CENTURY
+
+    const std::uint16_t boot_arch = b.u16(f + 109);
+    CHECK((boot_arch & (1u << 0)) != 0); // LEGACY_DEVICES
+    CHECK((boot_arch & (1u << 1)) == 0); // 8042: Linux must not probe a PS/2 keyboard
+    CHECK((boot_arch & (1u << 5)) == 0); // CMOS RTC Not Present: it is present
+
+    const std::uint32_t flags = b.u32(f + 112);
+    CHECK((flags & (1u << 0)) != 0);  // WBINVD
+    CHECK((flags & (1u << 2)) != 0);  // PROC_C1
+    CHECK((flags & (1u << 4)) != 0);  // PWR_BUTTON: no fixed-feature power button
+    CHECK((flags & (1u << 5)) != 0);  // SLP_BUTTON: no fixed-feature sleep button
+    CHECK((flags & (1u << 10)) == 0); // RESET_REG_SUP
+    CHECK((flags & (1u << 20)) == 0); // HW_REDUCED_ACPI
+
+    // The 32-bit and 64-bit pointers agree and lead to the right tables.
+    CHECK(std::uint64_t{b.u32(f + 36)} == b.u64(f + 132)); // FIRMWARE_CTRL / X_FIRMWARE_CTRL
+    CHECK(std::uint64_t{b.u32(f + 40)} == b.u64(f + 140)); // DSDT / X_DSDT
+    CHECK(b.text(dsdt_of(b), 4) == "DSDT");
+    CHECK(b.text(facs_of(b), 4) == "FACS");
+
+    // X_PM1a_EVT_BLK (148) and X_PM1a_CNT_BLK (172): system I/O, widths that
+    // match the legacy lengths (ACPICA warns otherwise).
+    const Gas evt = gas(b, f + 148);
+    CHECK(evt.space == 1);
+    CHECK(evt.bit_width == 32);
+    CHECK(evt.bit_offset == 0);
+    CHECK(evt.address == 0x600);
+    const Gas cnt = gas(b, f + 172);
+    CHECK(cnt.space == 1);
+    CHECK(cnt.bit_width == 16);
+    CHECK(cnt.bit_offset == 0);
+    CHECK(cnt.address == 0x604);
+    for (std::size_t unused : {160u, 184u, 196u, 208u, 220u, 232u, 244u, 256u}) { // PM1b ... SLEEP_STATUS
+        CAPTURE(unused);
+        CHECK(gas(b, f + unused).address == 0);
+    }
+}
+
+TEST_CASE("ACPI tables: the FADT follows a non-default PM base and SCI") {
+    hv::AcpiPlatform platform;
+    platform.pm_base = 0xb000;
+    platform.sci_irq = 11;
+    const Blob b{hv::build_acpi_tables(platform, kBase), kBase};
+    const std::size_t f = find_table(b, "FACP");
+    CHECK(b.u16(f + 46) == 11);
+    CHECK(b.u32(f + 56) == 0xb000);
+    CHECK(b.u32(f + 64) == 0xb004);
+    CHECK(gas(b, f + 148).address == 0xb000);
+    CHECK(gas(b, f + 172).address == 0xb004);
+    const auto overrides = entries_of_type(b, 2);
+    REQUIRE(overrides.size() == 1);
+    CHECK(b.u8(overrides[0].at + 3) == 11);
+    CHECK(b.u32(overrides[0].at + 4) == 11);
+}
+
+TEST_CASE("ACPI tables: the DSDT holds the _S5_ package and nothing else") {
+    const Blob b = build(2);
+    const std::size_t d = dsdt_of(b);
+    CHECK(b.u8(d + 8) == 2); // revision 2: 64-bit AML integers
+    // Name (_S5, Package () { 5, 5, 0, 0 }) per ACPI 6.5 20.2.5.2 / 20.2.5.4:
+    // NameOp 0x08, NameSeg, PackageOp 0x12, PkgLength (counting itself to
+    // the end: 8), NumElements 4, two BytePrefix (0x0a) constants, two ZeroOp.
+    const std::vector<std::uint8_t> expected{
+        0x08, '_', 'S', '5', '_', 0x12, 0x08, 0x04, 0x0a, hv::kAcpiS5SleepType, 0x0a, hv::kAcpiS5SleepType,
+        0x00, 0x00};
+    REQUIRE(b.length(d) == 36 + expected.size());
+    const std::vector<std::uint8_t> aml(b.bytes.begin() + static_cast<std::ptrdiff_t>(d + 36),
+                                        b.bytes.begin() + static_cast<std::ptrdiff_t>(d + b.length(d)));
+    CHECK(aml == expected);
+    CHECK(hv::kAcpiS5SleepType == 5);
+}
+
+TEST_CASE("ACPI tables: the MADT lists every vCPU once and enabled") {
+    for (std::uint32_t n : {1u, 2u, 254u, 255u, 256u, 300u, 1024u}) {
+        CAPTURE(n);
+        const Blob b = build(n);
+        const std::size_t madt = find_table(b, "APIC");
+        CHECK(b.u32(madt + 36) == 0xfee00000); // local APIC address
+        CHECK(b.u32(madt + 40) == 1);          // PCAT_COMPAT
+
+        const std::vector<Cpu> cpus = madt_cpus(b);
+        REQUIRE(cpus.size() == n);
+        for (std::uint32_t i = 0; i < n; ++i) {
+            CAPTURE(i);
+            CHECK(cpus[i].apic_id == i); // in order: the boot CPU (APIC ID 0) first
+            CHECK(cpus[i].uid == i);
+            CHECK((cpus[i].flags & 1) == 1); // enabled
+            // xAPIC entries up to 254 (255 is the broadcast ID), x2APIC above.
+            CHECK(cpus[i].type == (i < 255 ? 0 : 9));
+        }
+        const std::size_t x2apic_nmis = entries_of_type(b, 10).size();
+        CHECK(x2apic_nmis == (n > 255 ? 1u : 0u));
+    }
+}
+
+TEST_CASE("ACPI tables: the MADT has the IOAPIC and the SCI override and no IRQ0 override") {
+    const Blob b = build(2);
+
+    const auto ioapics = entries_of_type(b, 1);
+    REQUIRE(ioapics.size() == 1);
+    const std::size_t io = ioapics[0].at;
+    CHECK(b.u8(io + 1) == 12);
+    CHECK(b.u8(io + 2) == 0);           // IOAPIC ID
+    CHECK(b.u32(io + 4) == 0xfec00000); // address
+    CHECK(b.u32(io + 8) == 0);          // GSI base
+
+    // Only the SCI is overridden: ISA IRQ 9 -> GSI 9, level, active high.
+    // IRQ 0 stays GSI 0, where KVM's in-kernel PIT is routed.
+    const auto overrides = entries_of_type(b, 2);
+    REQUIRE(overrides.size() == 1);
+    const std::size_t iso = overrides[0].at;
+    CHECK(b.u8(iso + 1) == 10);
+    CHECK(b.u8(iso + 2) == 0);          // bus: ISA
+    CHECK(b.u8(iso + 3) == 9);          // source IRQ
+    CHECK(b.u32(iso + 4) == 9);         // GSI
+    CHECK(b.u16(iso + 8) == 0x000d);    // polarity 01 (high), trigger 11 (level)
+
+    const auto nmis = entries_of_type(b, 4);
+    REQUIRE(nmis.size() == 1);
+    CHECK(b.u8(nmis[0].at + 1) == 6);
+    CHECK(b.u8(nmis[0].at + 2) == 0xff); // all processors
+    CHECK(b.u8(nmis[0].at + 5) == 1);    // LINT1
+}
+
+TEST_CASE("ACPI tables: the x2APIC NMI entry covers all x2APIC processors") {
+    const Blob b = build(300);
+    const auto nmis = entries_of_type(b, 10);
+    REQUIRE(nmis.size() == 1);
+    CHECK(b.u8(nmis[0].at + 1) == 12);
+    CHECK(b.u32(nmis[0].at + 4) == 0xffffffff); // all processors
+    CHECK(b.u8(nmis[0].at + 8) == 1);           // LINT1
+}
+
+TEST_CASE("ACPI tables: the CPU count must be 1 to 1024") {
+    hv::AcpiPlatform platform;
+    platform.cpus = 0;
+    CHECK_THROWS_WITH_AS(hv::build_acpi_tables(platform, kBase), doctest::Contains("0 vCPUs"), hv::VmmError);
+    platform.cpus = 1025;
+    CHECK_THROWS_WITH_AS(hv::build_acpi_tables(platform, kBase), doctest::Contains("1025 vCPUs requested; expected 1 to 1024"),
+                         hv::VmmError);
+    platform.cpus = 1024;
+    CHECK_NOTHROW(hv::build_acpi_tables(platform, kBase));
+}
+
+TEST_CASE("ACPI tables: the blob must end at or below 1 MiB") {
+    const std::size_t size = build(2).bytes.size();
+    // A 64-byte aligned base lays out exactly like 0xe0000, so this one fits to the byte...
+    const std::uint64_t highest = (0x100000 - size) & ~std::uint64_t{63};
+    CHECK(build(2, highest).bytes.size() == size);
+    // ...and one 64 bytes higher does not.
+    CHECK_THROWS_WITH_AS(build(2, highest + 64), doctest::Contains("expected them to fit between"), hv::VmmError);
+    CHECK_THROWS_AS(build(2, 0x100000), hv::VmmError);
+    CHECK_THROWS_AS(build(2, 0xffffffff00000000), hv::VmmError);
+    // 1024 vCPUs still fit in the BIOS area.
+    CHECK(build(1024).bytes.size() < 0x20000);
+}
+
+TEST_CASE("ACPI tables: other bad platforms are refused") {
+    CHECK_THROWS_WITH_AS(build(2, kBase + 8), doctest::Contains("16-byte aligned"), hv::VmmError);
+    hv::AcpiPlatform platform;
+    platform.sci_irq = 16;
+    CHECK_THROWS_WITH_AS(hv::build_acpi_tables(platform, kBase), doctest::Contains("SCI IRQ 16"), hv::VmmError);
+    platform = {};
+    platform.pm_base = 0;
+    CHECK_THROWS_AS(hv::build_acpi_tables(platform, kBase), hv::VmmError);
+    platform.pm_base = 0xfffb;
+    CHECK_THROWS_WITH_AS(hv::build_acpi_tables(platform, kBase), doctest::Contains("port 0xfffb"), hv::VmmError);
+    platform.pm_base = 0xfffa;
+    CHECK_NOTHROW(hv::build_acpi_tables(platform, kBase));
+}

@@ -1,0 +1,460 @@
+#include "acpi_tables.hpp"
+
+#include "vmm_error.hpp"
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdio>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+
+// Field offsets and values below are from the ACPI 6.5 specification,
+// chapter 5.2 (RSDP 5.2.5, table header 5.2.6, RSDT 5.2.7, XSDT 5.2.8,
+// FADT 5.2.9, FACS 5.2.10, DSDT 5.2.11.1, MADT 5.2.12) and chapter 20 (AML).
+
+namespace hv {
+namespace {
+
+// Identification written into every header. The OEM fields only have to be
+// stable; Linux keys a few platform quirks on them, none of which match.
+constexpr std::string_view kOemId = "HVVMM ";      // 6 bytes
+constexpr std::string_view kOemTableId = "HVACPI  "; // 8 bytes
+constexpr std::uint32_t kOemRevision = 1;
+constexpr std::string_view kCreatorId = "HVMM";    // 4 bytes; no ASL compiler made these
+constexpr std::uint32_t kCreatorRevision = 1;
+
+// Root System Description Pointer (revision 2: the ACPI 2.0+ form with the XSDT).
+constexpr std::size_t kRsdpSize = 36;
+constexpr std::size_t kRsdpV1Size = 20; // what the first checksum covers
+constexpr std::uint8_t kRsdpRevision = 2;
+constexpr std::size_t kRsdpAlignment = 16; // Linux's BIOS-area scan only looks at 16-byte boundaries
+
+// Common System Description Table header.
+constexpr std::size_t kHeaderSize = 36;
+constexpr std::size_t kHeaderChecksum = 9;
+constexpr std::size_t kTableAlignment = 8;
+
+constexpr std::uint8_t kRsdtRevision = 1;
+constexpr std::uint8_t kXsdtRevision = 1;
+constexpr std::size_t kRootEntries = 2; // FADT, MADT: the DSDT and FACS hang off the FADT
+
+// FADT, revision 6.5: the full fixed-hardware model (not hardware-reduced),
+// 276 bytes including the 64-bit X_ fields.
+constexpr std::size_t kFadtSize = 276;
+constexpr std::uint8_t kFadtRevision = 6;
+constexpr std::uint8_t kFadtMinorRevision = 5;
+namespace fadt {
+constexpr std::size_t kFirmwareCtrl = 36;
+constexpr std::size_t kDsdt = 40;
+constexpr std::size_t kSciInt = 46;
+constexpr std::size_t kSmiCmd = 48;
+constexpr std::size_t kPm1aEvtBlk = 56;
+constexpr std::size_t kPm1aCntBlk = 64;
+constexpr std::size_t kPm1EvtLen = 88;
+constexpr std::size_t kPm1CntLen = 89;
+constexpr std::size_t kPLvl2Lat = 96;
+constexpr std::size_t kPLvl3Lat = 98;
+constexpr std::size_t kCentury = 108;
+constexpr std::size_t kIapcBootArch = 109;
+constexpr std::size_t kFlags = 112;
+constexpr std::size_t kMinorRevision = 131;
+constexpr std::size_t kXFirmwareCtrl = 132;
+constexpr std::size_t kXDsdt = 140;
+constexpr std::size_t kXPm1aEvtBlk = 148;
+constexpr std::size_t kXPm1aCntBlk = 172;
+
+constexpr std::uint8_t kPm1EvtBytes = 4; // PM1_STS + PM1_EN, 16 bits each
+constexpr std::uint8_t kPm1CntBytes = 2;
+constexpr std::uint16_t kPm1CntOffset = 4; // PM1a_CNT follows PM1a_EVT in our port block
+
+// Latencies above 100 us (C2) and 1000 us (C3) mean "state not supported".
+constexpr std::uint16_t kNoC2 = 101;
+constexpr std::uint16_t kNoC3 = 1001;
+
+// The CMOS RTC register holding the century, as PCs have it.
+constexpr std::uint8_t kCmosCentury = 0x32;
+
+// IAPC_BOOT_ARCH. The i8042 bit stays clear so Linux does not probe for a
+// PS/2 keyboard and mouse (the VMM's i8042 only serves the reset line); a
+// clear CMOS_RTC_NOT_PRESENT bit (5) says the RTC is there.
+constexpr std::uint16_t kBootLegacyDevices = 1u << 0;
+
+// Flags.
+constexpr std::uint32_t kWbinvd = 1u << 0;    // WBINVD flushes caches correctly
+constexpr std::uint32_t kProcC1 = 1u << 2;    // C1 (HLT) works on every CPU
+constexpr std::uint32_t kPwrButton = 1u << 4; // set: no fixed-feature power button
+constexpr std::uint32_t kSlpButton = 1u << 5; // set: no fixed-feature sleep button
+// HW_REDUCED_ACPI (bit 20) stays clear: we have the fixed hardware.
+} // namespace fadt
+
+// Generic Address Structure (12 bytes) as the FADT's X_ blocks use it.
+constexpr std::uint8_t kGasSystemIo = 1;
+constexpr std::uint8_t kGasWordAccess = 2; // the PM1 registers are 16 bits wide
+
+// FACS: no checksum, but 64-byte alignment.
+constexpr std::size_t kFacsSize = 64;
+constexpr std::size_t kFacsAlignment = 64;
+constexpr std::uint8_t kFacsVersion = 2;
+constexpr std::size_t kFacsVersionOffset = 32;
+
+// DSDT definition block revision 2: AML integers are 64 bits.
+constexpr std::uint8_t kDsdtRevision = 2;
+
+// SLP_TYP is a 3-bit field, and values 0 and 1 would be ZeroOp/OneOp in AML
+// rather than the BytePrefix encoding used below.
+static_assert(kAcpiS5SleepType > 1 && kAcpiS5SleepType < 8);
+
+// The DSDT's whole AML body (ACPI 6.5, 20.2.5.2 NameOp, 20.2.5.4 PackageOp):
+//
+//   Name (_S5, Package () { kAcpiS5SleepType, kAcpiS5SleepType, 0, 0 })
+//
+// SLP_TYPa, SLP_TYPb (no PM1b block, but ACPICA reads both), two reserved.
+constexpr std::uint8_t kDsdtAml[] = {
+    0x08, '_', 'S', '5', '_',   // NameOp, NameSeg "_S5_" (in the root scope)
+    0x12, 0x08, 0x04,           // PackageOp, PkgLength (these 8 bytes from here on), NumElements
+    0x0a, kAcpiS5SleepType,     // BytePrefix, SLP_TYPa
+    0x0a, kAcpiS5SleepType,     // BytePrefix, SLP_TYPb
+    0x00,                       // ZeroOp, reserved
+    0x00,                       // ZeroOp, reserved
+};
+static_assert(sizeof kDsdtAml - 6 == 0x08, "PkgLength must count from itself to the end of the package");
+
+// MADT, revision 6 (ACPI 6.5).
+constexpr std::uint8_t kMadtRevision = 6;
+constexpr std::size_t kMadtFixedSize = 44; // header, local APIC address, flags
+constexpr std::uint32_t kMadtPcatCompat = 1u << 0; // KVM's dual 8259 PIC exists too; an OS using the APICs masks it
+
+namespace madt {
+constexpr std::uint8_t kLocalApic = 0;
+constexpr std::uint8_t kIoApic = 1;
+constexpr std::uint8_t kInterruptSourceOverride = 2;
+constexpr std::uint8_t kLocalApicNmi = 4;
+constexpr std::uint8_t kLocalX2Apic = 9;
+constexpr std::uint8_t kLocalX2ApicNmi = 10;
+
+constexpr std::uint8_t kLocalApicSize = 8;
+constexpr std::uint8_t kIoApicSize = 12;
+constexpr std::uint8_t kInterruptSourceOverrideSize = 10;
+constexpr std::uint8_t kLocalApicNmiSize = 6;
+constexpr std::uint8_t kLocalX2ApicSize = 16;
+constexpr std::uint8_t kLocalX2ApicNmiSize = 12;
+
+constexpr std::uint32_t kEnabled = 1u << 0;
+
+// An xAPIC ID is 8 bits and 0xff means "all": CPUs with APIC ID 255 and up
+// must be described by x2APIC entries (and Linux ignores x2APIC entries
+// below 255 when xAPIC ones exist).
+constexpr std::uint32_t kFirstX2ApicId = 255;
+
+// MPS INTI flags: polarity in bits 0-1, trigger mode in bits 2-3.
+constexpr std::uint16_t kActiveHigh = 0b01;
+constexpr std::uint16_t kLevelTriggered = 0b11 << 2;
+
+constexpr std::uint8_t kIsaBus = 0;
+constexpr std::uint8_t kAllProcessors = 0xff;        // Local APIC NMI's 8-bit processor UID
+constexpr std::uint32_t kAllX2Processors = 0xffffffff; // Local x2APIC NMI's 32-bit UID
+constexpr std::uint8_t kLint1 = 1;                   // where PCs wire NMI
+} // namespace madt
+
+constexpr std::uint64_t kOneMiB = 0x100000;
+constexpr std::uint8_t kIsaIrqs = 16;
+constexpr std::uint32_t kPortSpace = 0x10000;
+constexpr std::uint32_t kPmBlockPorts = 6; // PM1a_EVT (4) then PM1a_CNT (2)
+
+std::string hex(std::uint64_t value) {
+    char text[19];
+    std::snprintf(text, sizeof text, "0x%llx", static_cast<unsigned long long>(value));
+    return text;
+}
+
+std::size_t align_up(std::size_t value, std::size_t alignment) {
+    return (value + alignment - 1) / alignment * alignment;
+}
+
+// Where each table sits, as offsets from the blob's base.
+struct Layout {
+    std::size_t xsdt = 0;
+    std::size_t rsdt = 0;
+    std::size_t fadt = 0;
+    std::size_t facs = 0;
+    std::size_t dsdt = 0;
+    std::size_t madt = 0;
+    std::size_t madt_size = 0;
+    std::size_t end = 0;
+};
+
+std::uint32_t xapic_cpus(std::uint32_t cpus) { return std::min(cpus, madt::kFirstX2ApicId); }
+
+std::size_t madt_size(std::uint32_t cpus) {
+    const std::uint32_t x2apic_cpus = cpus - xapic_cpus(cpus);
+    return kMadtFixedSize + xapic_cpus(cpus) * madt::kLocalApicSize + x2apic_cpus * madt::kLocalX2ApicSize +
+           madt::kIoApicSize + madt::kInterruptSourceOverrideSize + madt::kLocalApicNmiSize +
+           (x2apic_cpus ? madt::kLocalX2ApicNmiSize : 0);
+}
+
+// Alignments are of guest-physical addresses, so they depend on the base
+// (which is itself 16-byte aligned).
+Layout plan(std::uint64_t base, std::uint32_t cpus) {
+    Layout at;
+    std::size_t next = kRsdpSize;
+    const auto place = [&](std::size_t size, std::size_t alignment) {
+        const std::size_t offset = align_up(base + next, alignment) - base;
+        next = offset + size;
+        return offset;
+    };
+    at.xsdt = place(kHeaderSize + kRootEntries * sizeof(std::uint64_t), kTableAlignment);
+    at.rsdt = place(kHeaderSize + kRootEntries * sizeof(std::uint32_t), kTableAlignment);
+    at.fadt = place(kFadtSize, kTableAlignment);
+    at.facs = place(kFacsSize, kFacsAlignment);
+    at.dsdt = place(kHeaderSize + sizeof kDsdtAml, kTableAlignment);
+    at.madt_size = madt_size(cpus);
+    at.madt = place(at.madt_size, kTableAlignment);
+    at.end = next;
+    return at;
+}
+
+// Little-endian stores into the zero-filled blob.
+class Blob {
+public:
+    explicit Blob(std::size_t size) : bytes_(size, 0) {}
+
+    void u8(std::size_t at, std::uint8_t value) { bytes_.at(at) = value; }
+    void u16(std::size_t at, std::uint16_t value) { store(at, value, 2); }
+    void u32(std::size_t at, std::uint32_t value) { store(at, value, 4); }
+    void u64(std::size_t at, std::uint64_t value) { store(at, value, 8); }
+    void text(std::size_t at, std::string_view chars) {
+        for (std::size_t i = 0; i < chars.size(); ++i) u8(at + i, static_cast<std::uint8_t>(chars[i]));
+    }
+    void bytes(std::size_t at, std::span<const std::uint8_t> data) {
+        for (std::size_t i = 0; i < data.size(); ++i) u8(at + i, data[i]);
+    }
+
+    // Stores at checksum_at the byte that makes [at, at + length) sum to 0
+    // modulo 256; the byte itself must still be 0.
+    void checksum(std::size_t at, std::size_t length, std::size_t checksum_at) {
+        std::uint8_t sum = 0;
+        for (std::size_t i = at; i < at + length; ++i) sum = static_cast<std::uint8_t>(sum + bytes_.at(i));
+        u8(checksum_at, static_cast<std::uint8_t>(-sum));
+    }
+
+    std::vector<std::uint8_t> take() { return std::move(bytes_); }
+
+private:
+    void store(std::size_t at, std::uint64_t value, std::size_t width) {
+        for (std::size_t i = 0; i < width; ++i) u8(at + i, static_cast<std::uint8_t>(value >> (8 * i)));
+    }
+
+    std::vector<std::uint8_t> bytes_;
+};
+
+// The common header; the checksum is filled in by finish() once the body is written.
+void header(Blob& blob, std::size_t at, std::string_view signature, std::size_t length, std::uint8_t revision) {
+    blob.text(at, signature);
+    blob.u32(at + 4, static_cast<std::uint32_t>(length));
+    blob.u8(at + 8, revision);
+    blob.text(at + 10, kOemId);
+    blob.text(at + 16, kOemTableId);
+    blob.u32(at + 24, kOemRevision);
+    blob.text(at + 28, kCreatorId);
+    blob.u32(at + 32, kCreatorRevision);
+}
+
+void finish(Blob& blob, std::size_t at, std::size_t length) { blob.checksum(at, length, at + kHeaderChecksum); }
+
+void gas(Blob& blob, std::size_t at, std::uint8_t bit_width, std::uint64_t port) {
+    blob.u8(at, kGasSystemIo);
+    blob.u8(at + 1, bit_width);
+    blob.u8(at + 2, 0); // bit offset
+    blob.u8(at + 3, kGasWordAccess);
+    blob.u64(at + 4, port);
+}
+
+void write_rsdp(Blob& blob, std::uint64_t base, const Layout& at) {
+    blob.text(0, "RSD PTR ");
+    blob.text(9, kOemId);
+    blob.u8(15, kRsdpRevision);
+    blob.u32(16, static_cast<std::uint32_t>(base + at.rsdt));
+    blob.u32(20, static_cast<std::uint32_t>(kRsdpSize));
+    blob.u64(24, base + at.xsdt);
+    blob.checksum(0, kRsdpV1Size, 8);
+    blob.checksum(0, kRsdpSize, 32); // covers the first checksum too, so it comes second
+}
+
+void write_root_tables(Blob& blob, std::uint64_t base, const Layout& at) {
+    const std::uint64_t entries[kRootEntries] = {base + at.fadt, base + at.madt};
+
+    const std::size_t xsdt_size = kHeaderSize + kRootEntries * sizeof(std::uint64_t);
+    header(blob, at.xsdt, "XSDT", xsdt_size, kXsdtRevision);
+    for (std::size_t i = 0; i < kRootEntries; ++i) blob.u64(at.xsdt + kHeaderSize + 8 * i, entries[i]);
+    finish(blob, at.xsdt, xsdt_size);
+
+    // For OSPMs that only follow the RSDP's 32-bit pointer; everything is below 1 MiB.
+    const std::size_t rsdt_size = kHeaderSize + kRootEntries * sizeof(std::uint32_t);
+    header(blob, at.rsdt, "RSDT", rsdt_size, kRsdtRevision);
+    for (std::size_t i = 0; i < kRootEntries; ++i)
+        blob.u32(at.rsdt + kHeaderSize + 4 * i, static_cast<std::uint32_t>(entries[i]));
+    finish(blob, at.rsdt, rsdt_size);
+}
+
+void write_fadt(Blob& blob, const AcpiPlatform& platform, std::uint64_t base, const Layout& at) {
+    using namespace fadt;
+    const std::size_t f = at.fadt;
+    const std::uint64_t facs = base + at.facs;
+    const std::uint64_t dsdt = base + at.dsdt;
+    const std::uint16_t pm1a_evt = platform.pm_base;
+    const std::uint16_t pm1a_cnt = static_cast<std::uint16_t>(platform.pm_base + kPm1CntOffset);
+
+    header(blob, f, "FACP", kFadtSize, kFadtRevision);
+    blob.u32(f + kFirmwareCtrl, static_cast<std::uint32_t>(facs));
+    blob.u32(f + kDsdt, static_cast<std::uint32_t>(dsdt));
+    blob.u16(f + kSciInt, platform.sci_irq);
+    // SMI_CMD 0: the platform is always in ACPI mode (SCI_EN reads 1), so
+    // there is no handover from firmware to request and ACPI_ENABLE,
+    // ACPI_DISABLE stay 0. No PM1b, PM2, PM timer or GPE blocks.
+    blob.u32(f + kSmiCmd, 0);
+    blob.u32(f + kPm1aEvtBlk, pm1a_evt);
+    blob.u32(f + kPm1aCntBlk, pm1a_cnt);
+    blob.u8(f + kPm1EvtLen, kPm1EvtBytes);
+    blob.u8(f + kPm1CntLen, kPm1CntBytes);
+    blob.u16(f + kPLvl2Lat, kNoC2);
+    blob.u16(f + kPLvl3Lat, kNoC3);
+    blob.u8(f + kCentury, kCmosCentury);
+    blob.u16(f + kIapcBootArch, kBootLegacyDevices);
+    // No RESET_REG_SUP: the VMM resets through the i8042, which Linux tries anyway.
+    blob.u32(f + kFlags, kWbinvd | kProcC1 | kPwrButton | kSlpButton);
+    blob.u8(f + kMinorRevision, kFadtMinorRevision);
+    blob.u64(f + kXFirmwareCtrl, facs);
+    blob.u64(f + kXDsdt, dsdt);
+    gas(blob, f + kXPm1aEvtBlk, kPm1EvtBytes * 8, pm1a_evt);
+    gas(blob, f + kXPm1aCntBlk, kPm1CntBytes * 8, pm1a_cnt);
+    finish(blob, f, kFadtSize);
+}
+
+void write_facs(Blob& blob, const Layout& at) {
+    // All zero but signature, length and version: no waking vector (no S3
+    // resume), no S4BIOS, and a global lock nobody but the OS ever takes.
+    blob.text(at.facs, "FACS");
+    blob.u32(at.facs + 4, static_cast<std::uint32_t>(kFacsSize));
+    blob.u8(at.facs + kFacsVersionOffset, kFacsVersion);
+}
+
+void write_dsdt(Blob& blob, const Layout& at) {
+    const std::size_t size = kHeaderSize + sizeof kDsdtAml;
+    header(blob, at.dsdt, "DSDT", size, kDsdtRevision);
+    blob.bytes(at.dsdt + kHeaderSize, kDsdtAml);
+    finish(blob, at.dsdt, size);
+}
+
+void write_madt(Blob& blob, const AcpiPlatform& platform, const Layout& at) {
+    using namespace madt;
+    header(blob, at.madt, "APIC", at.madt_size, kMadtRevision);
+    blob.u32(at.madt + 36, platform.lapic_address);
+    blob.u32(at.madt + 40, kMadtPcatCompat);
+
+    std::size_t next = at.madt + kMadtFixedSize;
+    // One entry per vCPU in APIC ID order, so the boot CPU (APIC ID 0) comes
+    // first; the processor UID is the vCPU index too.
+    for (std::uint32_t cpu = 0; cpu < platform.cpus; ++cpu) {
+        if (cpu < kFirstX2ApicId) {
+            blob.u8(next, kLocalApic);
+            blob.u8(next + 1, kLocalApicSize);
+            blob.u8(next + 2, static_cast<std::uint8_t>(cpu)); // processor UID
+            blob.u8(next + 3, static_cast<std::uint8_t>(cpu)); // APIC ID
+            blob.u32(next + 4, kEnabled);
+            next += kLocalApicSize;
+        } else {
+            blob.u8(next, kLocalX2Apic);
+            blob.u8(next + 1, kLocalX2ApicSize);
+            blob.u32(next + 4, cpu);  // x2APIC ID
+            blob.u32(next + 8, kEnabled);
+            blob.u32(next + 12, cpu); // processor UID
+            next += kLocalX2ApicSize;
+        }
+    }
+
+    blob.u8(next, kIoApic);
+    blob.u8(next + 1, kIoApicSize);
+    blob.u8(next + 2, platform.ioapic_id);
+    blob.u32(next + 4, platform.ioapic_address);
+    blob.u32(next + 8, 0); // GSI base: pin n is GSI n
+    next += kIoApicSize;
+
+    // ISA IRQs without an override are identity-mapped, edge-triggered and
+    // active-high, which is what KVM's default GSI routing does: GSI n goes
+    // to IOAPIC pin n and PIC IRQ n. In particular there is no IRQ0 -> GSI 2
+    // override as on real PCs (and QEMU, which reroutes GSI 0 to pin 2): the
+    // in-kernel PIT injects GSI 0, which reaches IOAPIC pin 0.
+    //
+    // The SCI is the exception ACPI requires to be stated: it is level-
+    // triggered. Active-high, because the VMM asserts it by raising the line
+    // (KVM_IRQ_LINE level 1), as QEMU does for its SCI.
+    blob.u8(next, kInterruptSourceOverride);
+    blob.u8(next + 1, kInterruptSourceOverrideSize);
+    blob.u8(next + 2, kIsaBus);
+    blob.u8(next + 3, platform.sci_irq);
+    blob.u32(next + 4, platform.sci_irq); // GSI
+    blob.u16(next + 8, kActiveHigh | kLevelTriggered);
+    next += kInterruptSourceOverrideSize;
+
+    // Every local APIC's LINT1 is the NMI input; flags 0: as the bus conforms.
+    blob.u8(next, kLocalApicNmi);
+    blob.u8(next + 1, kLocalApicNmiSize);
+    blob.u8(next + 2, kAllProcessors);
+    blob.u16(next + 3, 0);
+    blob.u8(next + 5, kLint1);
+    next += kLocalApicNmiSize;
+
+    // ACPI describes the NMI wiring of x2APIC-only processors with the x2APIC form.
+    if (platform.cpus > kFirstX2ApicId) {
+        blob.u8(next, kLocalX2ApicNmi);
+        blob.u8(next + 1, kLocalX2ApicNmiSize);
+        blob.u16(next + 2, 0);
+        blob.u32(next + 4, kAllX2Processors);
+        blob.u8(next + 8, kLint1);
+        next += kLocalX2ApicNmiSize;
+    }
+
+    if (next != at.madt + at.madt_size)
+        throw VmmError("internal: the MADT is " + std::to_string(next - at.madt) + " bytes, planned " +
+                       std::to_string(at.madt_size));
+    finish(blob, at.madt, at.madt_size);
+}
+
+void validate(const AcpiPlatform& platform, std::uint64_t base) {
+    if (platform.cpus == 0 || platform.cpus > kAcpiMaxCpus)
+        throw VmmError("ACPI tables: " + std::to_string(platform.cpus) + " vCPUs requested; expected 1 to " +
+                       std::to_string(kAcpiMaxCpus));
+    if (platform.sci_irq >= kIsaIrqs)
+        throw VmmError("ACPI tables: SCI IRQ " + std::to_string(platform.sci_irq) +
+                       " is not an ISA IRQ; expected 0 to " + std::to_string(kIsaIrqs - 1));
+    if (platform.pm_base == 0 || platform.pm_base > kPortSpace - kPmBlockPorts)
+        throw VmmError("ACPI tables: PM1 registers at port " + hex(platform.pm_base) + "; expected " +
+                       std::to_string(kPmBlockPorts) + " ports between 0x1 and " + hex(kPortSpace - 1));
+    if (base % kRsdpAlignment != 0)
+        throw VmmError("ACPI tables at " + hex(base) + ": expected a 16-byte aligned address for the RSDP");
+}
+
+} // namespace
+
+std::vector<std::uint8_t> build_acpi_tables(const AcpiPlatform& platform, std::uint64_t base_gpa) {
+    validate(platform, base_gpa);
+    if (base_gpa >= kOneMiB)
+        throw VmmError("ACPI tables at " + hex(base_gpa) + ": expected an address below 1 MiB");
+    const Layout at = plan(base_gpa, platform.cpus);
+    if (at.end > kOneMiB - base_gpa)
+        throw VmmError("ACPI tables for " + std::to_string(platform.cpus) + " vCPUs take " + std::to_string(at.end) +
+                       " bytes; expected them to fit between " + hex(base_gpa) + " and 1 MiB");
+
+    Blob blob(at.end);
+    write_rsdp(blob, base_gpa, at);
+    write_root_tables(blob, base_gpa, at);
+    write_fadt(blob, platform, base_gpa, at);
+    write_facs(blob, at);
+    write_dsdt(blob, at);
+    write_madt(blob, platform, at);
+    return blob.take();
+}
+
+} // namespace hv

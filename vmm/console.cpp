@@ -1,0 +1,157 @@
+#include "console.hpp"
+
+#include "vmm_error.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+namespace hv {
+namespace {
+
+// What the signal handlers and atexit need to undo raw mode. One terminal
+// at a time: `vmm run` has one console.
+std::atomic<bool> g_raw_active{false};
+int g_raw_fd = -1;
+termios g_raw_saved{};
+
+void restore_terminal() {
+    if (g_raw_active.exchange(false)) tcsetattr(g_raw_fd, TCSANOW, &g_raw_saved);
+}
+
+extern "C" void restore_and_reraise(int sig) {
+    restore_terminal(); // tcsetattr is async-signal-safe
+    std::signal(sig, SIG_DFL);
+    std::raise(sig);
+}
+
+void install_restore_handlers() {
+    static bool installed = false;
+    if (installed) return;
+    installed = true;
+    std::atexit(restore_terminal);
+    // Signals whose default action ends the process; SIGINT and SIGQUIT still
+    // arrive with `kill`, even though raw mode stops the keyboard making them.
+    for (int sig : {SIGTERM, SIGHUP, SIGINT, SIGQUIT, SIGPIPE, SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT}) {
+        struct sigaction old{};
+        sigaction(sig, nullptr, &old);
+        if (old.sa_handler != SIG_DFL) continue; // someone else (a sanitizer) handles it
+        struct sigaction sa{};
+        sa.sa_handler = restore_and_reraise;
+        sigemptyset(&sa.sa_mask);
+        sa.sa_flags = SA_RESETHAND;
+        sigaction(sig, &sa, nullptr);
+    }
+}
+
+} // namespace
+
+TerminalRawMode::TerminalRawMode(int fd) : fd_(fd) {
+    termios t{};
+    if (!isatty(fd) || tcgetattr(fd, &t) != 0) return;
+    saved_ = t;
+    g_raw_fd = fd;
+    g_raw_saved = t;
+    install_restore_handlers();
+    // Input: bytes as typed, no signals, no echo (the guest echoes). Output
+    // processing stays on so the VMM's own messages still start at column 0.
+    t.c_iflag &= ~static_cast<tcflag_t>(IGNBRK | BRKINT | PARMRK | ISTRIP | INLCR | IGNCR | ICRNL | IXON);
+    t.c_lflag &= ~static_cast<tcflag_t>(ECHO | ECHONL | ICANON | ISIG | IEXTEN);
+    t.c_cflag &= ~static_cast<tcflag_t>(CSIZE | PARENB);
+    t.c_cflag |= CS8;
+    t.c_cc[VMIN] = 1;
+    t.c_cc[VTIME] = 0;
+    g_raw_active.store(true);
+    if (tcsetattr(fd, TCSANOW, &t) != 0) {
+        g_raw_active.store(false);
+        saved_.reset();
+    }
+}
+
+TerminalRawMode::~TerminalRawMode() {
+    if (saved_) restore_terminal();
+}
+
+bool ConsoleEscape::feed(std::span<const std::uint8_t> in, std::vector<std::uint8_t>& out) {
+    for (std::uint8_t b : in) {
+        if (after_prefix_) {
+            after_prefix_ = false;
+            if (b == 'x' || b == 'X') return true;
+            // Ctrl-A Ctrl-A sends one Ctrl-A; Ctrl-A and anything else sends both.
+            out.push_back(kPrefix);
+            if (b != kPrefix) out.push_back(b);
+        } else if (b == kPrefix) {
+            after_prefix_ = true;
+        } else {
+            out.push_back(b);
+        }
+    }
+    return false;
+}
+
+Console::Console(int input_fd, Serial16550& serial, std::function<void()> on_quit, int flush_interval_ms,
+                 bool wait_for_driver)
+    : input_fd_(input_fd), serial_(serial), on_quit_(std::move(on_quit)), flush_interval_ms_(flush_interval_ms),
+      wait_for_driver_(wait_for_driver),
+      raw_(input_fd), wake_(::eventfd(0, EFD_CLOEXEC)) {
+    if (!wake_.valid()) throw VmmError(std::string("cannot create the console's eventfd: ") + std::strerror(errno));
+    thread_ = std::thread([this] { run_guarded(); });
+}
+
+void Console::run_guarded() {
+    try {
+        run();
+    } catch (const std::exception& e) {
+        // A failed KVM_IRQ_LINE, say: the guest stops getting input, the VM runs on.
+        std::fprintf(stderr, "vmm: console input stopped: %s\n", e.what());
+    }
+}
+
+Console::~Console() {
+    const std::uint64_t one = 1;
+    [[maybe_unused]] const ssize_t n = ::write(wake_.get(), &one, sizeof one);
+    thread_.join();
+    serial_.flush();
+}
+
+void Console::run() {
+    bool input_open = input_fd_ >= 0;
+    bool quit = false;
+    std::uint8_t buf[256];
+    for (;;) {
+        pollfd fds[2] = {{wake_.get(), POLLIN, 0}, {input_fd_, POLLIN, 0}};
+        // Hold back host input while the UART's FIFO is full: poll only the
+        // wake-up fd then, and retry at the next tick.
+        const nfds_t n = (input_open && pending_.empty() && !quit) ? 2 : 1;
+        const int r = ::poll(fds, n, flush_interval_ms_);
+        if (r < 0 && errno != EINTR) break;
+        if (r > 0 && (fds[0].revents & POLLIN)) break;
+        if (r > 0 && n == 2 && (fds[1].revents & (POLLIN | POLLHUP | POLLERR))) {
+            const ssize_t got = ::read(input_fd_, buf, sizeof buf);
+            if (got > 0) {
+                received_.fetch_add(static_cast<std::uint64_t>(got));
+                if (escape_.feed(std::span(buf, static_cast<std::size_t>(got)), pending_)) {
+                    quit = true;
+                    on_quit_();
+                }
+            } else if (got == 0 || (errno != EINTR && errno != EAGAIN)) {
+                input_open = false; // end of input: the guest just sees no more bytes
+            }
+        }
+        if (!pending_.empty() && (!wait_for_driver_ || serial_.rx_interrupt_enabled())) {
+            const std::size_t take = std::min(serial_.rx_free(), pending_.size());
+            serial_.receive(std::span(pending_.data(), take));
+            pending_.erase(pending_.begin(), pending_.begin() + static_cast<std::ptrdiff_t>(take));
+        }
+        serial_.flush();
+    }
+}
+
+} // namespace hv

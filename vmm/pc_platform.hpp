@@ -1,0 +1,51 @@
+#pragma once
+// The PC around a stock Linux kernel: what KVM's in-kernel irqchip and PIT
+// (KvmVm::create_pc_irqchip) leave to userspace. The i8042 ends the VM when
+// the guest pulses the reset line (reboot), the ACPI PM1 control register
+// when it enters S5 (power-off), both with exit status 0; the CMOS/RTC gives
+// the wall-clock time; port 0x80 (POST codes, I/O delays) is swallowed; and
+// the serial port's and the i8042's interrupt outputs drive KVM_IRQ_LINE.
+#include "acpi_pm.hpp"
+#include "bus.hpp"
+#include "cmos_rtc.hpp"
+#include "i8042.hpp"
+#include "kvm.hpp"
+#include "serial16550.hpp"
+#include "stop_latch.hpp"
+
+#include <cstdint>
+
+namespace hv {
+
+// Reads as all ones, ignores writes: a port Linux touches that needs no model.
+class NullPort final : public IoDevice {
+public:
+    void read(uint64_t, std::span<uint8_t> data) override {
+        for (auto& b : data) b = 0xff;
+    }
+    void write(uint64_t, std::span<const uint8_t>) override {}
+};
+
+// ISA interrupt lines (GSIs with KVM's default routing) of the PC's devices.
+namespace isa_irq {
+inline constexpr std::uint32_t kKeyboard = 1, kSerial0 = 4, kAux = 12;
+} // namespace isa_irq
+
+inline constexpr std::uint16_t kPostPort = 0x80;
+
+class PcPlatform {
+public:
+    // Registers the devices on `ports` and wires the interrupts; `vm` must
+    // already have its irqchip. Everything passed in must outlive this.
+    PcPlatform(KvmVm& vm, Bus& ports, Serial16550& serial, StopLatch& stop, std::uint64_t ram_size);
+    PcPlatform(const PcPlatform&) = delete;
+    PcPlatform& operator=(const PcPlatform&) = delete;
+
+private:
+    I8042 i8042_;
+    CmosRtc cmos_;
+    AcpiPmRegisters pm_;
+    NullPort post_;
+};
+
+} // namespace hv
