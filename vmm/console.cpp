@@ -26,34 +26,47 @@ void restore_terminal() {
     if (g_raw_active.exchange(false)) tcsetattr(g_raw_fd, TCSANOW, &g_raw_saved);
 }
 
-extern "C" void restore_and_reraise(int sig) {
+// The dispositions found when raw mode was first set, per signal: the
+// handler restores the terminal and then hands the signal on to them, so a
+// sanitizer's or test framework's handler still runs, and a default action
+// still ends the process.
+struct sigaction g_previous[NSIG];
+
+extern "C" void restore_and_pass_on(int sig, siginfo_t* info, void* context) {
     restore_terminal(); // tcsetattr is async-signal-safe
-    std::signal(sig, SIG_DFL);
-    std::raise(sig);
+    const struct sigaction previous = g_previous[sig];
+    sigaction(sig, &previous, nullptr);
+    if (previous.sa_flags & SA_SIGINFO) {
+        previous.sa_sigaction(sig, info, context);
+    } else if (previous.sa_handler == SIG_DFL) {
+        raise(sig); // blocked while this handler runs: delivered, with the default action, on return
+    } else if (previous.sa_handler != SIG_IGN) {
+        previous.sa_handler(sig);
+    }
 }
 
 void install_restore_handlers() {
-    static bool installed = false;
-    if (installed) return;
-    installed = true;
-    std::atexit(restore_terminal);
+    static bool atexit_registered = false;
+    if (!atexit_registered) std::atexit(restore_terminal);
+    atexit_registered = true;
     // Signals whose default action ends the process; SIGINT and SIGQUIT still
     // arrive with `kill`, even though raw mode stops the keyboard making them.
     for (int sig : {SIGTERM, SIGHUP, SIGINT, SIGQUIT, SIGPIPE, SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT}) {
-        struct sigaction old{};
-        sigaction(sig, nullptr, &old);
-        if (old.sa_handler != SIG_DFL) continue; // someone else (a sanitizer) handles it
+        struct sigaction current{};
+        sigaction(sig, nullptr, &current);
+        if ((current.sa_flags & SA_SIGINFO) && current.sa_sigaction == restore_and_pass_on) continue;
+        g_previous[sig] = current;
         struct sigaction sa{};
-        sa.sa_handler = restore_and_reraise;
+        sa.sa_sigaction = restore_and_pass_on;
         sigemptyset(&sa.sa_mask);
-        sa.sa_flags = SA_RESETHAND;
+        sa.sa_flags = SA_SIGINFO;
         sigaction(sig, &sa, nullptr);
     }
 }
 
 } // namespace
 
-TerminalRawMode::TerminalRawMode(int fd) : fd_(fd) {
+TerminalRawMode::TerminalRawMode(int fd) {
     termios t{};
     if (!isatty(fd) || tcgetattr(fd, &t) != 0) return;
     saved_ = t;

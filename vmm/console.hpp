@@ -29,8 +29,7 @@ public:
     bool active() const { return saved_.has_value(); }
 
 private:
-    int fd_;
-    std::optional<termios> saved_;
+    std::optional<termios> saved_; // the settings to restore (the fd is kept for the signal handlers)
 };
 
 // Splits console input into bytes for the guest and the quit request.

@@ -3,6 +3,10 @@
 #include <doctest/doctest.h>
 
 #include <atomic>
+#include <csignal>
+#include <cstdlib>
+#include <optional>
+#include <sys/wait.h>
 #include <chrono>
 #include <cstdint>
 #include <fcntl.h>
@@ -157,4 +161,56 @@ TEST_CASE("Console: a partial line the guest transmits is flushed without waitin
         if (!seen) std::this_thread::sleep_for(std::chrono::milliseconds(2));
     }
     CHECK(seen);
+}
+
+namespace {
+
+// Runs `leave` in a child that holds raw mode on the pty's slave side, then
+// returns the slave's settings as the parent sees them after the child ended.
+// With `default_sigterm` the child first gives SIGTERM its default action
+// (the test framework installs a handler of its own).
+template <class Leave>
+std::optional<termios> settings_after_child(Leave leave, int* child_status, bool default_sigterm = false) {
+    int master = -1, slave = -1;
+    if (openpty(&master, &slave, nullptr, nullptr, nullptr) != 0) return std::nullopt;
+    hv::UniqueFd m(master), s(slave);
+    const pid_t pid = fork();
+    if (pid == 0) {
+        if (default_sigterm) signal(SIGTERM, SIG_DFL);
+        // Heap-allocated and never destroyed: only the exit path under test may restore.
+        new hv::TerminalRawMode(s.get());
+        leave();
+        _exit(99); // not reached
+    }
+    waitpid(pid, child_status, 0);
+    termios after{};
+    if (tcgetattr(s.get(), &after) != 0) return std::nullopt;
+    return after;
+}
+
+} // namespace
+
+TEST_CASE("TerminalRawMode: exit() and a fatal signal also restore the terminal") {
+    int master = -1, slave = -1;
+    if (openpty(&master, &slave, nullptr, nullptr, nullptr) != 0) {
+        MESSAGE("skipped: no pseudo-terminal available");
+        return;
+    }
+    close(master);
+    close(slave);
+    int status = 0;
+    const auto after_exit = settings_after_child([] { std::exit(3); }, &status);
+    REQUIRE(after_exit);
+    CHECK(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 3);
+    CHECK((after_exit->c_lflag & ICANON) != 0);
+    CHECK((after_exit->c_lflag & ECHO) != 0);
+
+    // The default action must still end the process once the terminal is back.
+    const auto after_signal = settings_after_child([] { raise(SIGTERM); }, &status, true);
+    REQUIRE(after_signal);
+    CHECK(WIFSIGNALED(status)); // the handler restored, then let SIGTERM end the process
+    CHECK(WTERMSIG(status) == SIGTERM);
+    CHECK((after_signal->c_lflag & ICANON) != 0);
+    CHECK((after_signal->c_iflag & ICRNL) != 0);
 }
