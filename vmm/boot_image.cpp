@@ -143,12 +143,9 @@ void check_image_fits(const BootImage& image, std::uint64_t ram_size, std::uint3
                            format_size(ram_size) + "): RAM is one block from address 0 and must end below the "
                            "IOAPIC (0xfec00000) and local APIC (0xfee00000)");
         if (!linux_load_address(k, ram_size)) {
-            // The least RAM that works: the lowest load address the kernel accepts, plus init_size.
-            const std::uint64_t low = k.relocatable ? std::max<std::uint64_t>(k.kernel_alignment, 0x100000) : k.pref_address;
-            const std::uint64_t need = std::min(low, k.pref_address) + k.init_size;
             fail(name, "the kernel needs " + format_size(k.init_size) + " (init_size) from its load address " +
                            hex(k.pref_address) + (k.relocatable ? " or a lower aligned one" : "") + ", more than guest RAM (" +
-                           format_size(ram_size) + ") holds; raise --mem (at least " + format_size(need) + ")");
+                           format_size(ram_size) + ") holds; raise --mem (at least " + format_size(linux_min_ram(k)) + ")");
         }
         return;
     }

@@ -67,4 +67,7 @@ LinuxKernel parse_bzimage(std::span<const std::uint8_t> file, const std::string&
 // address from 1 MiB up for a relocatable kernel. nullopt when nothing fits.
 std::optional<std::uint64_t> linux_load_address(const LinuxKernel& kernel, std::uint64_t ram_size);
 
+// The least RAM linux_load_address() finds room in.
+std::uint64_t linux_min_ram(const LinuxKernel& kernel);
+
 } // namespace hv
