@@ -13,6 +13,7 @@
 #include "guest_layout.hpp"
 #include "kvm.hpp"
 #include "pc_platform.hpp"
+#include "run_checks.hpp"
 #include "shadow_layout.hpp"
 #include "serial16550.hpp"
 #include "stop_latch.hpp"
@@ -126,21 +127,6 @@ long resident_kib() {
     const int n = std::fscanf(f, "%ld %ld", &size, &resident);
     std::fclose(f);
     return n == 2 ? resident * (sysconf(_SC_PAGESIZE) / 1024) : 0;
-}
-
-// Shadow mode needs KVM to see the VMM's writes to the tables the guest
-// walks: true with EPT/NPT (the tables are plain guest memory), false with
-// KVM's own shadow paging, which write-protects guest page tables only
-// against the guest's writes, not against ours through the host mapping.
-void require_tdp() {
-    const TdpStatus tdp = tdp_status();
-    if (tdp.enabled) return;
-    std::string found;
-    if (tdp.module == "kvm_pvm") found = "kvm_pvm (paravirtualized KVM, always shadow paging)";
-    else if (!tdp.module.empty()) found = tdp.module + " with " + tdp.parameter + "=N";
-    else found = "no kvm_intel or kvm_amd module parameters under /sys/module";
-    throw VmmError("--paging shadow needs KVM with two-dimensional paging (kvm_intel ept=Y or kvm_amd npt=Y), found " +
-                   found + ": without it KVM does not see the VMM's writes to the guest's page tables");
 }
 
 void Vm::setup_devices() {
@@ -379,21 +365,6 @@ void Vm::print_stats(Clock::time_point start, Clock::time_point end) const {
     }
 }
 
-// Each vCPU holds a file descriptor; 1024 vCPUs exceed the usual soft limit
-// of 1024 open files, so raise it up to the hard limit when needed.
-void ensure_fd_limit(std::uint32_t cpus) {
-    const rlim_t needed = rlim_t{cpus} + 64;
-    rlimit lim{};
-    if (getrlimit(RLIMIT_NOFILE, &lim) != 0 || lim.rlim_cur >= needed) return;
-    if (lim.rlim_max != RLIM_INFINITY && lim.rlim_max < needed)
-        throw VmmError("--cpus " + std::to_string(cpus) + " needs about " + std::to_string(needed) +
-                       " file descriptors, but the hard limit is " + std::to_string(lim.rlim_max) + " (ulimit -Hn)");
-    lim.rlim_cur = needed;
-    if (setrlimit(RLIMIT_NOFILE, &lim) != 0)
-        throw VmmError(std::string("cannot raise the open-file limit to ") + std::to_string(needed) + ": " +
-                       std::strerror(errno));
-}
-
 int Vm::run() {
     kvm_.require_capabilities();
     if (image_.kind == ImageKind::Linux) kvm_.require_capabilities(pc_platform_capabilities());
@@ -474,21 +445,6 @@ int Vm::run() {
 }
 
 } // namespace
-
-void validate_run_options(const RunOptions& opt) {
-    if (opt.cpus == 0) throw VmmError("--cpus must be at least 1 (got 0)");
-    if (opt.mem < layout::kMinRam)
-        throw VmmError("--mem " + format_size(opt.mem) + " is too small; the minimum is " + format_size(layout::kMinRam));
-    if (opt.mem > layout::kMaxRam)
-        throw VmmError("--mem " + format_size(opt.mem) + " exceeds the maximum of " + format_size(layout::kMaxRam));
-    if (opt.mem % layout::kPageSize)
-        throw VmmError("--mem must be a multiple of 4 KiB (got " + std::to_string(opt.mem) + " bytes)");
-    const std::uint64_t stacks = std::uint64_t{opt.cpus} * HV_STACK_SIZE;
-    if (stacks > layout::stacks_top(opt.mem) - layout::kImageStart)
-        throw VmmError("--mem " + format_size(opt.mem) + " cannot hold " + std::to_string(opt.cpus) + " vCPU stacks of " +
-                       format_size(HV_STACK_SIZE) + " above the reserved first MiB; raise --mem");
-    if (opt.timeout_seconds < 0) throw VmmError("--timeout must not be negative");
-}
 
 int run_vm(const RunOptions& opt) {
     validate_run_options(opt);
