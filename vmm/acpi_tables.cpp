@@ -52,8 +52,10 @@ constexpr std::size_t kSciInt = 46;
 constexpr std::size_t kSmiCmd = 48;
 constexpr std::size_t kPm1aEvtBlk = 56;
 constexpr std::size_t kPm1aCntBlk = 64;
+constexpr std::size_t kPmTmrBlk = 76;
 constexpr std::size_t kPm1EvtLen = 88;
 constexpr std::size_t kPm1CntLen = 89;
+constexpr std::size_t kPmTmrLen = 91;
 constexpr std::size_t kPLvl2Lat = 96;
 constexpr std::size_t kPLvl3Lat = 98;
 constexpr std::size_t kCentury = 108;
@@ -64,9 +66,11 @@ constexpr std::size_t kXFirmwareCtrl = 132;
 constexpr std::size_t kXDsdt = 140;
 constexpr std::size_t kXPm1aEvtBlk = 148;
 constexpr std::size_t kXPm1aCntBlk = 172;
+constexpr std::size_t kXPmTmrBlk = 208;
 
 constexpr std::uint8_t kPm1EvtBytes = 4; // PM1_STS + PM1_EN, 16 bits each
 constexpr std::uint8_t kPm1CntBytes = 2;
+constexpr std::uint8_t kPmTmrBytes = 4;
 constexpr std::uint16_t kPm1CntOffset = 4; // PM1a_CNT follows PM1a_EVT in our port block
 
 // Latencies above 100 us (C2) and 1000 us (C3) mean "state not supported".
@@ -86,12 +90,14 @@ constexpr std::uint32_t kWbinvd = 1u << 0;    // WBINVD flushes caches correctly
 constexpr std::uint32_t kProcC1 = 1u << 2;    // C1 (HLT) works on every CPU
 constexpr std::uint32_t kPwrButton = 1u << 4; // set: no fixed-feature power button
 constexpr std::uint32_t kSlpButton = 1u << 5; // set: no fixed-feature sleep button
+// TMR_VAL_EXT (bit 8) stays clear: the PM timer counts 24 bits.
 // HW_REDUCED_ACPI (bit 20) stays clear: we have the fixed hardware.
 } // namespace fadt
 
 // Generic Address Structure (12 bytes) as the FADT's X_ blocks use it.
 constexpr std::uint8_t kGasSystemIo = 1;
-constexpr std::uint8_t kGasWordAccess = 2; // the PM1 registers are 16 bits wide
+constexpr std::uint8_t kGasWordAccess = 2;  // the PM1 registers are 16 bits wide
+constexpr std::uint8_t kGasDwordAccess = 3; // the PM timer is read as 32 bits
 
 // FACS: no checksum, but 64-byte alignment.
 constexpr std::size_t kFacsSize = 64;
@@ -162,6 +168,7 @@ constexpr std::uint64_t kOneMiB = 0x100000;
 constexpr std::uint8_t kIsaIrqs = 16;
 constexpr std::uint32_t kPortSpace = 0x10000;
 constexpr std::uint32_t kPmBlockPorts = 6; // PM1a_EVT (4) then PM1a_CNT (2)
+constexpr std::uint32_t kPmTimerPorts = fadt::kPmTmrBytes;
 
 std::string hex(std::uint64_t value) {
     char text[19];
@@ -263,11 +270,11 @@ void header(Blob& blob, std::size_t at, std::string_view signature, std::size_t 
 
 void finish(Blob& blob, std::size_t at, std::size_t length) { blob.checksum(at, length, at + kHeaderChecksum); }
 
-void gas(Blob& blob, std::size_t at, std::uint8_t bit_width, std::uint64_t port) {
+void gas(Blob& blob, std::size_t at, std::uint8_t bit_width, std::uint8_t access_size, std::uint64_t port) {
     blob.u8(at, kGasSystemIo);
     blob.u8(at + 1, bit_width);
     blob.u8(at + 2, 0); // bit offset
-    blob.u8(at + 3, kGasWordAccess);
+    blob.u8(at + 3, access_size);
     blob.u64(at + 4, port);
 }
 
@@ -312,12 +319,14 @@ void write_fadt(Blob& blob, const AcpiPlatform& platform, std::uint64_t base, co
     blob.u16(f + kSciInt, platform.sci_irq);
     // SMI_CMD 0: the platform is always in ACPI mode (SCI_EN reads 1), so
     // there is no handover from firmware to request and ACPI_ENABLE,
-    // ACPI_DISABLE stay 0. No PM1b, PM2, PM timer or GPE blocks.
+    // ACPI_DISABLE stay 0. No PM1b, PM2 or GPE blocks.
     blob.u32(f + kSmiCmd, 0);
     blob.u32(f + kPm1aEvtBlk, pm1a_evt);
     blob.u32(f + kPm1aCntBlk, pm1a_cnt);
+    blob.u32(f + kPmTmrBlk, platform.pm_timer_port);
     blob.u8(f + kPm1EvtLen, kPm1EvtBytes);
     blob.u8(f + kPm1CntLen, kPm1CntBytes);
+    blob.u8(f + kPmTmrLen, kPmTmrBytes);
     blob.u16(f + kPLvl2Lat, kNoC2);
     blob.u16(f + kPLvl3Lat, kNoC3);
     blob.u8(f + kCentury, kCmosCentury);
@@ -327,8 +336,9 @@ void write_fadt(Blob& blob, const AcpiPlatform& platform, std::uint64_t base, co
     blob.u8(f + kMinorRevision, kFadtMinorRevision);
     blob.u64(f + kXFirmwareCtrl, facs);
     blob.u64(f + kXDsdt, dsdt);
-    gas(blob, f + kXPm1aEvtBlk, kPm1EvtBytes * 8, pm1a_evt);
-    gas(blob, f + kXPm1aCntBlk, kPm1CntBytes * 8, pm1a_cnt);
+    gas(blob, f + kXPm1aEvtBlk, kPm1EvtBytes * 8, kGasWordAccess, pm1a_evt);
+    gas(blob, f + kXPm1aCntBlk, kPm1CntBytes * 8, kGasWordAccess, pm1a_cnt);
+    gas(blob, f + kXPmTmrBlk, kPmTmrBytes * 8, kGasDwordAccess, platform.pm_timer_port);
     finish(blob, f, kFadtSize);
 }
 
@@ -432,6 +442,15 @@ void validate(const AcpiPlatform& platform, std::uint64_t base) {
     if (platform.pm_base == 0 || platform.pm_base > kPortSpace - kPmBlockPorts)
         throw VmmError("ACPI tables: PM1 registers at port " + hex(platform.pm_base) + "; expected " +
                        std::to_string(kPmBlockPorts) + " ports between 0x1 and " + hex(kPortSpace - 1));
+    const std::uint32_t timer = platform.pm_timer_port;
+    if (timer == 0 || timer > kPortSpace - kPmTimerPorts)
+        throw VmmError("ACPI tables: PM timer at port " + hex(timer) + "; expected " + std::to_string(kPmTimerPorts) +
+                       " ports between 0x1 and " + hex(kPortSpace - 1));
+    const std::uint32_t pm = platform.pm_base;
+    if (timer < pm + kPmBlockPorts && pm < timer + kPmTimerPorts)
+        throw VmmError("ACPI tables: PM timer at ports " + hex(timer) + "-" + hex(timer + kPmTimerPorts - 1) +
+                       " overlaps the PM1 registers at " + hex(pm) + "-" + hex(pm + kPmBlockPorts - 1) +
+                       "; expected separate port ranges");
     if (base % kRsdpAlignment != 0)
         throw VmmError("ACPI tables at " + hex(base) + ": expected a 16-byte aligned address for the RSDP");
 }

@@ -1,5 +1,7 @@
 #include "bench_report.hpp"
 
+#include "format.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -21,27 +23,6 @@ std::string exact_double(double v) {
     char b[64];
     std::snprintf(b, sizeof b, "%.17g", v);
     return b;
-}
-
-std::string json_string(const std::string& s) {
-    std::string out = "\"";
-    for (const unsigned char c : s) {
-        switch (c) {
-        case '"': out += "\\\""; break;
-        case '\\': out += "\\\\"; break;
-        case '\n': out += "\\n"; break;
-        case '\t': out += "\\t"; break;
-        default:
-            if (c < 0x20) {
-                char b[8];
-                std::snprintf(b, sizeof b, "\\u%04x", c);
-                out += b;
-            } else {
-                out += static_cast<char>(c);
-            }
-        }
-    }
-    return out + "\"";
 }
 
 std::string csv_field(const std::string& s) {

@@ -142,6 +142,10 @@ void check_image_fits(const BootImage& image, std::uint64_t ram_size, std::uint3
             fail(name, "a Linux guest can have at most " + format_size(layout::kMaxLinuxRam) + " of RAM (got --mem " +
                            format_size(ram_size) + "): RAM is one block from address 0 and must end below the "
                            "IOAPIC (0xfec00000) and local APIC (0xfee00000)");
+        if (cpus > layout::kMaxLinuxCpus)
+            fail(name, "a Linux guest can have at most " + std::to_string(layout::kMaxLinuxCpus) + " vCPUs (got --cpus " +
+                           std::to_string(cpus) + "): APIC IDs above 254 need x2APIC, which Linux enables only with "
+                           "interrupt remapping or KVM's extended destination IDs, and this VMM offers neither");
         if (!linux_load_address(k, ram_size)) {
             fail(name, "the kernel needs " + format_size(k.init_size) + " (init_size) from its load address " +
                            hex(k.pref_address) + (k.relocatable ? " or a lower aligned one" : "") + ", more than guest RAM (" +

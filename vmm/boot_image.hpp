@@ -44,7 +44,8 @@ BootImage parse_boot_image(std::span<const std::uint8_t> file, const std::string
 // `cpus` stacks at its top: segments above the reserved region, below the
 // stacks, not overlapping each other; entry inside a segment. For a Linux
 // kernel: that RAM can hold it (init_size from its load address) and stays
-// below the local APIC and IOAPIC (layout::kMaxLinuxRam).
+// below the local APIC and IOAPIC (layout::kMaxLinuxRam), and that its CPUs
+// have xAPIC IDs (layout::kMaxLinuxCpus).
 void check_image_fits(const BootImage& image, std::uint64_t ram_size, std::uint32_t cpus,
                       const std::string& name);
 

@@ -4,6 +4,7 @@
 #include "format.hpp"
 #include "guest_layout.hpp"
 #include "linux_boot.hpp"
+#include "pc_firmware.hpp"
 #include "vmm_error.hpp"
 
 #include <algorithm>
@@ -169,10 +170,13 @@ std::uint64_t write_identity_page_tables(GuestMemory& mem) {
 BootInfo load_guest(GuestMemory& mem, const BootImage& image, const BootConfig& config, const std::string& name) {
     if (config.ram_size != mem.size()) throw VmmError("internal: RAM size mismatch");
     check_image_fits(image, config.ram_size, config.cpus, name);
+    if (image.kind == ImageKind::Linux && !config.pc_firmware)
+        throw VmmError("image '" + name + "' is a Linux kernel, which needs the PC platform's ACPI tables");
+    if (image.kind == ImageKind::Multiboot && config.cpus != 1 && !config.pc_firmware)
+        throw VmmError("image '" + name + "' is a multiboot image: its boot CPU starts the others through its local "
+                       "APIC, which --platform bare has not; --cpus must be 1 (got " + std::to_string(config.cpus) + ")");
+    if (config.pc_firmware) write_pc_firmware(mem, config.cpus);
     if (image.kind == ImageKind::Linux) return load_linux(mem, image, config, name);
-    if (image.kind == ImageKind::Multiboot && config.cpus != 1)
-        throw VmmError("image '" + name + "' is a multiboot image, which starts on one vCPU; --cpus must be 1 (got " +
-                       std::to_string(config.cpus) + ")");
     if (image.kind == ImageKind::Elf64 && !config.modules.empty())
         throw VmmError("--initrd is passed as a multiboot module; image '" + name +
                        "' is a 64-bit ELF, which has no way to receive it");

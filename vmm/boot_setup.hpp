@@ -24,6 +24,7 @@ struct BootConfig {
     std::uint32_t cpus = 1;
     std::string cmdline;
     std::vector<BootModule> modules; // --initrd: a multiboot module, or a Linux initramfs
+    bool pc_firmware = true;         // the PC platform's tables in low memory (pc_firmware.hpp)
 };
 
 struct BootInfo {
@@ -35,7 +36,8 @@ struct BootInfo {
 };
 
 // Validates the config against the image (throws VmmError), then writes the
-// segments, GDT, page tables and boot information into `mem`.
+// segments, GDT, page tables, boot information and, with pc_firmware, the
+// PC's firmware tables into `mem`.
 BootInfo load_guest(GuestMemory& mem, const BootImage& image, const BootConfig& config, const std::string& name);
 
 // Identity page tables covering max(4 GiB, RAM rounded up to 1 GiB) with

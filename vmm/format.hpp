@@ -10,6 +10,9 @@ namespace hv {
 std::string hex(std::uint64_t value);          // "0x1f"
 std::string format_size(std::uint64_t bytes);  // "64 MiB", "1.5 GiB", "4096 bytes"
 
+// `s` as a JSON string literal, quotes included (control characters escaped).
+std::string json_string(const std::string& s);
+
 // "64M", "2G", "4096", "512K", "1T" (binary units, case-insensitive, optional
 // trailing "iB"/"B"). nullopt on syntax errors or overflow.
 std::optional<std::uint64_t> parse_size(std::string_view text);

@@ -74,6 +74,7 @@ RunOptions fuzz_guest_run_options(const FuzzGuestInput& in, const std::string& g
     opt.mem = 64ull << 20;
     opt.timeout_seconds = timeout_seconds;
     opt.paging = RunOptions::Paging::Shadow;
+    opt.console_input = false; // many VMs in one process: none of them reads the terminal
     opt.shadow.region_size = FuzzGuestInput::kRegionPages * 4096;
     opt.shadow.mmu.lock = in.lock;
     opt.shadow.mmu.coherence = in.coherence;

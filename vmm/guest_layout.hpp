@@ -29,10 +29,27 @@ inline constexpr std::uint64_t kBootParams = 0x55000;
 inline constexpr std::uint64_t kLinuxBootStack = 0x50000;
 inline constexpr std::uint64_t kBiosAreaStart = 0xe0000;
 inline constexpr std::uint64_t kAcpiTables = kBiosAreaStart;
-// RAM is one block from 0, so for a guest with an in-kernel local APIC
-// (0xfee00000) and IOAPIC (0xfec00000) it must end below them.
+// The PC's firmware data (pc_firmware.hpp), where guests look for it: the
+// BIOS data area's EBDA segment and base-memory size, a 1 KiB extended BIOS
+// data area at the end of conventional memory, and the MP floating pointer
+// with its table in the BIOS ROM area (ACPI's RSDP opens kAcpiTables).
+inline constexpr std::uint64_t kBdaEbdaSegment = 0x40e;   // 16-bit segment of the EBDA
+inline constexpr std::uint64_t kBdaBaseMemoryKib = 0x413; // 16-bit conventional memory in KiB
+inline constexpr std::uint64_t kEbda = kLowMemoryEnd;
+inline constexpr std::uint64_t kEbdaSize = 0x400;
+inline constexpr std::uint64_t kMpTable = 0xf0000;
+// RAM is one block from 0, so with the PC platform it must end below the
+// IOAPIC (0xfec00000) and the local APIC (0xfee00000), which it would hide.
+inline constexpr std::uint64_t kMaxPcRam = 0xfec00000;
+// A Linux kernel also wants room below 4 GiB for its 32-bit MMIO.
 inline constexpr std::uint64_t kMaxLinuxRam = 3ull << 30;
+// xAPIC IDs 0..254 (255 is the broadcast ID): see check_image_fits.
+inline constexpr std::uint32_t kMaxLinuxCpus = 255;
 inline constexpr std::uint64_t kImageStart = HV_RESERVED_END;
+
+// The most vCPUs a VM has: what the ACPI and MP tables are built for
+// (kAcpiMaxCpus) and what the ELF runtime supports (RT_MAX_CPUS).
+inline constexpr std::uint32_t kMaxCpus = 1024;
 
 inline constexpr std::uint64_t kMinRam = 4ull << 20;
 inline constexpr std::uint64_t kMaxRam = kMaxMappedGiB << 30;

@@ -166,6 +166,17 @@ void KvmVm::set_irq_line(std::uint32_t gsi, bool level) {
     checked_ioctl_ptr(fd(), KVM_IRQ_LINE, "KVM_IRQ_LINE", &irq);
 }
 
+bool KvmVm::enable_x2apic_api(const Kvm& kvm) {
+    constexpr std::uint64_t kWanted = KVM_X2APIC_API_USE_32BIT_IDS | KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK;
+    const int supported = kvm.check_extension(KVM_CAP_X2APIC_API);
+    if (supported <= 0 || (static_cast<std::uint64_t>(supported) & kWanted) != kWanted) return false;
+    kvm_enable_cap cap{};
+    cap.cap = KVM_CAP_X2APIC_API;
+    cap.args[0] = kWanted;
+    checked_ioctl_ptr(fd(), KVM_ENABLE_CAP, "KVM_ENABLE_CAP(KVM_CAP_X2APIC_API)", &cap);
+    return true;
+}
+
 std::unique_ptr<KvmVcpu> KvmVm::create_vcpu(std::uint32_t index, std::size_t run_size) {
     int fd = ::ioctl(fd_.get(), KVM_CREATE_VCPU, static_cast<unsigned long>(index));
     if (fd < 0) throw VmmError("KVM_CREATE_VCPU " + std::to_string(index) + " failed: " + std::strerror(errno));
@@ -208,6 +219,16 @@ void KvmVcpu::nmi() { checked_ioctl(fd(), KVM_NMI, "KVM_NMI"); }
 std::uint64_t KvmVcpu::tsc_khz() const {
     const int r = ::ioctl(fd(), KVM_GET_TSC_KHZ, 0);
     return r > 0 ? static_cast<std::uint64_t>(r) : 0;
+}
+std::uint32_t KvmVcpu::mp_state() const {
+    kvm_mp_state state{};
+    checked_ioctl_ptr(fd(), KVM_GET_MP_STATE, "KVM_GET_MP_STATE", &state);
+    return state.mp_state;
+}
+void KvmVcpu::set_mp_state(std::uint32_t state) {
+    kvm_mp_state s{};
+    s.mp_state = state;
+    checked_ioctl_ptr(fd(), KVM_SET_MP_STATE, "KVM_SET_MP_STATE", &s);
 }
 int KvmVcpu::enter() {
     int r = ::ioctl(fd(), KVM_RUN, 0);

@@ -69,6 +69,11 @@ public:
     void create_pc_irqchip();
     // Drives an input of the in-kernel PIC/IOAPIC (KVM_IRQ_LINE).
     void set_irq_line(std::uint32_t gsi, bool level);
+    // x2APIC as on hardware (KVM_CAP_X2APIC_API): 32-bit APIC IDs, and an
+    // x2APIC destination of 0xff is APIC 255, not a broadcast. Without it a
+    // guest with more than 255 vCPUs that starts APIC 255 would INIT every
+    // vCPU. False when KVM lacks the capability (then nothing changed).
+    bool enable_x2apic_api(const Kvm& kvm);
     std::unique_ptr<KvmVcpu> create_vcpu(std::uint32_t index, std::size_t run_size);
     int fd() const { return fd_.get(); }
 
@@ -95,6 +100,11 @@ public:
     void nmi();
     // KVM_GET_TSC_KHZ, or 0 when KVM cannot say.
     std::uint64_t tsc_khz() const;
+    // KVM_GET/SET_MP_STATE (KVM_MP_STATE_RUNNABLE, _UNINITIALIZED: waiting
+    // for INIT/SIPI, _HALTED, ...). Only between KVM_RUNs of this vCPU: the
+    // ioctl waits for a vCPU inside KVM_RUN.
+    std::uint32_t mp_state() const;
+    void set_mp_state(std::uint32_t state);
 
 private:
     UniqueFd fd_;

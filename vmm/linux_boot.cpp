@@ -1,6 +1,5 @@
 #include "linux_boot.hpp"
 
-#include "acpi_tables.hpp"
 #include "boot_writes.hpp"
 #include "format.hpp"
 #include "guest_layout.hpp"
@@ -82,11 +81,8 @@ BootInfo load_linux(GuestMemory& mem, const BootImage& image, const BootConfig& 
     put<std::uint8_t>(zp, boot_params::kE820Entries, static_cast<std::uint8_t>(e820.size()));
     std::memcpy(zp.data() + boot_params::kE820Table, e820.data(), e820.size() * sizeof(E820Entry));
 
-    AcpiPlatform platform;
-    platform.cpus = config.cpus;
-    const std::vector<std::uint8_t> acpi = build_acpi_tables(platform, layout::kAcpiTables);
-    must_write(mem, layout::kAcpiTables, acpi, "ACPI tables");
-    put<std::uint64_t>(zp, boot_params::kAcpiRsdpAddr, layout::kAcpiTables); // the RSDP opens the blob
+    // write_pc_firmware (load_guest) put the ACPI tables there, the RSDP first.
+    put<std::uint64_t>(zp, boot_params::kAcpiRsdpAddr, layout::kAcpiTables);
 
     must_write(mem, layout::kBootParams, zp, "boot_params");
     BootInfo info;

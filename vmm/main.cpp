@@ -31,6 +31,12 @@ int main(int argc, char** argv) {
     run->add_option("--timeout", opt.timeout_seconds, "Stop the guest after S seconds (exit status 124); 0 = never")
         ->default_val(0);
     run->add_flag("--stats", opt.stats, "Print run statistics to stderr at the end");
+    run->add_option("--json", opt.json_file,
+                    "Write the run's result (how it ended, exits, times, peak RSS) as JSON to FILE");
+    std::string platform_text = "pc";
+    run->add_option("--platform", platform_text,
+                    "pc: the whole PC (APICs, PIT, ACPI, MP table, fw_cfg, ...); bare: CPUs, RAM, serial port only")
+        ->default_val("pc");
     run->add_flag("--strict-io", opt.strict_io, "Stop the VM on an access to a port or address no device claims");
     std::string paging_text = "identity", region_text, seed_text;
     hv::MmuPolicyArgs policy_args;
@@ -85,6 +91,9 @@ int main(int argc, char** argv) {
         const bool shadow_given = !region_text.empty() || !seed_text.empty() || !policy_args.lock.empty() ||
                                   !policy_args.coherence.empty() || !policy_args.batch.empty() ||
                                   !policy_args.churn.empty() || strict_faults || skip_shootdown;
+        if (platform_text == "pc") opt.platform = hv::Platform::Pc;
+        else if (platform_text == "bare") opt.platform = hv::Platform::Bare;
+        else throw hv::VmmError("--platform: expected pc or bare, got '" + platform_text + "'");
         if (paging_text == "shadow") opt.paging = hv::RunOptions::Paging::Shadow;
         else if (paging_text != "identity")
             throw hv::VmmError("--paging: expected identity or shadow, got '" + paging_text + "'");

@@ -1,19 +1,25 @@
 #pragma once
-// The PC around a stock Linux kernel: what KVM's in-kernel irqchip and PIT
-// (KvmVm::create_pc_irqchip) leave to userspace. The i8042 ends the VM when
-// the guest pulses the reset line (reboot), the ACPI PM1 control register
-// when it enters S5 (power-off), both with exit status 0; the CMOS/RTC gives
-// the wall-clock time; port 0x80 (POST codes, I/O delays) is swallowed; and
-// the serial port's and the i8042's interrupt outputs drive KVM_IRQ_LINE.
+// The PC every guest gets (--platform pc): what KVM's in-kernel irqchip and
+// PIT (KvmVm::create_pc_irqchip) leave to userspace. The i8042 ends the VM
+// when the guest pulses the reset line (reboot), the ACPI PM1 control
+// register when it enters S5 (power-off), both with exit status 0; the ACPI
+// PM timer counts with host time at the port the FADT names; QEMU's fw_cfg
+// tells the CPU count, RAM size and command line; the CMOS/RTC gives the
+// wall-clock time; port 0x80 (POST codes, I/O delays) is swallowed; and the
+// serial port's and the i8042's interrupt outputs drive KVM_IRQ_LINE. The
+// tables in low memory that describe all of it are pc_firmware.hpp's.
 #include "acpi_pm.hpp"
+#include "acpi_pm_timer.hpp"
 #include "bus.hpp"
 #include "cmos_rtc.hpp"
+#include "fw_cfg.hpp"
 #include "i8042.hpp"
 #include "kvm.hpp"
 #include "serial16550.hpp"
 #include "stop_latch.hpp"
 
 #include <cstdint>
+#include <string>
 
 namespace hv {
 
@@ -33,11 +39,17 @@ inline constexpr std::uint32_t kKeyboard = 1, kSerial0 = 4, kAux = 12;
 
 inline constexpr std::uint16_t kPostPort = 0x80;
 
+struct PcPlatformConfig {
+    std::uint64_t ram_size = 0;
+    std::uint32_t cpus = 1;     // also fw_cfg's max CPUs, as QEMU's without CPU hotplug
+    std::string cmdline;        // fw_cfg's kernel command line
+};
+
 class PcPlatform {
 public:
     // Registers the devices on `ports` and wires the interrupts; `vm` must
     // already have its irqchip. Everything passed in must outlive this.
-    PcPlatform(KvmVm& vm, Bus& ports, Serial16550& serial, StopLatch& stop, std::uint64_t ram_size);
+    PcPlatform(KvmVm& vm, Bus& ports, Serial16550& serial, StopLatch& stop, const PcPlatformConfig& config);
     PcPlatform(const PcPlatform&) = delete;
     PcPlatform& operator=(const PcPlatform&) = delete;
 
@@ -45,6 +57,8 @@ private:
     I8042 i8042_;
     CmosRtc cmos_;
     AcpiPmRegisters pm_;
+    AcpiPmTimer pm_timer_;
+    FwCfg fw_cfg_;
     NullPort post_;
 };
 

@@ -45,12 +45,20 @@ void ensure_fd_limit(std::uint32_t cpus) {
 
 void validate_run_options(const RunOptions& opt) {
     if (opt.cpus == 0) throw VmmError("--cpus must be at least 1 (got 0)");
+    if (opt.cpus > layout::kMaxCpus)
+        throw VmmError("--cpus " + std::to_string(opt.cpus) + " exceeds the VMM's maximum of " +
+                       std::to_string(layout::kMaxCpus) + " vCPUs (its ACPI and MP tables and guest runtime hold that many)");
     if (opt.mem < layout::kMinRam)
         throw VmmError("--mem " + format_size(opt.mem) + " is too small; the minimum is " + format_size(layout::kMinRam));
     if (opt.mem > layout::kMaxRam)
         throw VmmError("--mem " + format_size(opt.mem) + " exceeds the maximum of " + format_size(layout::kMaxRam));
     if (opt.mem % layout::kPageSize)
         throw VmmError("--mem must be a multiple of 4 KiB (got " + std::to_string(opt.mem) + " bytes)");
+    if (opt.platform == Platform::Pc && opt.mem > layout::kMaxPcRam)
+        throw VmmError("--mem " + format_size(opt.mem) + " would cover the IOAPIC and local APIC at " +
+                       hex(layout::kMaxPcRam) + ": on the PC platform RAM ends at or below it (at most " +
+                       format_size(layout::kMaxPcRam) + "); --platform bare has no APICs and takes up to " +
+                       format_size(layout::kMaxRam));
     const std::uint64_t stacks = std::uint64_t{opt.cpus} * HV_STACK_SIZE;
     if (stacks > layout::stacks_top(opt.mem) - layout::kImageStart)
         throw VmmError("--mem " + format_size(opt.mem) + " cannot hold " + std::to_string(opt.cpus) + " vCPU stacks of " +

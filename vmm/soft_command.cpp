@@ -176,23 +176,6 @@ std::vector<Row> rows(const SoftCommandOptions& o, const SoftRunResult& r) {
     return out;
 }
 
-std::string json_escape(const std::string& s) {
-    std::string out;
-    for (char c : s) {
-        if (c == '"' || c == '\\') {
-            out += '\\';
-            out += c;
-        } else if (static_cast<unsigned char>(c) < 0x20) {
-            char b[8];
-            std::snprintf(b, sizeof b, "\\u%04x", c);
-            out += b;
-        } else {
-            out += c;
-        }
-    }
-    return out;
-}
-
 } // namespace
 
 std::string soft_summary(const SoftCommandOptions& o, const SoftRunResult& r) {
@@ -217,12 +200,12 @@ std::string soft_json(const SoftCommandOptions& o, const SoftRunResult& r) {
     std::string out = "{\n";
     for (const Row& row : rows(o, r)) {
         out += "  \"" + row.key + "\": ";
-        out += row.text ? "\"" + json_escape(row.value) + "\"" : row.value;
+        out += row.text ? json_string(row.value) : row.value;
         out += ",\n";
     }
     out += "  \"details\": [";
     for (std::size_t i = 0; i < r.details.size(); ++i)
-        out += (i ? ", \"" : "\"") + json_escape(r.details[i]) + "\"";
+        out += (i ? ", " : "") + json_string(r.details[i]);
     out += "],\n  \"ok\": ";
     out += r.ok() ? "true" : "false";
     out += "\n}\n";

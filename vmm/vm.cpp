@@ -11,9 +11,11 @@
 #include "file_util.hpp"
 #include "format.hpp"
 #include "guest_layout.hpp"
+#include "halt_watch.hpp"
 #include "kvm.hpp"
 #include "pc_platform.hpp"
 #include "run_checks.hpp"
+#include "run_report.hpp"
 #include "shadow_layout.hpp"
 #include "serial16550.hpp"
 #include "stop_latch.hpp"
@@ -26,6 +28,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <memory>
 #include <mutex>
 #include <pthread.h>
@@ -48,11 +51,16 @@ void install_kick_handler() {
     sigaction(SIGUSR1, &sa, nullptr);
 }
 
-struct VcpuThread {
+// One per vCPU, on its own cache lines: its thread counts every exit here.
+struct alignas(64) VcpuThread {
     std::unique_ptr<KvmVcpu> vcpu;
     pthread_t thread{};
     std::atomic<bool> started{false}; // thread is valid (read by shootdown kicks from other threads)
     std::array<std::uint64_t, kExitKindCount> exits{};
+    std::atomic<std::uint64_t> exit_events{0}; // the same count, read by the halt watch while the thread runs
+    // Halt watch: the generation the VM asked for, the last one answered, and the answer.
+    std::atomic<std::uint64_t> probe_request{0}, probe_answer{0};
+    std::atomic<VcpuRunState> probe_state{VcpuRunState::Running};
     std::optional<ExitKind> last_exit; // read after the thread ended
     std::string crash_report;
 };
@@ -62,7 +70,7 @@ public:
     // Guest RAM is mapped before /dev/kvm is opened so that an --mem the
     // host cannot back is reported as such on any machine.
     Vm(const RunOptions& opt, const BootImage& image, BootConfig config)
-        : opt_(opt), image_(image), config_(std::move(config)),
+        : opt_(opt), image_(image), config_(std::move(config)), pc_(opt.platform == Platform::Pc),
           memory_(std::make_unique<GuestMemory>(config_.ram_size)),
           info_(load_guest(*memory_, image_, config_, opt_.image)), serial_file_(open_serial_file(opt)),
           kvm_(Kvm::open()) {
@@ -75,9 +83,15 @@ private:
     void setup_devices();
     void create_vcpus(const BootInfo& info);
     void vcpu_loop(VcpuThread& t);
+    void answer_probe(VcpuThread& t);
+    void wait_for_end();
+    std::optional<std::string> probe_vcpus();
+    std::uint64_t exit_events() const;
     void stop_all();
-    void print_stats(Clock::time_point start, Clock::time_point end) const;
-    void print_stuck_vcpus() const;
+    std::vector<VcpuRunState> final_states() const;
+    RunReport report(Clock::time_point end, const std::vector<VcpuRunState>& states) const;
+    std::string unclaimed_stats() const;
+    void print_stuck_vcpus(const std::vector<VcpuRunState>& states) const;
     void setup_shadow();
     void kick(std::uint32_t vcpu);
     static void* thread_main(void* arg);
@@ -85,6 +99,7 @@ private:
     const RunOptions& opt_;
     const BootImage& image_;
     BootConfig config_;
+    bool pc_; // the PC platform: in-kernel irqchip, HLT stays in KVM
     std::unique_ptr<GuestMemory> memory_;
     BootInfo info_;
     using FilePtr = std::unique_ptr<std::FILE, int (*)(std::FILE*)>;
@@ -104,15 +119,17 @@ private:
     std::unique_ptr<DebugExit> debug_exit_;
     std::FILE* serial_out_ = stdout;
     std::atomic<std::int64_t> first_output_ns_{-1};
+    std::atomic<std::int64_t> debug_exit_value_{-1}; // the value that ended the run, if the debug-exit port did
     Clock::time_point start_;
     StopLatch stop_;
-    std::atomic<std::uint32_t> halted_{0};
+    std::atomic<std::uint32_t> halted_{0};         // bare platform: vCPUs that executed HLT
     std::atomic<std::uint32_t> halted_with_if_{0};
+    std::uint64_t probe_generation_ = 0;           // PC platform: the halt watch's last question
     mutable std::mutex log_mutex_;
     std::vector<VcpuThread> threads_;
     std::unique_ptr<ShadowVm> shadow_; // --paging shadow
-    std::unique_ptr<PcPlatform> platform_; // Linux: i8042, CMOS, ACPI power-off, serial IRQ
-    std::unique_ptr<Console> console_;     // Linux: stdin to the serial port
+    std::unique_ptr<PcPlatform> platform_; // --platform pc: the devices KVM's irqchip leaves to us
+    std::unique_ptr<Console> console_;     // stdin to the serial port
     static constexpr std::size_t kUnclaimedListed = 32;
     std::vector<std::string> unclaimed_; // Linux: first unclaimed accesses, for --stats (log_mutex_)
     std::size_t unclaimed_count_ = 0;
@@ -138,8 +155,9 @@ void Vm::setup_devices() {
         std::fflush(serial_out_);
     });
     debug_exit_ = std::make_unique<DebugExit>([this](std::uint32_t value) {
-        stop_.request(StopReason::DebugExit, debug_exit_status(value),
-                      "guest wrote " + std::to_string(value) + " to the debug-exit port");
+        if (stop_.request(StopReason::DebugExit, debug_exit_status(value),
+                          "guest wrote " + std::to_string(value) + " to the debug-exit port"))
+            debug_exit_value_.store(value);
     });
     ports_.add(HV_SERIAL_PORT, Serial16550::size, *serial_, "serial0 (16550)");
     ports_.add(HV_DEBUG_EXIT_PORT, DebugExit::size, *debug_exit_, "debug-exit");
@@ -161,8 +179,13 @@ void Vm::setup_devices() {
         ports_.set_unclaimed_sink(log);
         mmio_.set_unclaimed_sink(log);
     }
-    if (image_.kind == ImageKind::Linux)
-        platform_ = std::make_unique<PcPlatform>(*vm_, ports_, *serial_, stop_, config_.ram_size);
+    if (pc_) {
+        PcPlatformConfig pc;
+        pc.ram_size = config_.ram_size;
+        pc.cpus = config_.cpus;
+        pc.cmdline = config_.cmdline;
+        platform_ = std::make_unique<PcPlatform>(*vm_, ports_, *serial_, stop_, pc);
+    }
 }
 
 void Vm::kick(std::uint32_t vcpu) {
@@ -185,7 +208,8 @@ void Vm::setup_shadow() {
 void Vm::create_vcpus(const BootInfo& info) {
     std::vector<kvm_cpuid_entry2> entries = kvm_.supported_cpuid().entries();
     CpuidFixups fixups;
-    fixups.tsc_deadline = platform_ && kvm_.check_extension(KVM_CAP_TSC_DEADLINE_TIMER);
+    fixups.local_apic = pc_;
+    fixups.tsc_deadline = pc_ && kvm_.check_extension(KVM_CAP_TSC_DEADLINE_TIMER);
     apply_cpuid_fixups(entries, fixups);
     const CpuidTable cpuid(std::move(entries));
     threads_ = std::vector<VcpuThread>(config_.cpus); // in place: VcpuThread does not move
@@ -193,11 +217,15 @@ void Vm::create_vcpus(const BootInfo& info) {
         auto vcpu = vm_->create_vcpu(i, run_size_);
         vcpu->set_cpuid(cpuid.for_vcpu(i));
         vcpu->run().kvm_valid_regs = KVM_SYNC_X86_REGS;
-        if (info.kind == ImageKind::Linux && i != 0) {
-            // An application processor: its local APIC holds it until the
-            // boot CPU sends INIT and SIPI, which set its state.
-            threads_[i].vcpu = std::move(vcpu);
-            continue;
+        if (pc_ && i != 0) {
+            if (info.kind != ImageKind::Elf64) {
+                // An application processor, as on a real PC: its local APIC
+                // holds it until the boot CPU sends INIT and SIPI.
+                threads_[i].vcpu = std::move(vcpu);
+                continue;
+            }
+            // The ELF test-guest convention (abi.h): every vCPU starts at the entry.
+            vcpu->set_mp_state(KVM_MP_STATE_RUNNABLE);
         }
         kvm_sregs sregs = vcpu->get_sregs();
         setup_sregs(sregs, info.kind);
@@ -228,6 +256,16 @@ void* Vm::thread_main(void* arg) {
     return nullptr;
 }
 
+// On the vCPU's own thread, outside KVM_RUN, where KVM_GET_MP_STATE does not wait.
+void Vm::answer_probe(VcpuThread& t) {
+    const std::uint64_t asked = t.probe_request.load(std::memory_order_acquire);
+    if (asked == t.probe_answer.load(std::memory_order_relaxed)) return;
+    constexpr std::uint64_t kRflagsIf = 1u << 9;
+    const bool interrupts_on = (t.vcpu->run().s.regs.regs.rflags & kRflagsIf) != 0; // synced by the last KVM_RUN
+    t.probe_state.store(classify_vcpu(t.vcpu->mp_state(), interrupts_on), std::memory_order_relaxed);
+    t.probe_answer.store(asked, std::memory_order_release);
+}
+
 void Vm::vcpu_loop(VcpuThread& t) {
     KvmVcpu& vcpu = *t.vcpu;
     kvm_run& run = vcpu.run();
@@ -239,23 +277,21 @@ void Vm::vcpu_loop(VcpuThread& t) {
                     shadow_.get(), opt_.shadow.strict_faults};
     KvmShootdown* shootdown = shadow_ ? &shadow_->shootdown() : nullptr;
     std::atomic_ref<std::uint8_t> immediate_exit(run.immediate_exit);
-    while (!stop_.stopped()) {
-        int r = 0;
-        if (shootdown) {
-            // A shootdown kick sets immediate_exit; clear it, then re-check
-            // the stop latch, which stop_all() sets before its own kick.
-            immediate_exit.store(0, std::memory_order_seq_cst);
-            if (stop_.stopped()) break;
-            if (shootdown->enter_guest(vcpu.index())) vcpu.nmi();
-            r = vcpu.enter();
-            shootdown->leave_guest(vcpu.index());
-        } else {
-            r = vcpu.enter();
-        }
-        if (r == -EINTR || r == -EAGAIN) continue; // kicked: re-check the stop latch
+    for (;;) {
+        // A kick (stop, shootdown, halt watch) sets immediate_exit; clear it,
+        // then look at what the kick was for: stop_all() sets the stop latch,
+        // and the others their requests, before they kick.
+        immediate_exit.store(0, std::memory_order_seq_cst);
+        if (stop_.stopped()) break;
+        answer_probe(t);
+        if (shootdown && shootdown->enter_guest(vcpu.index())) vcpu.nmi();
+        const int r = vcpu.enter();
+        if (shootdown) shootdown->leave_guest(vcpu.index());
+        if (r == -EINTR || r == -EAGAIN) continue; // kicked, or an AP that just received INIT or SIPI
         if (r < 0) throw VmmError(std::string("KVM_RUN failed: ") + std::strerror(-r));
         const ExitRecord exit = decode_exit(run, run_size_, vcpu.index());
         ++t.exits[static_cast<int>(exit.kind)];
+        t.exit_events.fetch_add(1, std::memory_order_relaxed);
         t.last_exit = exit.kind;
         const ExitAction action = dispatch_exit(exit, ctx);
         if (action.set_rax) {
@@ -276,9 +312,10 @@ void Vm::vcpu_loop(VcpuThread& t) {
         case ExitAction::Kind::Stop: return;
         case ExitAction::Kind::Halted:
         case ExitAction::Kind::Park: {
-            // This VM has no interrupt sources yet (no irqchip, no timer), so
-            // a vCPU halted with interrupts on can never wake either: both
-            // count as halted for good.
+            // Only the bare platform sees HLT (with a local APIC in KVM it
+            // stays there; the halt watch covers that case). Bare, the VM has
+            // no interrupt sources, so a vCPU halted with interrupts on can
+            // never wake either: both count as halted for good.
             if (action.kind == ExitAction::Kind::Park) halted_with_if_.fetch_add(1);
             if (halted_.fetch_add(1) + 1 == config_.cpus) {
                 const std::uint32_t with_if = halted_with_if_.load();
@@ -294,6 +331,67 @@ void Vm::vcpu_loop(VcpuThread& t) {
     }
 }
 
+std::uint64_t Vm::exit_events() const {
+    std::uint64_t n = 0;
+    for (const auto& t : threads_) n += t.exit_events.load(std::memory_order_relaxed);
+    return n;
+}
+
+// Asks every vCPU thread for its state (a kick makes a sleeping vCPU leave
+// KVM_RUN) and judges the answers; nullopt when some vCPU can still run, or
+// when not every thread answered in time (one is busy in the VMM: it runs).
+std::optional<std::string> Vm::probe_vcpus() {
+    const std::uint64_t generation = ++probe_generation_;
+    for (std::uint32_t i = 0; i < threads_.size(); ++i) {
+        threads_[i].probe_request.store(generation, std::memory_order_release);
+        kick(i);
+    }
+    std::vector<VcpuRunState> states(threads_.size());
+    const auto give_up = Clock::now() + std::chrono::milliseconds(500);
+    for (std::size_t i = 0; i < threads_.size(); ++i) {
+        while (threads_[i].probe_answer.load(std::memory_order_acquire) != generation) {
+            if (stop_.stopped() || Clock::now() > give_up) return std::nullopt;
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        }
+        states[i] = threads_[i].probe_state.load(std::memory_order_relaxed);
+    }
+    return stuck_vm_message(states);
+}
+
+// Until the VM stops or --timeout passes. On the PC platform HLT does not
+// leave KVM, so whenever no vCPU exited for a while the halt watch asks the
+// vCPUs whether any of them can still run.
+void Vm::wait_for_end() {
+    std::optional<Clock::time_point> deadline;
+    if (opt_.timeout_seconds > 0)
+        deadline = start_ + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(opt_.timeout_seconds));
+    HaltWatchInterval interval;
+    std::uint64_t seen = exit_events();
+    for (;;) {
+        if (!pc_ && !deadline) return stop_.wait();
+        Clock::time_point until = pc_ ? Clock::now() + interval.current() : *deadline;
+        if (deadline && *deadline < until) until = *deadline;
+        if (stop_.wait_until(until)) return;
+        if (deadline && Clock::now() >= *deadline) {
+            stop_.request(StopReason::Timeout, exit_status::kTimeout,
+                          "timeout: the guest ran longer than --timeout " + std::to_string(opt_.timeout_seconds) + " s");
+            return;
+        }
+        if (!pc_) continue;
+        if (const std::uint64_t now = exit_events(); now != seen) {
+            seen = now;
+            interval.exits_seen();
+            continue;
+        }
+        if (auto stuck = probe_vcpus()) {
+            stop_.request(StopReason::AllHalted, 0, *stuck);
+            return;
+        }
+        interval.vm_can_run();
+        seen = exit_events();
+    }
+}
+
 void Vm::stop_all() {
     if (shadow_) shadow_->shootdown().stop();
     for (auto& t : threads_) std::atomic_ref<std::uint8_t>(t.vcpu->run().immediate_exit).store(1, std::memory_order_seq_cst);
@@ -303,20 +401,48 @@ void Vm::stop_all() {
         if (t.started) pthread_join(t.thread, nullptr);
 }
 
+// Each vCPU's state once every thread has ended (the ioctls no longer wait).
+std::vector<VcpuRunState> Vm::final_states() const {
+    std::vector<VcpuRunState> states;
+    for (const auto& t : threads_) {
+        if (!pc_) {
+            states.push_back(VcpuRunState::Running);
+            continue;
+        }
+        constexpr std::uint64_t kRflagsIf = 1u << 9;
+        states.push_back(classify_vcpu(t.vcpu->mp_state(), (t.vcpu->run().s.regs.regs.rflags & kRflagsIf) != 0));
+    }
+    return states;
+}
+
 // After a timeout (every vCPU thread has ended): where each vCPU was, so a
 // guest that stopped making progress can be told from one that was slow.
-void Vm::print_stuck_vcpus() const {
-    for (const auto& t : threads_) {
-        const kvm_regs& r = t.vcpu->run().s.regs.regs;
-        std::string line = "vcpu " + std::to_string(t.vcpu->index()) + " at the timeout: rip=" + hex(r.rip) +
-                           " rsp=" + hex(r.rsp) + " last exit " + (t.last_exit ? to_string(*t.last_exit) : "none");
+void Vm::print_stuck_vcpus(const std::vector<VcpuRunState>& states) const {
+    std::vector<std::uint32_t> never_started;
+    for (std::size_t i = 0; i < threads_.size(); ++i) {
+        const auto& t = threads_[i];
+        std::string line = "vcpu " + std::to_string(t.vcpu->index()) + " at the timeout: ";
+        if (states[i] == VcpuRunState::WaitingForSipi) {
+            never_started.push_back(t.vcpu->index());
+            line += "waiting for INIT/SIPI (never started)";
+        } else {
+            const kvm_regs& r = t.vcpu->run().s.regs.regs;
+            line += "rip=" + hex(r.rip) + " rsp=" + hex(r.rsp) + " last exit " +
+                    (t.last_exit ? to_string(*t.last_exit) : "none");
+            if (states[i] == VcpuRunState::HaltedInterruptsOn) line += " (halted, interrupts on)";
+            if (states[i] == VcpuRunState::HaltedInterruptsOff) line += " (halted, interrupts off)";
+        }
         if (shadow_) line += "; " + shadow_->shootdown().describe(t.vcpu->index());
         std::fprintf(stderr, "vmm: %s\n", line.c_str());
     }
-    // A kernel that hangs gives no other clue: its registers and the code it
-    // spins in, for the first few vCPUs.
-    if (image_.kind != ImageKind::Linux) return;
-    for (std::size_t i = 0; i < threads_.size() && i < 4; ++i) {
+    if (!never_started.empty())
+        std::fprintf(stderr, "vmm: %zu vCPUs never left wait-for-SIPI: vcpu %s\n", never_started.size(),
+                     format_vcpu_list(never_started).c_str());
+    // A kernel we did not write gives no other clue: its registers and the
+    // code it spins in, for the first few vCPUs that ran.
+    if (image_.kind == ImageKind::Elf64) return;
+    for (std::size_t i = 0, shown = 0; i < threads_.size() && shown < 4; ++i) {
+        if (states[i] == VcpuRunState::WaitingForSipi) continue;
         CrashInput in;
         in.title = "timeout";
         in.reason = "where the vCPU was";
@@ -324,50 +450,45 @@ void Vm::print_stuck_vcpus() const {
         in.regs = threads_[i].vcpu->get_regs();
         in.sregs = threads_[i].vcpu->get_sregs();
         std::fputs(format_crash_report(in, *memory_).c_str(), stderr);
+        ++shown;
     }
 }
 
-void Vm::print_stats(Clock::time_point start, Clock::time_point end) const {
-    std::array<std::uint64_t, kExitKindCount> exits{};
+std::string Vm::unclaimed_stats() const {
+    if (image_.kind != ImageKind::Linux) return {};
+    std::lock_guard lock(log_mutex_);
+    std::string out = "  unclaimed addresses  " + std::to_string(unclaimed_count_) +
+                      " (each reported once, reads gave all ones)" + (unclaimed_count_ ? ":" : "") + "\n";
+    for (const auto& line : unclaimed_) out += "    " + line + "\n";
+    if (unclaimed_count_ > unclaimed_.size())
+        out += "    ... and " + std::to_string(unclaimed_count_ - unclaimed_.size()) + " more\n";
+    return out;
+}
+
+RunReport Vm::report(Clock::time_point end, const std::vector<VcpuRunState>& states) const {
+    RunReport r = base_report(opt_);
+    r.image_kind = to_string(image_.kind);
+    r.end = stop_.state();
+    if (const std::int64_t v = debug_exit_value_.load(); v >= 0 && r.end.reason == StopReason::DebugExit)
+        r.guest_exit_code = static_cast<std::uint32_t>(v);
+    if (const std::int64_t first = first_output_ns_.load(); first >= 0) r.first_output_ms = static_cast<double>(first) / 1e6;
+    r.total_ms = std::chrono::duration<double, std::milli>(end - start_).count();
     for (const auto& t : threads_)
-        for (int k = 0; k < kExitKindCount; ++k) exits[k] += t.exits[k];
+        for (int k = 0; k < kExitKindCount; ++k) r.exits[k] += t.exits[k];
     rusage ru{};
     getrusage(RUSAGE_SELF, &ru);
-    const double total_ms = std::chrono::duration<double, std::milli>(end - start).count();
-    std::fprintf(stderr, "vmm stats:\n");
-    const std::int64_t first = first_output_ns_.load();
-    if (first >= 0)
-        std::fprintf(stderr, "  first guest output   %.3f ms\n", static_cast<double>(first) / 1e6);
-    else
-        std::fprintf(stderr, "  first guest output   none\n");
-    std::fprintf(stderr, "  total run time       %.3f ms\n", total_ms);
-    std::fprintf(stderr, "  vcpus                %u\n", config_.cpus);
-    std::uint64_t total = 0;
-    for (int k = 0; k < kExitKindCount; ++k) total += exits[k];
-    std::fprintf(stderr, "  exits                %llu\n", static_cast<unsigned long long>(total));
-    for (int k = 0; k < kExitKindCount; ++k)
-        if (exits[k])
-            std::fprintf(stderr, "    %-18s %llu\n", to_string(static_cast<ExitKind>(k)),
-                         static_cast<unsigned long long>(exits[k]));
-    std::fprintf(stderr, "  vmm peak rss         %ld KiB\n", ru.ru_maxrss);
-    if (config_.cpus && rss_after_vcpus_kib_ >= rss_before_vcpus_kib_)
-        std::fprintf(stderr, "  vmm rss per vcpu     %.1f KiB (vCPU fds, kvm_run pages, threads: %ld KiB for %u)\n",
-                     static_cast<double>(rss_after_vcpus_kib_ - rss_before_vcpus_kib_) / config_.cpus,
-                     rss_after_vcpus_kib_ - rss_before_vcpus_kib_, config_.cpus);
-    if (shadow_) std::fputs(shadow_->stats().c_str(), stderr);
-    if (platform_) {
-        std::lock_guard lock(log_mutex_);
-        std::fprintf(stderr, "  unclaimed addresses  %zu (each reported once, reads gave all ones)%s\n", unclaimed_count_,
-                     unclaimed_count_ ? ":" : "");
-        for (const auto& line : unclaimed_) std::fprintf(stderr, "    %s\n", line.c_str());
-        if (unclaimed_count_ > unclaimed_.size())
-            std::fprintf(stderr, "    ... and %zu more\n", unclaimed_count_ - unclaimed_.size());
-    }
+    r.peak_rss_kib = ru.ru_maxrss;
+    if (rss_after_vcpus_kib_ >= rss_before_vcpus_kib_) r.vcpus_rss_kib = rss_after_vcpus_kib_ - rss_before_vcpus_kib_;
+    for (std::size_t i = 0; i < states.size(); ++i)
+        if (states[i] == VcpuRunState::WaitingForSipi) r.never_started.push_back(static_cast<std::uint32_t>(i));
+    if (shadow_) r.extra_stats += shadow_->stats();
+    r.extra_stats += unclaimed_stats();
+    return r;
 }
 
 int Vm::run() {
     kvm_.require_capabilities();
-    if (image_.kind == ImageKind::Linux) kvm_.require_capabilities(pc_platform_capabilities());
+    if (pc_) kvm_.require_capabilities(pc_platform_capabilities());
     const unsigned max = kvm_.max_vcpus();
     if (config_.cpus > max)
         throw VmmError("--cpus " + std::to_string(config_.cpus) + " exceeds KVM's maximum of " + std::to_string(max) +
@@ -377,8 +498,9 @@ int Vm::run() {
     vm_ = std::make_unique<KvmVm>(kvm_);
     if (kvm_.check_extension(KVM_CAP_SET_TSS_ADDR)) vm_->set_tss_addr(0xfffbd000); // Intel needs it; unused by our guests
     vm_->set_user_memory(0, 0, memory_->size(), memory_->host_base());
-    if (image_.kind == ImageKind::Linux) {
+    if (pc_) {
         vm_->create_pc_irqchip(); // before the vCPUs: each gets a local APIC
+        vm_->enable_x2apic_api(kvm_);
     }
     setup_devices();
     if (opt_.paging == RunOptions::Paging::Shadow) setup_shadow();
@@ -404,20 +526,15 @@ int Vm::run() {
     pthread_attr_destroy(&attr);
     rss_after_vcpus_kib_ = resident_kib();
     if (shadow_) shadow_->start_churn();
-    if (platform_)
-        console_ = std::make_unique<Console>(STDIN_FILENO, *serial_, [this] {
-            stop_.request(StopReason::ConsoleQuit, 0, "console: Ctrl-A x typed, VM stopped");
-        });
+    if (opt_.console_input)
+        console_ = std::make_unique<Console>(
+            STDIN_FILENO, *serial_,
+            [this] { stop_.request(StopReason::ConsoleQuit, 0, "console: Ctrl-A x typed, VM stopped"); }, 20,
+            // Linux resets the UART while it probes it: hold input until its
+            // driver listens. Other guests may poll without interrupts.
+            image_.kind == ImageKind::Linux);
 
-    if (opt_.timeout_seconds > 0) {
-        const auto deadline = start_ + std::chrono::duration_cast<Clock::duration>(
-                                           std::chrono::duration<double>(opt_.timeout_seconds));
-        if (!stop_.wait_until(deadline))
-            stop_.request(StopReason::Timeout, exit_status::kTimeout,
-                          "timeout: the guest ran longer than --timeout " + std::to_string(opt_.timeout_seconds) + " s");
-    } else {
-        stop_.wait();
-    }
+    wait_for_end();
     stop_all();
     const auto end = Clock::now();
     console_.reset(); // the terminal's own settings again before the VMM's last messages
@@ -427,6 +544,7 @@ int Vm::run() {
     std::fflush(serial_out_);
 
     const StopState st = stop_.state();
+    const std::vector<VcpuRunState> states = final_states();
     for (const auto& t : threads_)
         if (!t.crash_report.empty()) std::fputs(t.crash_report.c_str(), stderr);
     if (st.reason != StopReason::DebugExit && st.reason != StopReason::GuestCrash)
@@ -434,19 +552,22 @@ int Vm::run() {
     if (st.reason == StopReason::GuestCrash && std::none_of(threads_.begin(), threads_.end(),
                                                             [](auto& t) { return !t.crash_report.empty(); }))
         std::fprintf(stderr, "vmm: guest crash: %s\n", st.message.c_str());
-    if (opt_.stats) print_stats(start_, end);
-    if (st.reason == StopReason::Timeout) print_stuck_vcpus();
+    RunReport rep = report(end, states);
+    if (opt_.stats) std::fputs(run_stats_text(rep).c_str(), stderr);
+    if (st.reason == StopReason::Timeout) print_stuck_vcpus(states);
+    int status = st.status;
     if (!audit.empty()) {
         std::fprintf(stderr, "vmm: shadow MMU audit found %zu problems after the run:\n", audit.size());
         for (std::size_t i = 0; i < audit.size() && i < 20; ++i) std::fprintf(stderr, "vmm:   %s\n", audit[i].c_str());
-        return exit_status::kVmmError;
+        rep.end = {StopReason::VmmFailure, exit_status::kVmmError,
+                   "shadow MMU audit found " + std::to_string(audit.size()) + " problems after the run"};
+        status = exit_status::kVmmError;
     }
-    return st.status;
+    if (opt_.json_file) write_run_report(*opt_.json_file, rep);
+    return status;
 }
 
-} // namespace
-
-int run_vm(const RunOptions& opt) {
+int run_vm_unreported(const RunOptions& opt) {
     validate_run_options(opt);
     const std::vector<std::uint8_t> file = read_file(opt.image, "image", opt.mem);
     const BootImage image = parse_boot_image(file, opt.image);
@@ -461,9 +582,45 @@ int run_vm(const RunOptions& opt) {
     config.ram_size = opt.mem;
     config.cpus = opt.cpus;
     config.cmdline = opt.cmdline;
+    config.pc_firmware = opt.platform == Platform::Pc;
     if (opt.initrd) config.modules.push_back({*opt.initrd, read_file(*opt.initrd, "--initrd", opt.mem)});
     Vm vm(opt, image, std::move(config));
     return vm.run();
+}
+
+} // namespace
+
+const char* to_string(Platform platform) { return platform == Platform::Pc ? "pc" : "bare"; }
+
+RunReport base_report(const RunOptions& opt) {
+    RunReport r;
+    r.image = opt.image;
+    r.platform = to_string(opt.platform);
+    r.paging = opt.paging == RunOptions::Paging::Shadow ? "shadow" : "identity";
+    r.cpus = opt.cpus;
+    r.mem = opt.mem;
+    r.shadow = opt.paging == RunOptions::Paging::Shadow;
+    return r;
+}
+
+int run_vm(const RunOptions& opt) {
+    // An unwritable --json file is refused before anything runs.
+    if (opt.json_file && !std::ofstream(*opt.json_file, std::ios::trunc))
+        throw VmmError("--json: cannot write '" + *opt.json_file + "': " + std::strerror(errno));
+    try {
+        return run_vm_unreported(opt);
+    } catch (const std::exception& e) {
+        if (opt.json_file) {
+            RunReport r = base_report(opt);
+            r.end = {StopReason::VmmFailure, exit_status::kVmmError, e.what()};
+            try {
+                write_run_report(*opt.json_file, r);
+            } catch (const std::exception&) {
+                // The run's own error is the one to report.
+            }
+        }
+        throw;
+    }
 }
 
 } // namespace hv

@@ -198,7 +198,7 @@ TEST_CASE("ACPI tables: the tables do not overlap") {
             CHECK((ranges[i].second <= ranges[j].first || ranges[j].second <= ranges[i].first));
 }
 
-TEST_CASE("ACPI tables: the FADT describes full fixed hardware with PM1a at 0x600") {
+TEST_CASE("ACPI tables: the FADT describes full fixed hardware with PM1a at 0x600 and the PM timer at 0x608") {
     const Blob b = build(2);
     const std::size_t f = find_table(b, "FACP");
     CHECK(b.length(f) == 276); // the ACPI 6.x FADT with the hypervisor vendor identity
@@ -212,13 +212,13 @@ TEST_CASE("ACPI tables: the FADT describes full fixed hardware with PM1a at 0x60
     CHECK(b.u32(f + 64) == 0x604); // PM1a_CNT_BLK
     CHECK(b.u32(f + 68) == 0);     // PM1b_CNT_BLK
     CHECK(b.u32(f + 72) == 0);     // PM2_CNT_BLK
-    CHECK(b.u32(f + 76) == 0);     // PM_TMR_BLK
+    CHECK(b.u32(f + 76) == 0x608); // PM_TMR_BLK
     CHECK(b.u32(f + 80) == 0);     // GPE0_BLK
     CHECK(b.u32(f + 84) == 0);     // GPE1_BLK
     CHECK(b.u8(f + 88) == 4);      // PM1_EVT_LEN
     CHECK(b.u8(f + 89) == 2);      // PM1_CNT_LEN
     CHECK(b.u8(f + 90) == 0);      // PM2_CNT_LEN
-    CHECK(b.u8(f + 91) == 0);      // PM_TMR_LEN
+    CHECK(b.u8(f + 91) == 4);      // PM_TMR_LEN
     CHECK(b.u8(f + 92) == 0);      // GPE0_BLK_LEN
     CHECK(b.u8(f + 93) == 0);      // GPE1_BLK_LEN
     CHECK(b.u8(f + 108) == 0x32);  // CENTURY
@@ -233,6 +233,7 @@ TEST_CASE("ACPI tables: the FADT describes full fixed hardware with PM1a at 0x60
     CHECK((flags & (1u << 2)) != 0);  // PROC_C1
     CHECK((flags & (1u << 4)) != 0);  // PWR_BUTTON: no fixed-feature power button
     CHECK((flags & (1u << 5)) != 0);  // SLP_BUTTON: no fixed-feature sleep button
+    CHECK((flags & (1u << 8)) == 0);  // TMR_VAL_EXT: the PM timer counts 24 bits
     CHECK((flags & (1u << 10)) == 0); // RESET_REG_SUP
     CHECK((flags & (1u << 20)) == 0); // HW_REDUCED_ACPI
 
@@ -254,7 +255,14 @@ TEST_CASE("ACPI tables: the FADT describes full fixed hardware with PM1a at 0x60
     CHECK(cnt.bit_width == 16);
     CHECK(cnt.bit_offset == 0);
     CHECK(cnt.address == 0x604);
-    for (std::size_t unused : {160u, 184u, 196u, 208u, 220u, 232u, 244u, 256u}) { // PM1b ... SLEEP_STATUS
+    // X_PM_TMR_BLK (208): 32 bits of system I/O, read as a dword.
+    const Gas tmr = gas(b, f + 208);
+    CHECK(tmr.space == 1);
+    CHECK(tmr.bit_width == 32);
+    CHECK(tmr.bit_offset == 0);
+    CHECK(tmr.access_size == 3);
+    CHECK(tmr.address == 0x608);
+    for (std::size_t unused : {160u, 184u, 196u, 220u, 232u, 244u, 256u}) { // PM1b, PM2, GPE0/1, SLEEP_*
         CAPTURE(unused);
         CHECK(gas(b, f + unused).address == 0);
     }
@@ -263,14 +271,19 @@ TEST_CASE("ACPI tables: the FADT describes full fixed hardware with PM1a at 0x60
 TEST_CASE("ACPI tables: the FADT follows a non-default PM base and SCI") {
     hv::AcpiPlatform platform;
     platform.pm_base = 0xb000;
+    platform.pm_timer_port = 0xb008;
     platform.sci_irq = 11;
     const Blob b{hv::build_acpi_tables(platform, kBase), kBase};
     const std::size_t f = find_table(b, "FACP");
+    CHECK(b.sum(f, b.length(f)) == 0);
     CHECK(b.u16(f + 46) == 11);
     CHECK(b.u32(f + 56) == 0xb000);
     CHECK(b.u32(f + 64) == 0xb004);
+    CHECK(b.u32(f + 76) == 0xb008);
+    CHECK(b.u8(f + 91) == 4);
     CHECK(gas(b, f + 148).address == 0xb000);
     CHECK(gas(b, f + 172).address == 0xb004);
+    CHECK(gas(b, f + 208).address == 0xb008);
     const auto overrides = entries_of_type(b, 2);
     REQUIRE(overrides.size() == 1);
     CHECK(b.u8(overrides[0].at + 3) == 11);
@@ -391,4 +404,33 @@ TEST_CASE("ACPI tables: other bad platforms are refused") {
     CHECK_THROWS_WITH_AS(hv::build_acpi_tables(platform, kBase), doctest::Contains("port 0xfffb"), hv::VmmError);
     platform.pm_base = 0xfffa;
     CHECK_NOTHROW(hv::build_acpi_tables(platform, kBase));
+}
+
+TEST_CASE("ACPI tables: the PM timer block must be inside the port space and apart from PM1") {
+    hv::AcpiPlatform platform;
+    platform.pm_timer_port = 0;
+    CHECK_THROWS_WITH_AS(hv::build_acpi_tables(platform, kBase), doctest::Contains("PM timer at port 0x0"),
+                         hv::VmmError);
+    platform.pm_timer_port = 0xfffd; // its 4 ports would run past 0xffff
+    CHECK_THROWS_WITH_AS(hv::build_acpi_tables(platform, kBase),
+                         doctest::Contains("PM timer at port 0xfffd; expected 4 ports between 0x1 and 0xffff"),
+                         hv::VmmError);
+    platform.pm_timer_port = 0xfffc;
+    CHECK_NOTHROW(hv::build_acpi_tables(platform, kBase));
+
+    // PM1 takes 0x600-0x605: a timer from 0x5fd to 0x605 overlaps it.
+    for (std::uint16_t port : {0x5fd, 0x600, 0x602, 0x605}) {
+        CAPTURE(port);
+        platform.pm_timer_port = port;
+        CHECK_THROWS_WITH_AS(hv::build_acpi_tables(platform, kBase),
+                             doctest::Contains("overlaps the PM1 registers at 0x600-0x605"), hv::VmmError);
+    }
+    for (std::uint16_t port : {0x5fc, 0x606}) {
+        CAPTURE(port);
+        platform.pm_timer_port = port;
+        const Blob b{hv::build_acpi_tables(platform, kBase), kBase};
+        const std::size_t f = find_table(b, "FACP");
+        CHECK(b.u32(f + 76) == port);
+        CHECK(b.sum(f, b.length(f)) == 0);
+    }
 }

@@ -311,15 +311,18 @@ TEST_CASE("load_guest multiboot: an initrd must fit between the image and the st
     CHECK(contains(msg, "--mem"));
 }
 
-TEST_CASE("load_guest multiboot: more than one vCPU is rejected") {
+TEST_CASE("load_guest multiboot: more than one vCPU needs the PC platform's local APICs") {
     auto p = multiboot_image();
     GuestMemory mem(8 * MiB);
     BootConfig config;
     config.ram_size = mem.size();
     config.cpus = 2;
+    config.pc_firmware = false; // --platform bare
     const std::string msg = load_error(mem, p.image, config);
     CHECK(contains(msg, "multiboot"));
-    CHECK(contains(msg, "--cpus must be 1 (got 2)"));
+    CHECK(contains(msg, "--platform bare has not; --cpus must be 1 (got 2)"));
+    config.pc_firmware = true;
+    CHECK(load_error(mem, p.image, config) == "");
 }
 
 // A multiboot guest runs in 32-bit protected mode with paging off, so only

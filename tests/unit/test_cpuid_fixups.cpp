@@ -1,5 +1,5 @@
 // hv::apply_cpuid_fixups over small hand-made CPUID tables: the hypervisor
-// bit, the TSC-deadline bit, and XSAVE leaves made to agree with the feature
+// bit, the local APIC bits, the TSC-deadline bit, and XSAVE leaves made to agree with the feature
 // bits (SDM Vol. 2A, CPUID leaves 01H, 07H and 0DH).
 #include <doctest/doctest.h>
 
@@ -53,6 +53,25 @@ TEST_CASE("apply_cpuid_fixups: sets the hypervisor bit, and TSC-deadline only wh
     with_deadline.tsc_deadline = true;
     hv::apply_cpuid_fixups(t, with_deadline);
     CHECK((find(t, 1, 0).ecx & (1u << 24)) != 0);
+}
+
+TEST_CASE("apply_cpuid_fixups: without a local APIC (--platform bare) CPUID claims no APIC, x2APIC or TSC-deadline") {
+    std::vector<kvm_cpuid_entry2> t = {
+        leaf(1, 0, 0x800f12, 0, (1u << 21) | (1u << 24) | (1u << 26), (1u << 9) | (1u << 0), false),
+        leaf(0x80000001, 0, 0, 0, 0, (1u << 9) | (1u << 11), false),
+    };
+    hv::CpuidFixups bare;
+    bare.local_apic = false;
+    bare.tsc_deadline = true; // asked for, but there is no local APIC to have it
+    hv::apply_cpuid_fixups(t, bare);
+    CHECK(find(t, 1, 0).edx == (1u << 0));
+    CHECK(find(t, 1, 0).ecx == ((1u << 26) | (1u << 31)));
+    CHECK(find(t, 0x80000001, 0).edx == (1u << 11));
+
+    std::vector<kvm_cpuid_entry2> pc = {leaf(1, 0, 0, 0, 1u << 21, 1u << 9, false)};
+    hv::apply_cpuid_fixups(pc, {});
+    CHECK(find(pc, 1, 0).edx == (1u << 9));
+    CHECK((find(pc, 1, 0).ecx & (1u << 21)) != 0);
 }
 
 TEST_CASE("apply_cpuid_fixups: XSAVE state for a feature the CPU shows keeps its leaves") {

@@ -290,9 +290,22 @@ TEST_CASE("validate_run_options: defaults and boundary values are accepted") {
     CHECK(validate_error(o) == "");
     o.mem = 4 * MiB; // the minimum
     CHECK(validate_error(o) == "");
-    o.mem = 64 * GiB; // the maximum: what the identity map covers
+    o.mem = 0xfec00000; // the PC platform's maximum: RAM ends below the IOAPIC
     CHECK(validate_error(o) == "");
     o.mem = 4 * MiB + 4096;
+    CHECK(validate_error(o) == "");
+    o.platform = hv::Platform::Bare;
+    o.mem = 64 * GiB; // the bare platform's maximum: what the identity map covers
+    CHECK(validate_error(o) == "");
+}
+
+TEST_CASE("validate_run_options: on the PC platform RAM may not cover the IOAPIC and local APIC") {
+    hv::RunOptions o;
+    o.mem = 0xfec00000 + 4096;
+    const std::string msg = validate_error(o);
+    CHECK(contains(msg, "would cover the IOAPIC and local APIC at 0xfec00000"));
+    CHECK(contains(msg, "--platform bare"));
+    o.platform = hv::Platform::Bare;
     CHECK(validate_error(o) == "");
 }
 
@@ -344,7 +357,9 @@ TEST_CASE("validate_run_options: more vCPU stacks than RAM above 1 MiB") {
     CHECK(contains(msg, "193"));
     CHECK(contains(msg, "stacks"));
     CHECK(contains(msg, "--mem"));
-    o.cpus = UINT32_MAX; // 2^32 x 16 KiB = 64 TiB: must not wrap
+    o.cpus = UINT32_MAX; // refused as too many vCPUs before the stacks are counted
+    CHECK(contains(validate_error(o), "--cpus 4294967295 exceeds the VMM's maximum of 1024 vCPUs"));
+    o.cpus = 1024;
     CHECK(contains(validate_error(o), "stacks"));
 }
 

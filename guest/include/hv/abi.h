@@ -20,7 +20,14 @@
  *
  * Boot ABI (multiboot v1 ELF32 images): 32-bit protected mode, paging off,
  *   EAX = 0x2BADB002, EBX = guest-physical address of the multiboot info,
- *   ESP = top of vCPU 0's stack. Only one vCPU runs multiboot images.
+ *   ESP = top of vCPU 0's stack. Only vCPU 0 (the boot CPU, APIC ID 0)
+ *   starts there; on the PC platform (vmm run --platform pc, the default)
+ *   every other vCPU waits in wait-for-SIPI, as on a real PC, until the
+ *   guest starts it with INIT/SIPI/SIPI through its local APIC. On the bare
+ *   platform a multiboot image runs on one vCPU.
+ *
+ * On both platforms every vCPU of a 64-bit ELF image starts at e_entry with
+ * the registers above (its index in RDI), and APIC ID = vCPU index.
  *
  * Guest-physical layout: [0, HV_RESERVED_END) belongs to the VMM (GDT, page
  * tables, boot information); loadable segments must lie above it. Stacks
