@@ -136,6 +136,16 @@ private:
     long rss_before_vcpus_kib_ = 0, rss_after_vcpus_kib_ = 0;
 };
 
+// The image kind as the JSON report names it (run_report.hpp).
+const char* image_kind_id(ImageKind kind) {
+    switch (kind) {
+    case ImageKind::Elf64: return "elf64";
+    case ImageKind::Multiboot: return "multiboot";
+    case ImageKind::Linux: return "linux";
+    }
+    return "?";
+}
+
 // Resident set size of this process in KiB (0 when /proc is unreadable).
 long resident_kib() {
     std::FILE* f = std::fopen("/proc/self/statm", "r");
@@ -467,7 +477,7 @@ std::string Vm::unclaimed_stats() const {
 
 RunReport Vm::report(Clock::time_point end, const std::vector<VcpuRunState>& states) const {
     RunReport r = base_report(opt_);
-    r.image_kind = to_string(image_.kind);
+    r.image_kind = image_kind_id(image_.kind);
     r.end = stop_.state();
     if (const std::int64_t v = debug_exit_value_.load(); v >= 0 && r.end.reason == StopReason::DebugExit)
         r.guest_exit_code = static_cast<std::uint32_t>(v);
