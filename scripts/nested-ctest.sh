@@ -54,8 +54,8 @@ trap 'rm -rf "$work"' EXIT
 
 # The selected tests, split into the hosts' lists ($work/hostN.tests, a name
 # a line). ctest's JSON is the documented way to read test properties.
-# The `linux` tests need a nested host of their own (scripts/nested-linux-ctest.sh).
-ctest --test-dir "$build" -L "$label" -LE linux "${extra[@]}" --show-only=json-v1 > "$work/tests.json"
+# The `hwkvm` tests need a nested host of their own (scripts/nested-linux-ctest.sh).
+ctest --test-dir "$build" -L "$label" -LE hwkvm "${extra[@]}" --show-only=json-v1 > "$work/tests.json"
 /usr/bin/python3 - "$work" "$hosts" <<'PYTHON'
 import json, sys
 work, hosts = sys.argv[1], int(sys.argv[2])
@@ -83,7 +83,7 @@ name_regex() { # a file of test names -> ^(a|b)$, regex characters escaped
 # and, prefixed with [TAG], to stdout. Returns ctest's status (124: hung).
 run_nested() { # LIST LOG TAG
   "$root/scripts/nested-kvm.sh" --cpus 2 --mem 3072 --timeout 1400 --idle-timeout "$IDLE" -- \
-    ctest --test-dir "$build" -L "$label" -LE linux --output-on-failure --timeout "$TEST_TIMEOUT" "${extra[@]}" \
+    ctest --test-dir "$build" -L "$label" -LE hwkvm --output-on-failure --timeout "$TEST_TIMEOUT" "${extra[@]}" \
     -R "$(name_regex "$1")" 2>&1 | tee "$2" | sed -u "s/^/[$3] /"
   return "${PIPESTATUS[0]}"
 }

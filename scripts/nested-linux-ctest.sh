@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # nested-linux-ctest.sh BUILD_DIR [CTEST ARGS...]
 #
-# Runs the `linux` tests (a stock Linux kernel booted by `vmm run`) where
-# they can run: directly when this host's KVM is kvm_intel or kvm_amd
-# (then this says SKIPPED: ctest ran them already), otherwise inside one
-# nested KVM host with ONE CPU.
+# Runs the `hwkvm` tests (they need KVM on hardware virtualization: the
+# `linux` tests, a stock Linux kernel booted by `vmm run`, and the PC test
+# kernels' apic tests) where they can run: directly when this host's KVM is
+# kvm_intel or kvm_amd (then this says SKIPPED: ctest ran them already),
+# otherwise inside one nested KVM host with ONE CPU.
 #
 # Why one CPU: in a nested host with two CPUs (QEMU 7.2, single-threaded TCG,
 # EPYC with SVM), a Linux guest under KVM hangs 3-10 s into its boot, every
@@ -21,9 +22,9 @@ shift
 root=$(cd "$(dirname "$0")/.." && pwd)
 source "$root/scripts/kvm-probe.sh"
 if [[ ${HV_NESTED:-0} != 1 ]] && kvm_usable && kvm_runs_stock_kernels; then
-  echo "SKIPPED: KVM here is kvm_intel/kvm_amd, so the linux-labelled tests ran directly"
+  echo "SKIPPED: KVM here is kvm_intel/kvm_amd, so the hwkvm-labelled tests ran directly"
   exit 77
 fi
 export HV_REQUIRE_KVM=1
 exec "$root/scripts/nested-kvm.sh" --cpus 1 --mem 2048 --timeout 1200 --idle-timeout 400 -- \
-  ctest --test-dir "$build" -L linux --output-on-failure "$@"
+  ctest --test-dir "$build" -L hwkvm --output-on-failure "$@"

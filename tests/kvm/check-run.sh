@@ -10,7 +10,8 @@
 #   tests must really run.
 # --needs-tdp: also needs KVM with EPT/NPT (shadow paging); same rules.
 # --needs-hw-kvm: also needs KVM on hardware virtualization (kvm_intel or
-#   kvm_amd), which boots a stock Linux kernel; same rules.
+#   kvm_amd), which boots a stock Linux kernel and whose local APIC tracks
+#   in-service interrupts; same rules.
 # --stdin FILE: COMMAND's standard input (default /dev/null: a guest console
 #   must never read, or put in raw mode, the terminal ctest was started from).
 # --expect/--reject: extended regexes matched against stdout+stderr combined.
@@ -39,7 +40,7 @@ if ((needs_kvm)) && ! kvm_usable; then
 elif ((needs_tdp)) && ! kvm_has_tdp; then
   missing="KVM on this host runs without EPT/NPT, which --paging shadow needs"
 elif ((needs_hw)) && ! kvm_runs_stock_kernels; then
-  missing="KVM on this host is not kvm_intel or kvm_amd (kvm_pvm boots only PVM guest kernels), so it cannot boot a stock Linux kernel"
+  missing="KVM on this host is not kvm_intel or kvm_amd (kvm_pvm boots only PVM guest kernels, and its local APIC sets no ISR bits)"
 fi
 if [[ -n $missing ]]; then
   if [[ ${HV_REQUIRE_KVM:-0} == 1 ]]; then
