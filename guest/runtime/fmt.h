@@ -11,10 +11,17 @@
 #define GUEST_RT_FMT_H
 
 #include <stdarg.h>
+#include <stddef.h>
 
 typedef void (*rt_putc_fn)(char c, void *ctx);
 
 /* Formats `fmt` to `put` one character at a time; returns the count. */
 int rt_vformat(rt_putc_fn put, void *ctx, const char *fmt, va_list ap);
+
+/* C's snprintf/vsnprintf on top of it (the guest runtimes declare them with
+ * their format-checking attributes): at most size - 1 characters and a NUL;
+ * returns the length the whole output would have. */
+int vsnprintf(char *buf, size_t size, const char *fmt, va_list ap);
+int snprintf(char *buf, size_t size, const char *fmt, ...);
 
 #endif

@@ -182,14 +182,7 @@ int vsnprintf(char *buf, size_t size, const char *fmt, va_list ap) RT_PRINTF(3, 
 
 /* ---- memory and strings ---------------------------------------------------- */
 
-void *memset(void *dst, int c, size_t n);
-void *memcpy(void *restrict dst, const void *restrict src, size_t n);
-void *memmove(void *dst, const void *src, size_t n);
-int memcmp(const void *a, const void *b, size_t n);
-size_t strlen(const char *s);
-int strcmp(const char *a, const char *b);
-int strncmp(const char *a, const char *b, size_t n);
-char *strstr(const char *haystack, const char *needle);
+#include "rt_string.h"
 
 /* ---- spinlock -------------------------------------------------------------- */
 

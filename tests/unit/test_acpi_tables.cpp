@@ -11,39 +11,15 @@
 #include <vector>
 
 #include "acpi_tables.hpp"
+#include "table_blob.hpp"
 #include "vmm_error.hpp"
 
 namespace {
 
 constexpr std::uint64_t kBase = 0xe0000;
 
-// A built blob and the accessors a parser needs; every read is bounds-checked
-// (vector::at), so a pointer running off the blob fails the test with an
-// exception instead of reading garbage.
-struct Blob {
-    std::vector<std::uint8_t> bytes;
-    std::uint64_t base;
-
-    std::uint64_t le(std::size_t at, std::size_t width) const {
-        std::uint64_t value = 0;
-        for (std::size_t i = 0; i < width; ++i) value |= std::uint64_t{bytes.at(at + i)} << (8 * i);
-        return value;
-    }
-    std::uint8_t u8(std::size_t at) const { return bytes.at(at); }
-    std::uint16_t u16(std::size_t at) const { return static_cast<std::uint16_t>(le(at, 2)); }
-    std::uint32_t u32(std::size_t at) const { return static_cast<std::uint32_t>(le(at, 4)); }
-    std::uint64_t u64(std::size_t at) const { return le(at, 8); }
-    std::string text(std::size_t at, std::size_t n) const {
-        std::string s;
-        for (std::size_t i = 0; i < n; ++i) s += static_cast<char>(bytes.at(at + i));
-        return s;
-    }
-    std::uint8_t sum(std::size_t at, std::size_t n) const {
-        std::uint8_t s = 0;
-        for (std::size_t i = 0; i < n; ++i) s = static_cast<std::uint8_t>(s + bytes.at(at + i));
-        return s;
-    }
-
+// A built blob (table_blob.hpp) and the ACPI table lookups on top.
+struct Blob : hv::test::TableBlob {
     // The blob offset of the table at guest-physical gpa, after checking that
     // the whole table (by its length field) lies inside the blob.
     std::size_t table(std::uint64_t gpa) const {
@@ -59,7 +35,7 @@ struct Blob {
 Blob build(std::uint32_t cpus, std::uint64_t base = kBase) {
     hv::AcpiPlatform platform;
     platform.cpus = cpus;
-    return Blob{hv::build_acpi_tables(platform, base), base};
+    return Blob{{hv::build_acpi_tables(platform, base), base}};
 }
 
 // RSDP (5.2.5.3): XSDT address at 24, RSDT address at 16.

@@ -14,35 +14,14 @@
 
 #include "acpi_tables.hpp"
 #include "mp_table.hpp"
+#include "table_blob.hpp"
 #include "vmm_error.hpp"
 
 namespace {
 
 constexpr std::uint64_t kBase = 0xf0000;
 
-struct Bytes {
-    std::vector<std::uint8_t> bytes;
-    std::uint64_t base;
-
-    std::uint64_t le(std::size_t at, std::size_t width) const {
-        std::uint64_t value = 0;
-        for (std::size_t i = 0; i < width; ++i) value |= std::uint64_t{bytes.at(at + i)} << (8 * i);
-        return value;
-    }
-    std::uint8_t u8(std::size_t at) const { return bytes.at(at); }
-    std::uint16_t u16(std::size_t at) const { return static_cast<std::uint16_t>(le(at, 2)); }
-    std::uint32_t u32(std::size_t at) const { return static_cast<std::uint32_t>(le(at, 4)); }
-    std::string text(std::size_t at, std::size_t n) const {
-        std::string s;
-        for (std::size_t i = 0; i < n; ++i) s += static_cast<char>(bytes.at(at + i));
-        return s;
-    }
-    std::uint8_t sum(std::size_t at, std::size_t n) const {
-        std::uint8_t s = 0;
-        for (std::size_t i = 0; i < n; ++i) s = static_cast<std::uint8_t>(s + bytes.at(at + i));
-        return s;
-    }
-};
+using Bytes = hv::test::TableBlob;
 
 struct Entry {
     std::uint8_t type;

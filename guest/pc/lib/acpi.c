@@ -1,7 +1,7 @@
 /* RSDP scan, RSDT/XSDT walk, table lookup, FADT fields (acpi.h). */
 #include "acpi.h"
 
-#include "libc.h"
+#include "rt_string.h"
 
 #define EBDA_SEGMENT_PTR 0x40e
 #define BIOS_AREA_START 0xe0000u

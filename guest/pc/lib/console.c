@@ -57,34 +57,3 @@ int printf(const char *fmt, ...)
     va_end(ap);
     return n;
 }
-
-struct sbuf {
-    char *buf;
-    size_t size, len;
-};
-
-static void sbuf_putc(char c, void *ctx)
-{
-    struct sbuf *b = ctx;
-    if (b->len + 1 < b->size)
-        b->buf[b->len] = c;
-    b->len++;
-}
-
-int vsnprintf(char *buf, size_t size, const char *fmt, va_list ap)
-{
-    struct sbuf b = {buf, size, 0};
-    int n = rt_vformat(sbuf_putc, &b, fmt, ap);
-    if (size)
-        buf[b.len < size ? b.len : size - 1] = 0;
-    return n;
-}
-
-int snprintf(char *buf, size_t size, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(buf, size, fmt, ap);
-    va_end(ap);
-    return n;
-}

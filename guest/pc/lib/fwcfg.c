@@ -1,7 +1,7 @@
 /* fw_cfg legacy I/O access (fwcfg.h). */
 #include "fwcfg.h"
 
-#include "libc.h"
+#include "rt_string.h"
 
 void fw_cfg_select(uint16_t key) { outw(FW_CFG_PORT_SEL, key); }
 

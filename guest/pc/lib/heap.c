@@ -1,6 +1,6 @@
 /* A bump allocator over the RAM after the image: AP stacks and such. */
 #include "boot.h"
-#include "libc.h"
+#include "rt_string.h"
 #include "report.h"
 
 extern char __image_end[]; /* pc.ld */

@@ -3,7 +3,7 @@
 
 #include "acpi.h"
 #include "ioapic.h"
-#include "libc.h"
+#include "rt_string.h"
 
 #define MADT_LAPIC_ENABLED 1u
 #define MADT_HEADER_SIZE 44 /* ACPI header, local APIC address, flags */

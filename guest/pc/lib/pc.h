@@ -18,7 +18,7 @@
 #include "idt.h"
 #include "ioapic.h"
 #include "layout.h"
-#include "libc.h"
+#include "rt_string.h"
 #include "madt.h"
 #include "percpu.h"
 #include "pic.h"

@@ -5,7 +5,7 @@
 #include "boot.h"
 #include "idt.h"
 #include "layout.h"
-#include "libc.h"
+#include "rt_string.h"
 #include "madt.h"
 #include "report.h"
 #include "time.h"

@@ -1,6 +1,7 @@
-/* libc.h: the string functions of guest/runtime/string.c, compiled in. */
-#ifndef PC_LIBC_H
-#define PC_LIBC_H
+/* The string functions of string.c, shared by the 64-bit runtime (rt.h) and
+ * the PC test kernels (pc/lib). Freestanding: no libc behind them. */
+#ifndef GUEST_RT_STRING_H
+#define GUEST_RT_STRING_H
 
 #include <stddef.h>
 
