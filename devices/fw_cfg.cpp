@@ -34,11 +34,10 @@ FwCfg::FwCfg(const FwCfgConfig& config) : items_(fw_cfg_key::kFileDir + 1) {
     items_[kMaxCpus] = le_bytes(config.max_cpus, 2);
 
     const std::size_t length = std::strlen(config.cmdline.c_str());  // up to the first NUL
-    items_[kCmdlineSize] = le_bytes(length == 0 ? 0 : length + 1, 4);
-    if (length != 0) {
-        items_[kCmdlineData].assign(config.cmdline.begin(), config.cmdline.begin() + static_cast<std::ptrdiff_t>(length));
-        items_[kCmdlineData].push_back(0);
-    }
+    items_[kCmdlineSize] = le_bytes(length + 1, 4);
+    items_[kCmdlineData].assign(config.cmdline.begin(), config.cmdline.begin() + static_cast<std::ptrdiff_t>(length));
+    items_[kCmdlineData].push_back(0);
+    irq0_override_ = le_bytes(1, 4);
 
     // QEMU's file directory is big-endian; a count of 0 is four zero bytes
     // either way, but stays a 4-byte item.
@@ -47,7 +46,8 @@ FwCfg::FwCfg(const FwCfgConfig& config) : items_(fw_cfg_key::kFileDir + 1) {
 
 std::span<const uint8_t> FwCfg::selected_item() const {
     if ((selected_ & fw_cfg_key::kArchLocal) != 0) {
-        return {};  // the architecture-local table is empty
+        if ((selected_ & ~fw_cfg_key::kWriteChannel) == fw_cfg_key::kIrq0Override) return irq0_override_;
+        return {};  // nothing else in the architecture-local table
     }
     const std::size_t index = selected_ & kEntryMask;
     if (index >= items_.size()) {

@@ -21,6 +21,7 @@ inline constexpr uint16_t kMaxCpus = 0x000f;      // u16
 inline constexpr uint16_t kCmdlineSize = 0x0014;  // u32
 inline constexpr uint16_t kCmdlineData = 0x0015;  // the bytes and the NUL
 inline constexpr uint16_t kFileDir = 0x0019;      // big-endian u32 count, then entries
+inline constexpr uint16_t kIrq0Override = 0x8002; // architecture-local: u32 1 when ISA IRQ 0 is on GSI 2
 inline constexpr uint16_t kWriteChannel = 0x4000; // selector bit 14
 inline constexpr uint16_t kArchLocal = 0x8000;    // selector bit 15
 } // namespace fw_cfg_key
@@ -59,16 +60,18 @@ struct FwCfgConfig {
 //   0x0003 RAM size    u64 ram_size
 //   0x0005 CPU count   u16 cpus
 //   0x000f max CPUs    u16 max_cpus
-//   0x0014 cmdline size  u32 strlen(cmdline) + 1, or 0 when it is empty
-//   0x0015 cmdline     its bytes and the trailing NUL; no bytes when empty
+//   0x0014 cmdline size  u32 strlen(cmdline) + 1 (1 for an empty one, as
+//                      QEMU's -kernel boot sets it)
+//   0x0015 cmdline     its bytes and the trailing NUL
 //   0x0019 file dir    a big-endian u32 count of 0 (no files)
 // Every other key reads as zeros, as QEMU reads keys with no item.
 //
 // The selector's bit 14 (QEMU's write channel) is ignored when selecting,
 // as QEMU masks it off: 0x4005 reads the CPU count. Bit 15 selects QEMU's
-// architecture-local table (ACPI tables, E820, IRQ0 override on x86), which
-// is empty here, so those keys read zeros; in particular 0x8002 says "no
-// IRQ0 override", which matches the MADT (vmm/acpi_tables.cpp).
+// architecture-local table (ACPI tables, E820, IRQ0 override on x86), of
+// which only 0x8002, the IRQ0 override, is here: u32 1, ISA IRQ 0 is on
+// IOAPIC pin 2, as the MADT says (vmm/acpi_tables.cpp); the other
+// architecture-local keys read zeros.
 //
 // Where this differs from QEMU on purpose: QEMU's combined port takes a byte
 // write at either port as a data write (dropped) and a byte read at 0x510
@@ -93,6 +96,7 @@ private:
     std::span<const uint8_t> selected_item() const;
 
     std::vector<std::vector<uint8_t>> items_;  // indexed by key, generic table only
+    std::vector<uint8_t> irq0_override_;       // architecture-local key 0x8002
     std::mutex mutex_;
     uint16_t selected_ = fw_cfg_key::kSignature;
     std::size_t offset_ = 0;  // never past the selected item's end

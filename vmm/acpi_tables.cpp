@@ -1,5 +1,6 @@
 #include "acpi_tables.hpp"
 
+#include "firmware_blob.hpp"
 #include "vmm_error.hpp"
 
 #include <algorithm>
@@ -136,6 +137,8 @@ namespace madt {
 constexpr std::uint8_t kLocalApic = 0;
 constexpr std::uint8_t kIoApic = 1;
 constexpr std::uint8_t kInterruptSourceOverride = 2;
+constexpr std::uint8_t kPitIrq = 0;
+constexpr std::uint32_t kPitGsi = 2;
 constexpr std::uint8_t kLocalApicNmi = 4;
 constexpr std::uint8_t kLocalX2Apic = 9;
 constexpr std::uint8_t kLocalX2ApicNmi = 10;
@@ -197,7 +200,7 @@ std::uint32_t xapic_cpus(std::uint32_t cpus) { return std::min(cpus, madt::kFirs
 std::size_t madt_size(std::uint32_t cpus) {
     const std::uint32_t x2apic_cpus = cpus - xapic_cpus(cpus);
     return kMadtFixedSize + xapic_cpus(cpus) * madt::kLocalApicSize + x2apic_cpus * madt::kLocalX2ApicSize +
-           madt::kIoApicSize + madt::kInterruptSourceOverrideSize + madt::kLocalApicNmiSize +
+           madt::kIoApicSize + 2 * madt::kInterruptSourceOverrideSize + madt::kLocalApicNmiSize +
            (x2apic_cpus ? madt::kLocalX2ApicNmiSize : 0);
 }
 
@@ -222,39 +225,7 @@ Layout plan(std::uint64_t base, std::uint32_t cpus) {
     return at;
 }
 
-// Little-endian stores into the zero-filled blob.
-class Blob {
-public:
-    explicit Blob(std::size_t size) : bytes_(size, 0) {}
-
-    void u8(std::size_t at, std::uint8_t value) { bytes_.at(at) = value; }
-    void u16(std::size_t at, std::uint16_t value) { store(at, value, 2); }
-    void u32(std::size_t at, std::uint32_t value) { store(at, value, 4); }
-    void u64(std::size_t at, std::uint64_t value) { store(at, value, 8); }
-    void text(std::size_t at, std::string_view chars) {
-        for (std::size_t i = 0; i < chars.size(); ++i) u8(at + i, static_cast<std::uint8_t>(chars[i]));
-    }
-    void bytes(std::size_t at, std::span<const std::uint8_t> data) {
-        for (std::size_t i = 0; i < data.size(); ++i) u8(at + i, data[i]);
-    }
-
-    // Stores at checksum_at the byte that makes [at, at + length) sum to 0
-    // modulo 256; the byte itself must still be 0.
-    void checksum(std::size_t at, std::size_t length, std::size_t checksum_at) {
-        std::uint8_t sum = 0;
-        for (std::size_t i = at; i < at + length; ++i) sum = static_cast<std::uint8_t>(sum + bytes_.at(i));
-        u8(checksum_at, static_cast<std::uint8_t>(-sum));
-    }
-
-    std::vector<std::uint8_t> take() { return std::move(bytes_); }
-
-private:
-    void store(std::size_t at, std::uint64_t value, std::size_t width) {
-        for (std::size_t i = 0; i < width; ++i) u8(at + i, static_cast<std::uint8_t>(value >> (8 * i)));
-    }
-
-    std::vector<std::uint8_t> bytes_;
-};
+using Blob = FirmwareBlob;
 
 // The common header; the checksum is filled in by finish() once the body is written.
 void header(Blob& blob, std::size_t at, std::string_view signature, std::size_t length, std::uint8_t revision) {
@@ -392,11 +363,17 @@ void write_madt(Blob& blob, const AcpiPlatform& platform, const Layout& at) {
     next += kIoApicSize;
 
     // ISA IRQs without an override are identity-mapped, edge-triggered and
-    // active-high, which is what KVM's default GSI routing does: GSI n goes
-    // to IOAPIC pin n and PIC IRQ n. In particular there is no IRQ0 -> GSI 2
-    // override as on real PCs (and QEMU, which reroutes GSI 0 to pin 2): the
-    // in-kernel PIT injects GSI 0, which reaches IOAPIC pin 0.
-    //
+    // active-high. IRQ 0, the PIT, is on GSI 2 as on real PCs and QEMU
+    // (KvmVm::create_pc_irqchip routes the in-kernel PIT's GSI 0 to IOAPIC
+    // pin 2); bus-conforming flags.
+    blob.u8(next, kInterruptSourceOverride);
+    blob.u8(next + 1, kInterruptSourceOverrideSize);
+    blob.u8(next + 2, kIsaBus);
+    blob.u8(next + 3, kPitIrq);
+    blob.u32(next + 4, kPitGsi);
+    blob.u16(next + 8, 0);
+    next += kInterruptSourceOverrideSize;
+
     // The SCI is the exception ACPI requires to be stated: it is level-
     // triggered. Active-high, because the VMM asserts it by raising the line
     // (KVM_IRQ_LINE level 1), as QEMU does for its SCI.
@@ -436,9 +413,9 @@ void validate(const AcpiPlatform& platform, std::uint64_t base) {
     if (platform.cpus == 0 || platform.cpus > kAcpiMaxCpus)
         throw VmmError("ACPI tables: " + std::to_string(platform.cpus) + " vCPUs requested; expected 1 to " +
                        std::to_string(kAcpiMaxCpus));
-    if (platform.sci_irq >= kIsaIrqs)
+    if (platform.sci_irq >= kIsaIrqs || platform.sci_irq == madt::kPitIrq || platform.sci_irq == madt::kPitGsi)
         throw VmmError("ACPI tables: SCI IRQ " + std::to_string(platform.sci_irq) +
-                       " is not an ISA IRQ; expected 0 to " + std::to_string(kIsaIrqs - 1));
+                       "; expected an ISA IRQ from 1 to 15 other than 2 (the PIT's GSI)");
     if (platform.pm_base == 0 || platform.pm_base > kPortSpace - kPmBlockPorts)
         throw VmmError("ACPI tables: PM1 registers at port " + hex(platform.pm_base) + "; expected " +
                        std::to_string(kPmBlockPorts) + " ports between 0x1 and " + hex(kPortSpace - 1));

@@ -34,7 +34,8 @@ inline constexpr std::uint32_t kAcpiMaxCpus = 1024;
 // Throws VmmError when base_gpa is not 16-byte aligned (the RSDP must be),
 // when the blob would not end at or below 1 MiB (where the RSDT's 32-bit
 // pointers and Linux's RSDP scan of the BIOS area expect it), when cpus is
-// outside 1..kAcpiMaxCpus, when sci_irq is not an ISA IRQ (0-15), when
+// outside 1..kAcpiMaxCpus, when sci_irq is not an ISA IRQ from 1 to 15
+// other than 2 (the MADT puts ISA IRQ 0, the PIT, on GSI 2), when
 // the PM1 registers [pm_base, pm_base + 6) or the PM timer
 // [pm_timer_port, pm_timer_port + 4) are not inside the port space above 0,
 // or when the two overlap.

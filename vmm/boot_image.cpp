@@ -95,6 +95,15 @@ const char* to_string(ImageKind kind) {
     return "?";
 }
 
+const char* image_kind_id(ImageKind kind) {
+    switch (kind) {
+    case ImageKind::Elf64: return "elf64";
+    case ImageKind::Multiboot: return "multiboot";
+    case ImageKind::Linux: return "linux";
+    }
+    return "?";
+}
+
 BootImage parse_boot_image(std::span<const std::uint8_t> file, const std::string& name) {
     if (file.empty()) fail(name, "the file is empty");
     if (looks_like_bzimage(file)) {

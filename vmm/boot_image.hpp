@@ -15,7 +15,8 @@
 namespace hv {
 
 enum class ImageKind { Elf64, Multiboot, Linux };
-const char* to_string(ImageKind kind);
+const char* to_string(ImageKind kind);     // for people: "64-bit ELF", "multiboot ELF32", "Linux bzImage"
+const char* image_kind_id(ImageKind kind); // for scripts (--json): "elf64", "multiboot", "linux"
 
 struct LoadSegment {
     std::uint64_t gpa = 0;                  // where the segment starts in guest RAM

@@ -171,10 +171,12 @@ BootInfo load_guest(GuestMemory& mem, const BootImage& image, const BootConfig& 
     if (config.ram_size != mem.size()) throw VmmError("internal: RAM size mismatch");
     check_image_fits(image, config.ram_size, config.cpus, name);
     if (image.kind == ImageKind::Linux && !config.pc_firmware)
-        throw VmmError("image '" + name + "' is a Linux kernel, which needs the PC platform's ACPI tables");
+        throw VmmError("image '" + name + "' is a Linux kernel, which needs the PC platform (ACPI tables, interrupt "
+                       "controllers, timers); got --platform bare: drop it (pc is the default)");
     if (image.kind == ImageKind::Multiboot && config.cpus != 1 && !config.pc_firmware)
         throw VmmError("image '" + name + "' is a multiboot image: its boot CPU starts the others through its local "
-                       "APIC, which --platform bare has not; --cpus must be 1 (got " + std::to_string(config.cpus) + ")");
+                       "APIC, which --platform bare does not provide; --cpus must be 1 (got " +
+                       std::to_string(config.cpus) + "), or drop --platform bare (pc is the default)");
     if (config.pc_firmware) write_pc_firmware(mem, config.cpus);
     if (image.kind == ImageKind::Linux) return load_linux(mem, image, config, name);
     if (image.kind == ImageKind::Elf64 && !config.modules.empty())

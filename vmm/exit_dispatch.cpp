@@ -9,7 +9,6 @@
 namespace hv {
 namespace {
 
-constexpr std::uint64_t kRflagsIf = 1u << 9;
 
 ExitAction stop_crash(ExitContext& ctx, std::string message) {
     ctx.stop.request(StopReason::GuestCrash, exit_status::kGuestCrash, std::move(message));

@@ -7,6 +7,8 @@
 
 namespace hv {
 
+inline constexpr std::uint64_t kRflagsIf = 1u << 9; // interrupts enabled
+
 enum class ExitKind { Io, Mmio, Hlt, Shutdown, InternalError, FailEntry, SystemEvent, Unknown };
 const char* to_string(ExitKind kind);
 inline constexpr int kExitKindCount = 8;

@@ -15,9 +15,61 @@ std::string hex(std::uint64_t value) {
     return buf;
 }
 
+std::string format_vcpu_list(std::span<const std::uint32_t> sorted) {
+    std::string out;
+    for (std::size_t i = 0; i < sorted.size();) {
+        std::size_t j = i;
+        while (j + 1 < sorted.size() && sorted[j + 1] == sorted[j] + 1) ++j;
+        if (!out.empty()) out += ", ";
+        out += std::to_string(sorted[i]);
+        if (j > i) out += "-" + std::to_string(sorted[j]);
+        i = j + 1;
+    }
+    return out;
+}
+
+namespace {
+
+// The length of the well-formed UTF-8 sequence starting at s[i], or 0.
+std::size_t utf8_sequence(const std::string& s, std::size_t i) {
+    const auto byte = [&](std::size_t k) { return static_cast<unsigned char>(s[k]); };
+    const unsigned char lead = byte(i);
+    std::size_t n = 0;
+    std::uint32_t cp = 0;
+    if (lead >= 0xc2 && lead <= 0xdf) n = 2, cp = lead & 0x1f;
+    else if (lead >= 0xe0 && lead <= 0xef) n = 3, cp = lead & 0x0f;
+    else if (lead >= 0xf0 && lead <= 0xf4) n = 4, cp = lead & 0x07;
+    else return 0;
+    if (i + n > s.size()) return 0;
+    for (std::size_t k = 1; k < n; ++k) {
+        if ((byte(i + k) & 0xc0) != 0x80) return 0;
+        cp = (cp << 6) | (byte(i + k) & 0x3f);
+    }
+    const bool overlong = (n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000);
+    const bool surrogate = cp >= 0xd800 && cp <= 0xdfff;
+    return overlong || surrogate || cp > 0x10ffff ? 0 : n;
+}
+
+} // namespace
+
 std::string json_string(const std::string& s) {
     std::string out = "\"";
-    for (const unsigned char c : s) {
+    for (std::size_t i = 0; i < s.size();) {
+        const unsigned char c = static_cast<unsigned char>(s[i]);
+        if (c >= 0x80) {
+            // JSON text is UTF-8: well-formed sequences pass, any other byte
+            // (a file name in another encoding) becomes the code point of its value.
+            if (const std::size_t n = utf8_sequence(s, i)) {
+                out.append(s, i, n);
+                i += n;
+            } else {
+                char b[8];
+                std::snprintf(b, sizeof b, "\\u%04x", c);
+                out += b;
+                ++i;
+            }
+            continue;
+        }
         switch (c) {
         case '"': out += "\\\""; break;
         case '\\': out += "\\\\"; break;
@@ -32,6 +84,7 @@ std::string json_string(const std::string& s) {
                 out += static_cast<char>(c);
             }
         }
+        ++i;
     }
     return out + "\"";
 }

@@ -2,6 +2,7 @@
 // Small formatting and parsing helpers shared by the VMM's messages and CLI.
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -10,7 +11,11 @@ namespace hv {
 std::string hex(std::uint64_t value);          // "0x1f"
 std::string format_size(std::uint64_t bytes);  // "64 MiB", "1.5 GiB", "4096 bytes"
 
-// `s` as a JSON string literal, quotes included (control characters escaped).
+// "1-3, 7, 9-10": vCPU indices in ascending order, runs collapsed.
+std::string format_vcpu_list(std::span<const std::uint32_t> sorted);
+
+// `s` as a JSON string literal, quotes included: control characters
+// escaped, well-formed UTF-8 kept, any other byte b written as \u00bb.
 std::string json_string(const std::string& s);
 
 // "64M", "2G", "4096", "512K", "1T" (binary units, case-insensitive, optional

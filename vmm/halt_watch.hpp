@@ -3,10 +3,12 @@
 // in-kernel local APIC (the PC platform) a vCPU that halts, or that waits
 // for INIT/SIPI, sleeps inside KVM_RUN, so the VMM cannot count halted
 // vCPUs from their exits as it does on the bare platform. Instead, after an
-// interval in which no vCPU left KVM_RUN, the VM kicks every vCPU thread,
-// which reads its own state (KVM_GET_MP_STATE waits for a vCPU that is
-// inside KVM_RUN) and answers; the judgement below then says whether
-// anything could still wake a vCPU.
+// interval in which no vCPU left KVM_RUN, the VM kicks every vCPU thread
+// out of KVM_RUN and holds it there until all are out, so that no guest
+// code runs while it reads their states (KVM_GET_MP_STATE, which also
+// takes in pending INIT and SIPI; RFLAGS.IF; a pending NMI): one moment's
+// picture, which the judgement below turns into a verdict.
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <optional>
@@ -16,14 +18,15 @@
 namespace hv {
 
 enum class VcpuRunState : std::uint8_t {
-    Running,            // runnable, or in a state this judgement does not know
+    Running,            // runnable, an NMI waits for it, or a state this judgement does not know
     HaltedInterruptsOff,
     HaltedInterruptsOn, // a timer, a device or an IPI may still wake it
-    WaitingForSipi,     // never started, or INIT received and no SIPI yet
+    NotStarted,         // never left the reset state: waits for INIT/SIPI
+    WaitingForSipi,     // INIT received (before its first SIPI, or sent back there), no SIPI yet
 };
 
-// From KVM_GET_MP_STATE's value and RFLAGS.IF.
-VcpuRunState classify_vcpu(std::uint32_t mp_state, bool interrupts_on);
+// From KVM_GET_MP_STATE's value, RFLAGS.IF and whether an NMI is pending.
+VcpuRunState classify_vcpu(std::uint32_t mp_state, bool interrupts_on, bool nmi_pending);
 
 // When every vCPU is halted with interrupts off or waits for INIT/SIPI,
 // nothing can wake any of them (only a running or halted-with-interrupts-on
@@ -46,8 +49,5 @@ public:
 private:
     std::chrono::milliseconds current_ = kFirst;
 };
-
-// "1-3, 7, 9-10": vCPU indices in ascending order, runs collapsed.
-std::string format_vcpu_list(std::span<const std::uint32_t> sorted);
 
 } // namespace hv

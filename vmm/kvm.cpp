@@ -21,6 +21,9 @@ namespace {
 constexpr std::size_t kCpuid2HeaderSize = 8;
 constexpr unsigned long kIoctlGetSupportedCpuid = _IOC(_IOC_READ | _IOC_WRITE, KVMIO, 0x05, kCpuid2HeaderSize);
 constexpr unsigned long kIoctlSetCpuid2 = _IOC(_IOC_WRITE, KVMIO, 0x90, kCpuid2HeaderSize);
+// The same for kvm_irq_routing: nr and flags, then the entries.
+constexpr std::size_t kIrqRoutingHeaderSize = 8;
+constexpr unsigned long kIoctlSetGsiRouting = _IOC(_IOC_WRITE, KVMIO, 0x6a, kIrqRoutingHeaderSize);
 
 std::string errno_text(const char* what) { return std::string(what) + " failed: " + std::strerror(errno); }
 
@@ -99,6 +102,9 @@ const std::vector<KvmCapability>& pc_platform_capabilities() {
         {KVM_CAP_IRQCHIP, "KVM_CAP_IRQCHIP", "the in-kernel PIC, IOAPIC and local APICs"},
         {KVM_CAP_PIT2, "KVM_CAP_PIT2", "the in-kernel PIT"},
         {KVM_CAP_SET_TSS_ADDR, "KVM_CAP_SET_TSS_ADDR", "real mode for the application processors' SIPI start"},
+        {KVM_CAP_IRQ_ROUTING, "KVM_CAP_IRQ_ROUTING", "the PIT on IOAPIC pin 2, as on a PC"},
+        {KVM_CAP_MP_STATE, "KVM_CAP_MP_STATE", "which vCPUs wait for INIT/SIPI or halted"},
+        {KVM_CAP_VCPU_EVENTS, "KVM_CAP_VCPU_EVENTS", "whether an NMI waits for a halted vCPU"},
     };
     return caps;
 }
@@ -149,8 +155,33 @@ void KvmVm::set_user_memory(std::uint32_t slot, std::uint64_t gpa, std::uint64_t
 
 void KvmVm::set_tss_addr(std::uint64_t gpa) { checked_ioctl(fd(), KVM_SET_TSS_ADDR, "KVM_SET_TSS_ADDR", gpa); }
 
+namespace {
+
+kvm_irq_routing_entry irqchip_route(std::uint32_t gsi, std::uint32_t chip, std::uint32_t pin) {
+    kvm_irq_routing_entry e{};
+    e.gsi = gsi;
+    e.type = KVM_IRQ_ROUTING_IRQCHIP;
+    e.u.irqchip.irqchip = chip;
+    e.u.irqchip.pin = pin;
+    return e;
+}
+
+} // namespace
+
 void KvmVm::create_pc_irqchip() {
     checked_ioctl(fd(), KVM_CREATE_IRQCHIP, "KVM_CREATE_IRQCHIP");
+    constexpr std::uint32_t kIsaIrqs = 16, kIoApicPins = 24, kPitGsi = 0, kCascadeGsi = 2, kPitPin = 2;
+    std::vector<kvm_irq_routing_entry> routes;
+    for (std::uint32_t gsi = 0; gsi < kIsaIrqs; ++gsi)
+        routes.push_back(irqchip_route(gsi, gsi < 8 ? KVM_IRQCHIP_PIC_MASTER : KVM_IRQCHIP_PIC_SLAVE, gsi % 8));
+    for (std::uint32_t gsi = 0; gsi < kIoApicPins; ++gsi)
+        if (gsi != kCascadeGsi) routes.push_back(irqchip_route(gsi, KVM_IRQCHIP_IOAPIC, gsi == kPitGsi ? kPitPin : gsi));
+    // kvm_irq_routing in its C layout (see kIrqRoutingHeaderSize): nr, flags, entries.
+    std::vector<std::uint8_t> buf(kIrqRoutingHeaderSize + routes.size() * sizeof(kvm_irq_routing_entry));
+    const auto nr = static_cast<std::uint32_t>(routes.size());
+    std::memcpy(buf.data(), &nr, sizeof nr);
+    std::memcpy(buf.data() + kIrqRoutingHeaderSize, routes.data(), routes.size() * sizeof(kvm_irq_routing_entry));
+    checked_ioctl_ptr(fd(), kIoctlSetGsiRouting, "KVM_SET_GSI_ROUTING", buf.data());
     // The PIT raises GSI 0. KVM_PIT_SPEAKER_DUMMY also gives it port 0x61,
     // whose bit 5 shows channel 2's output: Linux times its TSC calibration
     // by it, and without it gives up ("Unable to calibrate against PIT").
@@ -229,6 +260,11 @@ void KvmVcpu::set_mp_state(std::uint32_t state) {
     kvm_mp_state s{};
     s.mp_state = state;
     checked_ioctl_ptr(fd(), KVM_SET_MP_STATE, "KVM_SET_MP_STATE", &s);
+}
+bool KvmVcpu::nmi_pending() const {
+    kvm_vcpu_events events{};
+    checked_ioctl_ptr(fd(), KVM_GET_VCPU_EVENTS, "KVM_GET_VCPU_EVENTS", &events);
+    return events.nmi.pending || events.nmi.injected;
 }
 int KvmVcpu::enter() {
     int r = ::ioctl(fd(), KVM_RUN, 0);

@@ -65,14 +65,18 @@ public:
     void set_user_memory(std::uint32_t slot, std::uint64_t gpa, std::uint64_t size, void* host);
     void set_tss_addr(std::uint64_t gpa);
     // The PC's interrupt hardware inside KVM: PIC, IOAPIC, a local APIC per
-    // vCPU (created after this), and the PIT. Needs KVM_CAP_IRQCHIP and KVM_CAP_PIT2.
+    // vCPU (created after this), and the PIT, wired as on a PC (and QEMU):
+    // GSI n reaches PIC input n and IOAPIC pin n, except that the PIT's GSI 0
+    // goes to IOAPIC pin 2 (the ISA IRQ 0 override the MADT and MP table
+    // state) and GSI 2, the PICs' cascade, to no IOAPIC pin. Needs
+    // KVM_CAP_IRQCHIP, KVM_CAP_PIT2 and KVM_CAP_IRQ_ROUTING.
     void create_pc_irqchip();
     // Drives an input of the in-kernel PIC/IOAPIC (KVM_IRQ_LINE).
     void set_irq_line(std::uint32_t gsi, bool level);
-    // x2APIC as on hardware (KVM_CAP_X2APIC_API): 32-bit APIC IDs, and an
-    // x2APIC destination of 0xff is APIC 255, not a broadcast. Without it a
-    // guest with more than 255 vCPUs that starts APIC 255 would INIT every
-    // vCPU. False when KVM lacks the capability (then nothing changed).
+    // KVM_CAP_X2APIC_API: 32-bit APIC IDs in KVM_GET/SET_LAPIC and MSI
+    // routes, and an IOAPIC or MSI destination of 0xff in x2APIC mode means
+    // APIC 255 rather than a broadcast, as on hardware. IPIs through the ICR
+    // are the same either way. False when KVM lacks it (nothing changed).
     bool enable_x2apic_api(const Kvm& kvm);
     std::unique_ptr<KvmVcpu> create_vcpu(std::uint32_t index, std::size_t run_size);
     int fd() const { return fd_.get(); }
@@ -105,6 +109,10 @@ public:
     // ioctl waits for a vCPU inside KVM_RUN.
     std::uint32_t mp_state() const;
     void set_mp_state(std::uint32_t state);
+    // An NMI waits for this vCPU (KVM_GET_VCPU_EVENTS: pending or being
+    // injected); it wakes a vCPU halted with interrupts off. Same rule as
+    // mp_state().
+    bool nmi_pending() const;
 
 private:
     UniqueFd fd_;

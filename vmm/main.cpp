@@ -74,9 +74,11 @@ int main(int argc, char** argv) {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
         const int code = app.exit(e);
+        if (code != 0 && opt.json_file) hv::write_failure_report(opt, e.what());
         return code == 0 ? 0 : hv::exit_status::kVmmError;
     }
 
+    bool run_started = false;
     try {
         if (info->parsed()) {
             std::fputs(hv::kvm_info_report().c_str(), stdout);
@@ -113,12 +115,12 @@ int main(int argc, char** argv) {
         }
         opt.shadow.strict_faults = strict_faults;
         opt.shadow.skip_shootdown = skip_shootdown;
+        run_started = true;
         return hv::run_vm(opt);
-    } catch (const hv::VmmError& e) {
-        std::fprintf(stderr, "vmm: error: %s\n", e.what());
-        return hv::exit_status::kVmmError;
     } catch (const std::exception& e) {
         std::fprintf(stderr, "vmm: error: %s\n", e.what());
+        // An option of `run` refused before run_vm (which reports its own).
+        if (run->parsed() && !run_started) hv::write_failure_report(opt, e.what());
         return hv::exit_status::kVmmError;
     }
 }

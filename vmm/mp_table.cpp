@@ -1,10 +1,11 @@
 #include "mp_table.hpp"
 
+#include "firmware_blob.hpp"
+#include "format.hpp"
 #include "vmm_error.hpp"
 
 #include <algorithm>
 #include <cstddef>
-#include <cstdio>
 #include <string>
 #include <string_view>
 
@@ -53,19 +54,13 @@ constexpr std::string_view kIsaBusType = "ISA   "; // 6 bytes
 constexpr std::uint8_t kIsaIrqs = 16;
 constexpr std::uint8_t kPitIrq = 0;
 constexpr std::uint8_t kCascadeIrq = 2;
-// The IOAPIC pin of ISA IRQ n is n: KVM's default GSI routing, and the
-// MADT declares no IRQ0 override (acpi_tables.cpp).
-constexpr std::uint8_t kIoApicPinOfIrq0 = 0;
+// The IOAPIC pin of ISA IRQ n is n but for IRQ 0, the PIT, on pin 2: the
+// MADT's override (acpi_tables.cpp) and KvmVm::create_pc_irqchip's routing.
+constexpr std::uint8_t kIoApicPinOfIrq0 = 2;
 constexpr std::uint8_t kAllLocalApics = 0xff;
 constexpr std::uint8_t kLint0 = 0, kLint1 = 1;
 
 constexpr std::uint64_t kOneMiB = 0x100000;
-
-std::string hex(std::uint64_t value) {
-    char text[19];
-    std::snprintf(text, sizeof text, "0x%llx", static_cast<unsigned long long>(value));
-    return text;
-}
 
 std::uint32_t listed_cpus(std::uint32_t cpus) { return std::min(cpus, kMpMaxListedCpus); }
 
@@ -80,32 +75,26 @@ std::size_t table_size(std::uint32_t cpus) {
            (entry_count(cpus) - listed_cpus(cpus)) * kOtherEntrySize;
 }
 
-// Little-endian stores that append to the blob.
+// The MP structures are written in order: a cursor over the blob's stores.
 class Writer {
 public:
-    explicit Writer(std::vector<std::uint8_t>& bytes) : bytes_(bytes) {}
-    void u8(std::uint8_t value) { bytes_.push_back(value); }
-    void u16(std::uint16_t value) { store(value, 2); }
-    void u32(std::uint32_t value) { store(value, 4); }
-    void text(std::string_view chars) {
-        for (char c : chars) u8(static_cast<std::uint8_t>(c));
-    }
-    void zeros(std::size_t n) { bytes_.insert(bytes_.end(), n, 0); }
+    explicit Writer(FirmwareBlob& blob) : blob_(blob) {}
+    void u8(std::uint8_t value) { blob_.u8(at_++, value); }
+    void u16(std::uint16_t value) { blob_.u16(advance(2), value); }
+    void u32(std::uint32_t value) { blob_.u32(advance(4), value); }
+    void text(std::string_view chars) { blob_.text(advance(chars.size()), chars); }
+    void zeros(std::size_t n) { advance(n); } // the blob starts zero-filled
+    std::size_t at() const { return at_; }
 
 private:
-    void store(std::uint32_t value, std::size_t width) {
-        for (std::size_t i = 0; i < width; ++i) u8(static_cast<std::uint8_t>(value >> (8 * i)));
+    std::size_t advance(std::size_t n) {
+        const std::size_t here = at_;
+        at_ += n;
+        return here;
     }
-    std::vector<std::uint8_t>& bytes_;
+    FirmwareBlob& blob_;
+    std::size_t at_ = 0;
 };
-
-// The byte that makes [at, at + length) sum to 0 modulo 256, stored at
-// checksum_at (which must still hold 0).
-void checksum(std::vector<std::uint8_t>& bytes, std::size_t at, std::size_t length, std::size_t checksum_at) {
-    std::uint8_t sum = 0;
-    for (std::size_t i = at; i < at + length; ++i) sum = static_cast<std::uint8_t>(sum + bytes.at(i));
-    bytes.at(checksum_at) = static_cast<std::uint8_t>(-sum);
-}
 
 void io_interrupt(Writer& w, const MpPlatform& p, std::uint8_t type, std::uint16_t flags, std::uint8_t irq,
                   std::uint8_t pin) {
@@ -149,9 +138,8 @@ std::vector<std::uint8_t> build_mp_table(const MpPlatform& p, std::uint64_t base
     validate(p, base_gpa);
     const std::size_t table = kFloatingSize;
     const std::size_t size = table_size(p.cpus);
-    std::vector<std::uint8_t> bytes;
-    bytes.reserve(kFloatingSize + size);
-    Writer w(bytes);
+    FirmwareBlob blob(kFloatingSize + size);
+    Writer w(blob);
 
     // Floating pointer structure.
     w.text("_MP_");
@@ -207,12 +195,12 @@ std::vector<std::uint8_t> build_mp_table(const MpPlatform& p, std::uint64_t base
     local_interrupt(w, kExtInt, kLint0);
     local_interrupt(w, kNmi, kLint1);
 
-    if (bytes.size() != kFloatingSize + size)
-        throw VmmError("internal: the MP table is " + std::to_string(bytes.size()) + " bytes, planned " +
+    if (w.at() != kFloatingSize + size)
+        throw VmmError("internal: the MP table is " + std::to_string(w.at()) + " bytes, planned " +
                        std::to_string(kFloatingSize + size));
-    checksum(bytes, 0, kFloatingSize, 10);
-    checksum(bytes, table, size, table + 7);
-    return bytes;
+    blob.checksum(0, kFloatingSize, 10);
+    blob.checksum(table, size, table + 7);
+    return blob.take();
 }
 
 } // namespace hv

@@ -39,12 +39,12 @@ inline constexpr std::uint32_t kMpMaxListedCpus = 255;
 //  * one I/O APIC entry: ioapic_id, version 0x11 (what KVM's in-kernel
 //    IOAPIC reports in its version register), enabled, ioapic_address;
 //  * I/O interrupt entries (INT) for ISA IRQs 0-15 but 2 (the cascade),
-//    IRQ n on IOAPIC pin n: the MADT has no IRQ0 -> pin 2 override, since
-//    KVM's default routing takes the PIT's GSI 0 to pin 0. All are
-//    "conforms to the bus" (ISA: edge, active high) except the SCI, which
-//    like the MADT's override is level-triggered and active high. There is
-//    no ExtINT entry: KVM's IOAPIC does not deliver ExtINT, the 8259 output
-//    reaches the CPUs through LINT0 only;
+//    IRQ n on IOAPIC pin n except IRQ 0, the PIT, on pin 2, as the MADT's
+//    override says and KvmVm::create_pc_irqchip routes it (as on a PC and
+//    QEMU). All are "conforms to the bus" (ISA: edge, active high) except
+//    the SCI, which like the MADT's override is level-triggered and active
+//    high. There is no ExtINT entry: KVM's IOAPIC does not deliver ExtINT,
+//    the 8259 output reaches the CPUs through LINT0 only;
 //  * local interrupt entries for all local APICs (destination 0xff):
 //    ExtINT -> LINT0 and NMI -> LINT1, both conforming.
 //

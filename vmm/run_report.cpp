@@ -1,10 +1,11 @@
 #include "run_report.hpp"
 
 #include "format.hpp"
-#include "halt_watch.hpp"
 #include "vmm_error.hpp"
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 
 namespace hv {
@@ -95,11 +96,18 @@ std::string run_report_json(const RunReport& r) {
     return o;
 }
 
+// Written beside the target and renamed over it, so a reader finds the old
+// report or the whole new one, never a part (a killed run, a full disk).
 void write_run_report(const std::string& path, const RunReport& r) {
-    std::ofstream f(path, std::ios::trunc);
+    const std::string partial = path + ".partial";
+    std::ofstream f(partial, std::ios::trunc);
     f << run_report_json(r);
     f.close();
-    if (!f) throw VmmError("--json: cannot write '" + path + "'");
+    if (!f || std::rename(partial.c_str(), path.c_str()) != 0) {
+        const int err = errno;
+        std::remove(partial.c_str());
+        throw VmmError("--json: cannot write '" + path + "': " + std::strerror(err ? err : EIO));
+    }
 }
 
 } // namespace hv

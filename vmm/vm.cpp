@@ -13,6 +13,7 @@
 #include "guest_layout.hpp"
 #include "halt_watch.hpp"
 #include "kvm.hpp"
+#include "linux_boot.hpp"
 #include "pc_platform.hpp"
 #include "run_checks.hpp"
 #include "run_report.hpp"
@@ -41,13 +42,16 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// The kick signal only has to interrupt KVM_RUN (EINTR); its handler does nothing.
+// The kick signal only has to interrupt KVM_RUN; its handler does nothing.
+// SA_RESTART keeps it from failing the vCPU thread's other system calls (a
+// console write to a slow pipe): KVM_RUN itself returns a plain -EINTR,
+// which is never restarted.
 void kick_handler(int) {}
 void install_kick_handler() {
     struct sigaction sa{};
     sa.sa_handler = kick_handler;
     sigemptyset(&sa.sa_mask);
-    sa.sa_flags = 0; // no SA_RESTART: KVM_RUN must return EINTR
+    sa.sa_flags = SA_RESTART;
     sigaction(SIGUSR1, &sa, nullptr);
 }
 
@@ -58,9 +62,9 @@ struct alignas(64) VcpuThread {
     std::atomic<bool> started{false}; // thread is valid (read by shootdown kicks from other threads)
     std::array<std::uint64_t, kExitKindCount> exits{};
     std::atomic<std::uint64_t> exit_events{0}; // the same count, read by the halt watch while the thread runs
-    // Halt watch: the generation the VM asked for, the last one answered, and the answer.
-    std::atomic<std::uint64_t> probe_request{0}, probe_answer{0};
-    std::atomic<VcpuRunState> probe_state{VcpuRunState::Running};
+    // Halt watch: the round the VM asked this thread to stop for, and the
+    // last round it stopped for (outside KVM_RUN until the round ends).
+    std::atomic<std::uint64_t> probe_request{0}, probe_parked{0};
     std::optional<ExitKind> last_exit; // read after the thread ended
     std::string crash_report;
 };
@@ -83,11 +87,13 @@ private:
     void setup_devices();
     void create_vcpus(const BootInfo& info);
     void vcpu_loop(VcpuThread& t);
-    void answer_probe(VcpuThread& t);
+    void park_for_probe(VcpuThread& t);
     void wait_for_end();
     std::optional<std::string> probe_vcpus();
+    bool wait_until_parked(std::uint64_t round);
     std::uint64_t exit_events() const;
     void stop_all();
+    VcpuRunState state_of(const VcpuThread& t) const;
     std::vector<VcpuRunState> final_states() const;
     RunReport report(Clock::time_point end, const std::vector<VcpuRunState>& states) const;
     std::string unclaimed_stats() const;
@@ -124,7 +130,8 @@ private:
     StopLatch stop_;
     std::atomic<std::uint32_t> halted_{0};         // bare platform: vCPUs that executed HLT
     std::atomic<std::uint32_t> halted_with_if_{0};
-    std::uint64_t probe_generation_ = 0;           // PC platform: the halt watch's last question
+    std::uint64_t probe_rounds_ = 0;               // PC platform: the halt watch's rounds so far
+    std::atomic<std::uint64_t> probe_round_{0};    // the round in progress (0: none); vCPU threads wait on it
     mutable std::mutex log_mutex_;
     std::vector<VcpuThread> threads_;
     std::unique_ptr<ShadowVm> shadow_; // --paging shadow
@@ -135,16 +142,6 @@ private:
     std::size_t unclaimed_count_ = 0;
     long rss_before_vcpus_kib_ = 0, rss_after_vcpus_kib_ = 0;
 };
-
-// The image kind as the JSON report names it (run_report.hpp).
-const char* image_kind_id(ImageKind kind) {
-    switch (kind) {
-    case ImageKind::Elf64: return "elf64";
-    case ImageKind::Multiboot: return "multiboot";
-    case ImageKind::Linux: return "linux";
-    }
-    return "?";
-}
 
 // Resident set size of this process in KiB (0 when /proc is unreadable).
 long resident_kib() {
@@ -193,7 +190,8 @@ void Vm::setup_devices() {
         PcPlatformConfig pc;
         pc.ram_size = config_.ram_size;
         pc.cpus = config_.cpus;
-        pc.cmdline = config_.cmdline;
+        // What the guest got: a Linux kernel without --cmdline gets the default.
+        pc.cmdline = image_.kind == ImageKind::Linux && config_.cmdline.empty() ? kDefaultLinuxCmdline : config_.cmdline;
         platform_ = std::make_unique<PcPlatform>(*vm_, ports_, *serial_, stop_, pc);
     }
 }
@@ -219,7 +217,7 @@ void Vm::create_vcpus(const BootInfo& info) {
     std::vector<kvm_cpuid_entry2> entries = kvm_.supported_cpuid().entries();
     CpuidFixups fixups;
     fixups.local_apic = pc_;
-    fixups.tsc_deadline = pc_ && kvm_.check_extension(KVM_CAP_TSC_DEADLINE_TIMER);
+    fixups.tsc_deadline = kvm_.check_extension(KVM_CAP_TSC_DEADLINE_TIMER);
     apply_cpuid_fixups(entries, fixups);
     const CpuidTable cpuid(std::move(entries));
     threads_ = std::vector<VcpuThread>(config_.cpus); // in place: VcpuThread does not move
@@ -266,14 +264,29 @@ void* Vm::thread_main(void* arg) {
     return nullptr;
 }
 
-// On the vCPU's own thread, outside KVM_RUN, where KVM_GET_MP_STATE does not wait.
-void Vm::answer_probe(VcpuThread& t) {
-    const std::uint64_t asked = t.probe_request.load(std::memory_order_acquire);
-    if (asked == t.probe_answer.load(std::memory_order_relaxed)) return;
-    constexpr std::uint64_t kRflagsIf = 1u << 9;
-    const bool interrupts_on = (t.vcpu->run().s.regs.regs.rflags & kRflagsIf) != 0; // synced by the last KVM_RUN
-    t.probe_state.store(classify_vcpu(t.vcpu->mp_state(), interrupts_on), std::memory_order_relaxed);
-    t.probe_answer.store(asked, std::memory_order_release);
+// Outside the vCPU's KVM_RUN (its thread holds it, or has ended): where
+// KVM_GET_MP_STATE and KVM_GET_VCPU_EVENTS do not wait, and kvm_run's
+// synced registers are the last KVM_RUN's. An ioctl that fails says
+// nothing about the guest: then the vCPU counts as running.
+VcpuRunState Vm::state_of(const VcpuThread& t) const {
+    if (!pc_) return VcpuRunState::Running;
+    try {
+        const bool interrupts_on = (t.vcpu->run().s.regs.regs.rflags & kRflagsIf) != 0;
+        return classify_vcpu(t.vcpu->mp_state(), interrupts_on, t.vcpu->nmi_pending());
+    } catch (const std::exception&) {
+        return VcpuRunState::Running;
+    }
+}
+
+// On the vCPU's own thread, between KVM_RUNs: when the halt watch asked for
+// a round, say so and stay out of KVM_RUN until the round ends.
+void Vm::park_for_probe(VcpuThread& t) {
+    const std::uint64_t round = t.probe_request.load(std::memory_order_seq_cst);
+    if (round == t.probe_parked.load(std::memory_order_relaxed)) return;
+    t.probe_parked.store(round, std::memory_order_release);
+    for (std::uint64_t now = probe_round_.load(std::memory_order_acquire); now == round;
+         now = probe_round_.load(std::memory_order_acquire))
+        probe_round_.wait(round, std::memory_order_acquire);
 }
 
 void Vm::vcpu_loop(VcpuThread& t) {
@@ -293,7 +306,7 @@ void Vm::vcpu_loop(VcpuThread& t) {
         // and the others their requests, before they kick.
         immediate_exit.store(0, std::memory_order_seq_cst);
         if (stop_.stopped()) break;
-        answer_probe(t);
+        park_for_probe(t);
         if (shootdown && shootdown->enter_guest(vcpu.index())) vcpu.nmi();
         const int r = vcpu.enter();
         if (shootdown) shootdown->leave_guest(vcpu.index());
@@ -347,25 +360,47 @@ std::uint64_t Vm::exit_events() const {
     return n;
 }
 
-// Asks every vCPU thread for its state (a kick makes a sleeping vCPU leave
-// KVM_RUN) and judges the answers; nullopt when some vCPU can still run, or
-// when not every thread answered in time (one is busy in the VMM: it runs).
+// Kicks every vCPU thread out of KVM_RUN and holds it out; once all are
+// out, no guest code runs anywhere, so their states are one moment's
+// picture, which stuck_vm_message judges. nullopt when some vCPU can still
+// run, or when a thread stopped answering (one busy in the VMM: it runs).
 std::optional<std::string> Vm::probe_vcpus() {
-    const std::uint64_t generation = ++probe_generation_;
+    const std::uint64_t round = ++probe_rounds_;
+    probe_round_.store(round, std::memory_order_seq_cst);
+    struct EndRound { // on every way out: the held threads go on
+        std::atomic<std::uint64_t>& round;
+        ~EndRound() {
+            round.store(0, std::memory_order_release);
+            round.notify_all();
+        }
+    } end_round{probe_round_};
     for (std::uint32_t i = 0; i < threads_.size(); ++i) {
-        threads_[i].probe_request.store(generation, std::memory_order_release);
+        threads_[i].probe_request.store(round, std::memory_order_seq_cst);
         kick(i);
     }
-    std::vector<VcpuRunState> states(threads_.size());
-    const auto give_up = Clock::now() + std::chrono::milliseconds(500);
-    for (std::size_t i = 0; i < threads_.size(); ++i) {
-        while (threads_[i].probe_answer.load(std::memory_order_acquire) != generation) {
-            if (stop_.stopped() || Clock::now() > give_up) return std::nullopt;
-            std::this_thread::sleep_for(std::chrono::milliseconds(1));
-        }
-        states[i] = threads_[i].probe_state.load(std::memory_order_relaxed);
-    }
+    if (!wait_until_parked(round)) return std::nullopt;
+    std::vector<VcpuRunState> states;
+    for (const auto& t : threads_) states.push_back(state_of(t));
     return stuck_vm_message(states);
+}
+
+// Whether every vCPU thread stopped for `round`; gives up when the VM stops
+// or half a second passes in which no further thread did.
+bool Vm::wait_until_parked(std::uint64_t round) {
+    std::size_t parked = 0;
+    auto progress = Clock::now();
+    for (;;) {
+        std::size_t now = 0;
+        for (const auto& t : threads_) now += t.probe_parked.load(std::memory_order_acquire) == round;
+        if (now == threads_.size()) return true;
+        if (now > parked) {
+            parked = now;
+            progress = Clock::now();
+        } else if (stop_.stopped() || Clock::now() - progress > std::chrono::milliseconds(500)) {
+            return false;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
 }
 
 // Until the VM stops or --timeout passes. On the PC platform HLT does not
@@ -404,24 +439,15 @@ void Vm::wait_for_end() {
 
 void Vm::stop_all() {
     if (shadow_) shadow_->shootdown().stop();
-    for (auto& t : threads_) std::atomic_ref<std::uint8_t>(t.vcpu->run().immediate_exit).store(1, std::memory_order_seq_cst);
-    for (auto& t : threads_)
-        if (t.started) pthread_kill(t.thread, SIGUSR1);
+    for (std::uint32_t i = 0; i < threads_.size(); ++i) kick(i);
     for (auto& t : threads_)
         if (t.started) pthread_join(t.thread, nullptr);
 }
 
-// Each vCPU's state once every thread has ended (the ioctls no longer wait).
+// Each vCPU's state once every thread has ended.
 std::vector<VcpuRunState> Vm::final_states() const {
     std::vector<VcpuRunState> states;
-    for (const auto& t : threads_) {
-        if (!pc_) {
-            states.push_back(VcpuRunState::Running);
-            continue;
-        }
-        constexpr std::uint64_t kRflagsIf = 1u << 9;
-        states.push_back(classify_vcpu(t.vcpu->mp_state(), (t.vcpu->run().s.regs.regs.rflags & kRflagsIf) != 0));
-    }
+    for (const auto& t : threads_) states.push_back(state_of(t));
     return states;
 }
 
@@ -432,9 +458,11 @@ void Vm::print_stuck_vcpus(const std::vector<VcpuRunState>& states) const {
     for (std::size_t i = 0; i < threads_.size(); ++i) {
         const auto& t = threads_[i];
         std::string line = "vcpu " + std::to_string(t.vcpu->index()) + " at the timeout: ";
-        if (states[i] == VcpuRunState::WaitingForSipi) {
+        if (states[i] == VcpuRunState::NotStarted) {
             never_started.push_back(t.vcpu->index());
             line += "waiting for INIT/SIPI (never started)";
+        } else if (states[i] == VcpuRunState::WaitingForSipi) {
+            line += "waiting for SIPI (INIT received)";
         } else {
             const kvm_regs& r = t.vcpu->run().s.regs.regs;
             line += "rip=" + hex(r.rip) + " rsp=" + hex(r.rsp) + " last exit " +
@@ -452,7 +480,7 @@ void Vm::print_stuck_vcpus(const std::vector<VcpuRunState>& states) const {
     // code it spins in, for the first few vCPUs that ran.
     if (image_.kind == ImageKind::Elf64) return;
     for (std::size_t i = 0, shown = 0; i < threads_.size() && shown < 4; ++i) {
-        if (states[i] == VcpuRunState::WaitingForSipi) continue;
+        if (states[i] == VcpuRunState::NotStarted || states[i] == VcpuRunState::WaitingForSipi) continue;
         CrashInput in;
         in.title = "timeout";
         in.reason = "where the vCPU was";
@@ -490,7 +518,7 @@ RunReport Vm::report(Clock::time_point end, const std::vector<VcpuRunState>& sta
     r.peak_rss_kib = ru.ru_maxrss;
     if (rss_after_vcpus_kib_ >= rss_before_vcpus_kib_) r.vcpus_rss_kib = rss_after_vcpus_kib_ - rss_before_vcpus_kib_;
     for (std::size_t i = 0; i < states.size(); ++i)
-        if (states[i] == VcpuRunState::WaitingForSipi) r.never_started.push_back(static_cast<std::uint32_t>(i));
+        if (states[i] == VcpuRunState::NotStarted) r.never_started.push_back(static_cast<std::uint32_t>(i));
     if (shadow_) r.extra_stats += shadow_->stats();
     r.extra_stats += unclaimed_stats();
     return r;
@@ -498,7 +526,14 @@ RunReport Vm::report(Clock::time_point end, const std::vector<VcpuRunState>& sta
 
 int Vm::run() {
     kvm_.require_capabilities();
-    if (pc_) kvm_.require_capabilities(pc_platform_capabilities());
+    if (pc_) {
+        try {
+            kvm_.require_capabilities(pc_platform_capabilities());
+        } catch (const VmmError& e) {
+            throw VmmError(std::string(e.what()) +
+                           "; the PC platform needs them (--platform bare runs ELF and multiboot guests without)");
+        }
+    }
     const unsigned max = kvm_.max_vcpus();
     if (config_.cpus > max)
         throw VmmError("--cpus " + std::to_string(config_.cpus) + " exceeds KVM's maximum of " + std::to_string(max) +
@@ -577,10 +612,12 @@ int Vm::run() {
     return status;
 }
 
-int run_vm_unreported(const RunOptions& opt) {
+// `image_kind` is set once the image is known, for the report of a failure after that.
+int run_vm_unreported(const RunOptions& opt, std::optional<std::string>& image_kind) {
     validate_run_options(opt);
     const std::vector<std::uint8_t> file = read_file(opt.image, "image", opt.mem);
     const BootImage image = parse_boot_image(file, opt.image);
+    image_kind = image_kind_id(image.kind);
     check_image_fits(image, opt.mem, opt.cpus, opt.image);
     if (opt.paging == RunOptions::Paging::Shadow) {
         if (image.kind != ImageKind::Elf64)
@@ -613,22 +650,27 @@ RunReport base_report(const RunOptions& opt) {
     return r;
 }
 
+void write_failure_report(const RunOptions& opt, const std::string& message, std::optional<std::string> image_kind) {
+    if (!opt.json_file) return;
+    RunReport r = base_report(opt);
+    r.image_kind = std::move(image_kind);
+    r.end = {StopReason::VmmFailure, exit_status::kVmmError, message};
+    try {
+        write_run_report(*opt.json_file, r);
+    } catch (const std::exception&) {
+        // The run's own error is the one to report.
+    }
+}
+
 int run_vm(const RunOptions& opt) {
     // An unwritable --json file is refused before anything runs.
-    if (opt.json_file && !std::ofstream(*opt.json_file, std::ios::trunc))
+    if (opt.json_file && !std::ofstream(*opt.json_file, std::ios::app))
         throw VmmError("--json: cannot write '" + *opt.json_file + "': " + std::strerror(errno));
+    std::optional<std::string> image_kind;
     try {
-        return run_vm_unreported(opt);
+        return run_vm_unreported(opt, image_kind);
     } catch (const std::exception& e) {
-        if (opt.json_file) {
-            RunReport r = base_report(opt);
-            r.end = {StopReason::VmmFailure, exit_status::kVmmError, e.what()};
-            try {
-                write_run_report(*opt.json_file, r);
-            } catch (const std::exception&) {
-                // The run's own error is the one to report.
-            }
-        }
+        write_failure_report(opt, e.what(), image_kind);
         throw;
     }
 }

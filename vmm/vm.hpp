@@ -49,4 +49,10 @@ void validate_run_options(const RunOptions& options);
 // CPUs, RAM), before anything ran. Exposed for tests.
 RunReport base_report(const RunOptions& options);
 
+// Writes --json's report of a run that failed before or while it started
+// (end.reason "vmm-error"); does nothing without --json, and never throws:
+// the failure itself is what the caller reports.
+void write_failure_report(const RunOptions& options, const std::string& message,
+                          std::optional<std::string> image_kind = std::nullopt);
+
 } // namespace hv

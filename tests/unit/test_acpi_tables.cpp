@@ -261,9 +261,9 @@ TEST_CASE("ACPI tables: the FADT follows a non-default PM base and SCI") {
     CHECK(gas(b, f + 172).address == 0xb004);
     CHECK(gas(b, f + 208).address == 0xb008);
     const auto overrides = entries_of_type(b, 2);
-    REQUIRE(overrides.size() == 1);
-    CHECK(b.u8(overrides[0].at + 3) == 11);
-    CHECK(b.u32(overrides[0].at + 4) == 11);
+    REQUIRE(overrides.size() == 2); // IRQ 0 and the SCI
+    CHECK(b.u8(overrides[1].at + 3) == 11);
+    CHECK(b.u32(overrides[1].at + 4) == 11);
 }
 
 TEST_CASE("ACPI tables: the DSDT holds the _S5_ package and nothing else") {
@@ -306,7 +306,7 @@ TEST_CASE("ACPI tables: the MADT lists every vCPU once and enabled") {
     }
 }
 
-TEST_CASE("ACPI tables: the MADT has the IOAPIC and the SCI override and no IRQ0 override") {
+TEST_CASE("ACPI tables: the MADT has the IOAPIC, the IRQ0 -> GSI 2 override and the SCI override") {
     const Blob b = build(2);
 
     const auto ioapics = entries_of_type(b, 1);
@@ -317,11 +317,19 @@ TEST_CASE("ACPI tables: the MADT has the IOAPIC and the SCI override and no IRQ0
     CHECK(b.u32(io + 4) == 0xfec00000); // address
     CHECK(b.u32(io + 8) == 0);          // GSI base
 
-    // Only the SCI is overridden: ISA IRQ 9 -> GSI 9, level, active high.
-    // IRQ 0 stays GSI 0, where KVM's in-kernel PIT is routed.
+    // ISA IRQ 0 (the PIT) -> GSI 2, bus-conforming, as on a PC and QEMU
+    // (KvmVm::create_pc_irqchip routes it there).
     const auto overrides = entries_of_type(b, 2);
-    REQUIRE(overrides.size() == 1);
-    const std::size_t iso = overrides[0].at;
+    REQUIRE(overrides.size() == 2);
+    const std::size_t irq0 = overrides[0].at;
+    CHECK(b.u8(irq0 + 1) == 10);
+    CHECK(b.u8(irq0 + 2) == 0); // bus: ISA
+    CHECK(b.u8(irq0 + 3) == 0); // source IRQ
+    CHECK(b.u32(irq0 + 4) == 2); // GSI
+    CHECK(b.u16(irq0 + 8) == 0); // conforms to the bus: edge, active high
+
+    // The SCI: ISA IRQ 9 -> GSI 9, level, active high.
+    const std::size_t iso = overrides[1].at;
     CHECK(b.u8(iso + 1) == 10);
     CHECK(b.u8(iso + 2) == 0);          // bus: ISA
     CHECK(b.u8(iso + 3) == 9);          // source IRQ
@@ -373,6 +381,11 @@ TEST_CASE("ACPI tables: other bad platforms are refused") {
     hv::AcpiPlatform platform;
     platform.sci_irq = 16;
     CHECK_THROWS_WITH_AS(hv::build_acpi_tables(platform, kBase), doctest::Contains("SCI IRQ 16"), hv::VmmError);
+    for (std::uint8_t taken : {0, 2}) { // the PIT's IRQ and GSI
+        platform.sci_irq = taken;
+        CHECK_THROWS_WITH_AS(hv::build_acpi_tables(platform, kBase),
+                             doctest::Contains("expected an ISA IRQ from 1 to 15 other than 2"), hv::VmmError);
+    }
     platform = {};
     platform.pm_base = 0;
     CHECK_THROWS_AS(hv::build_acpi_tables(platform, kBase), hv::VmmError);

@@ -320,7 +320,7 @@ TEST_CASE("load_guest multiboot: more than one vCPU needs the PC platform's loca
     config.pc_firmware = false; // --platform bare
     const std::string msg = load_error(mem, p.image, config);
     CHECK(contains(msg, "multiboot"));
-    CHECK(contains(msg, "--platform bare has not; --cpus must be 1 (got 2)"));
+    CHECK(contains(msg, "--platform bare does not provide; --cpus must be 1 (got 2)"));
     config.pc_firmware = true;
     CHECK(load_error(mem, p.image, config) == "");
 }

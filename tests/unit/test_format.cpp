@@ -1,10 +1,12 @@
-// hv::parse_size / format_size / hex: the CLI's --mem parser and the sizes
-// and addresses every VMM message prints.
+// hv::parse_size / format_size / hex / format_vcpu_list / json_string: the
+// CLI's --mem parser, and the sizes, addresses, vCPU lists and JSON strings
+// the VMM prints.
 #include <doctest/doctest.h>
 
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "format.hpp"
 
@@ -124,4 +126,24 @@ TEST_CASE("hex: lower-case with 0x prefix and no padding") {
     CHECK(hex(0x100000) == "0x100000");
     CHECK(hex(UINT64_MAX) == "0xffffffffffffffff");
     CHECK(hex(std::uint64_t{1} << 63) == "0x8000000000000000");
+}
+
+TEST_CASE("format_vcpu_list: runs of consecutive indices collapse") {
+    CHECK(hv::format_vcpu_list(std::vector<std::uint32_t>{}) == "");
+    CHECK(hv::format_vcpu_list(std::vector<std::uint32_t>{3}) == "3");
+    CHECK(hv::format_vcpu_list(std::vector<std::uint32_t>{1, 2, 3, 7, 9, 10}) == "1-3, 7, 9-10");
+    CHECK(hv::format_vcpu_list(std::vector<std::uint32_t>{0, 2, 4}) == "0, 2, 4");
+}
+
+TEST_CASE("json_string: quotes, escapes control characters, keeps UTF-8, escapes other bytes") {
+    CHECK(hv::json_string("plain") == "\"plain\"");
+    CHECK(hv::json_string("a\"b\\c") == "\"a\\\"b\\\\c\"");
+    CHECK(hv::json_string("line\nnext\ttab\x01") == "\"line\\nnext\\ttab\\u0001\"");
+    CHECK(hv::json_string("gr\xc3\xbc\xc3\x9f \xe2\x82\xac \xf0\x9f\x99\x82") == "\"gr\xc3\xbc\xc3\x9f \xe2\x82\xac \xf0\x9f\x99\x82\"");
+    // Latin-1 bytes, a lone continuation byte, a truncated sequence, an overlong encoding, a surrogate.
+    CHECK(hv::json_string("caf\xe9") == "\"caf\\u00e9\"");
+    CHECK(hv::json_string("\x80") == "\"\\u0080\"");
+    CHECK(hv::json_string("\xe2\x82") == "\"\\u00e2\\u0082\"");
+    CHECK(hv::json_string("\xc0\xaf") == "\"\\u00c0\\u00af\"");
+    CHECK(hv::json_string("\xed\xa0\x80") == "\"\\u00ed\\u00a0\\u0080\"");
 }

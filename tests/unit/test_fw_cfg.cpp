@@ -109,8 +109,9 @@ TEST_CASE("fw_cfg: the command line and its size") {
     CHECK(cfg.item(0x0015, 20) == expected);
     CHECK(cfg.item(0x0015, 22).back() == 0);
 
+    // Empty: size 1 and a lone NUL, as QEMU's -kernel boot gives it.
     Cfg empty(config(""));
-    CHECK(empty.le(0x0014, 4) == 0);
+    CHECK(empty.le(0x0014, 4) == 1);
     CHECK(empty.item(0x0015, 4) == std::vector<std::uint8_t>(4, 0));
 
     // A C string ends at its first NUL, as QEMU takes it.
@@ -128,12 +129,13 @@ TEST_CASE("fw_cfg: the file directory is empty and other keys read zeros") {
     }
 }
 
-TEST_CASE("fw_cfg: selector bit 14 is ignored, bit 15 selects the empty arch table") {
+TEST_CASE("fw_cfg: selector bit 14 is ignored, bit 15 selects the arch table: only the IRQ0 override") {
     Cfg cfg(config());
     CHECK(cfg.le(0x4005, 2) == 4);
     CHECK(cfg.item(0x4000, 4) == bytes_of("QEMU"));
     CHECK(cfg.item(0x8000, 4) == std::vector<std::uint8_t>(4, 0)); // ACPI tables in QEMU
-    CHECK(cfg.item(0x8002, 4) == std::vector<std::uint8_t>(4, 0)); // no IRQ0 override
+    CHECK(cfg.le(0x8002, 4) == 1);                                 // ISA IRQ 0 is on GSI 2, as the MADT says
+    CHECK(cfg.le(0xc002, 4) == 1);                                 // bit 14 ignored there too
     CHECK(cfg.item(0x8005, 2) == std::vector<std::uint8_t>(2, 0));
     CHECK(cfg.item(0xc005, 2) == std::vector<std::uint8_t>(2, 0));
 }

@@ -105,11 +105,12 @@ TEST_CASE("write_run_report: writes the file, and names a path it cannot write")
     std::stringstream text;
     text << f.rdbuf();
     CHECK(text.str() == hv::run_report_json(sample()));
+    CHECK(!std::filesystem::exists(path + ".partial")); // written beside, then renamed
     std::filesystem::remove_all(dir);
     try {
         hv::write_run_report("/nonexistent/dir/run.json", sample());
         FAIL("expected a VmmError");
     } catch (const hv::VmmError& e) {
-        CHECK(std::string(e.what()) == "--json: cannot write '/nonexistent/dir/run.json'");
+        CHECK(std::string(e.what()) == "--json: cannot write '/nonexistent/dir/run.json': No such file or directory");
     }
 }
