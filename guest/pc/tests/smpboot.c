@@ -5,10 +5,15 @@
  * mode=broadcast: the same three IPIs to all-excluding-self.
  * mode=bad-dest: first INIT/SIPI/SIPI to APIC IDs that do not exist: the
  *   ICR's delivery status must clear and nothing may start; then as `each`.
- * mode=garbage-sipi: SIPI one AP to a page of 0xff bytes. Under vmm run
- *   the VM must stop with a guest-crash report for that AP (if it is still
- *   running 5 s later: FAIL); QEMU TCG lets the AP run the garbage on
- *   through SeaBIOS's interrupt vectors, so there the test fails.
+ * mode=garbage-sipi: SIPI one AP to a page of 0xff bytes (an invalid
+ *   opcode, then wherever the real-mode interrupt vectors lead). What the
+ *   AP then does is up to the garbage: kvm_pvm stops it with an emulation
+ *   failure, kvm_amd and QEMU let it run on. Waits 2 s and exits 0; the
+ *   test around it checks that the VMM survives whatever happened.
+ * mode=ap-triple-fault: SIPI one AP to code that loads an empty real-mode
+ *   IDT and raises #BP: the AP triple-faults. On a PC that resets the
+ *   machine (QEMU does); vmm run must end the VM with a guest-crash report
+ *   for that vCPU, so the guest FAILs if it still runs 5 s later.
  * mode=none: start nothing and spin, for vmm run's --timeout report of the
  *   vCPUs still waiting for a SIPI.
  *
@@ -20,7 +25,7 @@
 
 const char pc_test_name[] = "smpboot";
 
-#define GARBAGE_PAGE 0x7000 /* SIPI vector 0x07 */
+#define BAD_SIPI_PAGE 0x7000 /* SIPI vector 0x07 */
 
 static bool madt_needs_x2apic(const struct madt_info *m)
 {
@@ -85,23 +90,52 @@ static void check_bad_destinations(const struct madt_info *m, unsigned expect, b
            smp_checked_in());
 }
 
-static PC_NORETURN void garbage_sipi(const struct madt_info *m, bool x2apic)
+/* Any AP other than us (the MADT's first), or SKIP and end. */
+static uint32_t some_ap(const struct madt_info *m)
 {
     uint32_t me = apic_id(), target = me;
     for (unsigned i = 0; i < m->cpus && target == me; i++)
         target = m->apic_ids[i];
     if (target == me) {
-        report_skip("garbage-sipi: no AP to send it to");
+        report_skip("no AP to start");
         report_summary();
     }
-    memset(phys_ptr(GARBAGE_PAGE), 0xff, 4096);
+    return target;
+}
+
+static PC_NORETURN void garbage_sipi(const struct madt_info *m, bool x2apic)
+{
+    uint32_t target = some_ap(m);
+    memset(phys_ptr(BAD_SIPI_PAGE), 0xff, 4096);
     smp_prepare(0, x2apic);
     report_info("sending INIT/SIPI/SIPI with vector 0x%x (a page of 0xff bytes) to APIC ID %u; "
-                "the VM should stop with a guest-crash report for that vCPU",
-                GARBAGE_PAGE >> 12, target);
-    smp_init_sipi(target, GARBAGE_PAGE >> 12);
+                "what it runs then is up to the garbage",
+                BAD_SIPI_PAGE >> 12, target);
+    smp_init_sipi(target, BAD_SIPI_PAGE >> 12);
+    mdelay(2000);
+    report_info("garbage-sipi: the VM still runs 2 s after APIC ID %u was started on garbage", target);
+    report_summary();
+}
+
+/* Real mode, CS = the page: cli; lidt cs:[0x10] (limit 0); int3. With no
+ * IDT the #BP cannot be delivered, nor the #DF after it: shutdown. */
+static const uint8_t triple_fault_code[] = {0xfa, 0x2e, 0x0f, 0x01, 0x1e, 0x10, 0x00, 0xcc};
+#define TRIPLE_FAULT_IDTR 0x10 /* 6 zero bytes: limit 0, base 0 */
+
+static PC_NORETURN void ap_triple_fault(const struct madt_info *m, bool x2apic)
+{
+    uint32_t target = some_ap(m);
+    uint8_t *page = phys_ptr(BAD_SIPI_PAGE);
+    memset(page, 0, 4096);
+    memcpy(page, triple_fault_code, sizeof triple_fault_code);
+    memset(page + TRIPLE_FAULT_IDTR, 0, 6);
+    smp_prepare(0, x2apic);
+    report_info("starting APIC ID %u on code that triple-faults; the VM should stop with a guest-crash report "
+                "for that vCPU",
+                target);
+    smp_init_sipi(target, BAD_SIPI_PAGE >> 12);
     mdelay(5000);
-    report_fail("garbage-sipi: the VM still runs 5 s after APIC ID %u was started on garbage", target);
+    report_fail("ap-triple-fault: the VM still runs 5 s after APIC ID %u triple-faulted", target);
     report_summary();
 }
 
@@ -128,11 +162,13 @@ void test_main(void)
     }
     if (arg_is("mode", "garbage-sipi"))
         garbage_sipi(m, x2apic);
+    if (arg_is("mode", "ap-triple-fault"))
+        ap_triple_fault(m, x2apic);
     enum smp_mode mode = arg_is("mode", "broadcast") ? SMP_BROADCAST : SMP_EACH;
     if (arg_is("mode", "bad-dest"))
         check_bad_destinations(m, expect, x2apic);
     else if (arg_value("mode", NULL) && !arg_is("mode", "each") && mode != SMP_BROADCAST)
-        report_fail("unknown mode= (each, broadcast, bad-dest, garbage-sipi, none)");
+        report_fail("unknown mode= (each, broadcast, bad-dest, garbage-sipi, ap-triple-fault, none)");
 
     uint64_t t0 = rdtsc();
     unsigned online = smp_boot(mode, x2apic);
