@@ -47,12 +47,3 @@ int vprintf(const char *fmt, va_list ap)
     rt_spin_unlock(&console_lock);
     return n;
 }
-
-int printf(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vprintf(fmt, ap);
-    va_end(ap);
-    return n;
-}

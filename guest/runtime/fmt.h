@@ -18,10 +18,14 @@ typedef void (*rt_putc_fn)(char c, void *ctx);
 /* Formats `fmt` to `put` one character at a time; returns the count. */
 int rt_vformat(rt_putc_fn put, void *ctx, const char *fmt, va_list ap);
 
-/* C's snprintf/vsnprintf on top of it (the guest runtimes declare them with
- * their format-checking attributes): at most size - 1 characters and a NUL;
- * returns the length the whole output would have. */
+/* C's snprintf/vsnprintf on top of it (the guest runtimes declare these
+ * with their format-checking attributes): at most size - 1 characters and a
+ * NUL; returns the length the whole output would have. */
 int vsnprintf(char *buf, size_t size, const char *fmt, va_list ap);
 int snprintf(char *buf, size_t size, const char *fmt, ...);
+
+/* printf through the runtime's own vprintf (its console). */
+int vprintf(const char *fmt, va_list ap);
+int printf(const char *fmt, ...);
 
 #endif

@@ -48,12 +48,3 @@ int vprintf(const char *fmt, va_list ap)
     irq_restore(flags);
     return n;
 }
-
-int printf(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vprintf(fmt, ap);
-    va_end(ap);
-    return n;
-}
