@@ -65,7 +65,10 @@ void test_timer_oneshot(const char *mode, uint64_t timer_hz)
  * initial count. This times the timer at its source, which a host that
  * preempts the vCPU (QEMU TCG on a busy machine: interrupts arrive late or
  * coalesce) cannot blur. Returns the pairs that disagree by more than 2%
- * of the period (plus the reads' own uncertainty). */
+ * of the period (plus the reads' own uncertainty). A read of 0 is the
+ * instant of the reload, which an emulated timer reaches only when its host
+ * gets round to it (KVM reads 0 from expiry until it re-arms; in a nested
+ * host that took 0.3 ms once): such a pair is not compared. */
 static unsigned sawtooth_errors(uint64_t timer_hz, uint32_t initial, unsigned *pairs)
 {
     unsigned bad = 0;
@@ -74,6 +77,10 @@ static unsigned sawtooth_errors(uint64_t timer_hz, uint32_t initial, unsigned *p
     for (unsigned i = 0; i < 12; i++) {
         udelay(PERIOD_US * 37u / 100u); /* land at different phases */
         struct apic_timer_sample s = apic_timer_sample(4);
+        if (prev.count == 0 || s.count == 0) {
+            prev = s;
+            continue;
+        }
         uint64_t width = tsc_to_us(prev.width + s.width) * timer_hz / 1000000u;
         uint64_t dt = tsc_to_us(s.tsc - prev.tsc) * timer_hz / 1000000u;
         /* counts run from `initial` down to 1, then reload */
@@ -103,8 +110,10 @@ void test_timer_periodic(const char *mode, uint64_t timer_hz)
     uint32_t total = fired;
     apic_timer_stop();
     report(n >= 5, "%s: periodic: fires at least 5 times (%u times)", mode, n);
-    report(bad == 0, "%s: periodic: the current count reloads every %u us (%u of %u pairs of reads disagree)", mode,
-           PERIOD_US, bad, pairs);
+    report(bad == 0 && pairs >= 6,
+           "%s: periodic: the current count reloads every %u us (%u of %u pairs of reads disagree; at least 6 of 12 "
+           "compared)",
+           mode, PERIOD_US, bad, pairs);
     /* Late interrupts coalesce, but none may come faster than the period. */
     report(total <= elapsed_us / PERIOD_US + 1, "%s: periodic: at most one interrupt per period (%u in %llu us)", mode,
            total, (unsigned long long)elapsed_us);
@@ -140,8 +149,10 @@ void test_timer_tsc_deadline(const char *mode)
     irq_disable();
     int64_t early_us = n && stamps[0] < deadline ? (int64_t)tsc_to_us(deadline - stamps[0]) : 0;
     int64_t late_us = n ? (int64_t)tsc_to_us(stamps[0] > deadline ? stamps[0] - deadline : 0) : -1;
-    report(n == 1 && stamps[0] >= deadline && late_us <= 50000,
-           "%s: TSC-deadline timer fires after the deadline, not before and not 50 ms late (%u interrupts, the first "
+    /* Late is bounded only by how long the host leaves the vCPU unscheduled
+     * (32 ms seen in a one-CPU nested host): within the wait, it came. */
+    report(n == 1 && stamps[0] >= deadline,
+           "%s: TSC-deadline timer fires after the deadline, not before (%u interrupts, the first "
            "%lld us before and %lld us after it)",
            mode, n, (long long)early_us, (long long)late_us);
     uint64_t after = rdmsr(MSR_TSC_DEADLINE);
