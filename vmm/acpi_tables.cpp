@@ -1,30 +1,25 @@
 #include "acpi_tables.hpp"
 
+#include "acpi_madt.hpp"
+#include "acpi_sdt.hpp"
 #include "firmware_blob.hpp"
+#include "format.hpp"
+#include "pc_wiring.hpp"
 #include "vmm_error.hpp"
 
-#include <algorithm>
 #include <cstddef>
-#include <cstdio>
-#include <span>
 #include <string>
 #include <string_view>
-#include <utility>
 
 // Field offsets and values below are from the ACPI 6.5 specification,
 // chapter 5.2 (RSDP 5.2.5, table header 5.2.6, RSDT 5.2.7, XSDT 5.2.8,
-// FADT 5.2.9, FACS 5.2.10, DSDT 5.2.11.1, MADT 5.2.12) and chapter 20 (AML).
+// FADT 5.2.9, FACS 5.2.10, DSDT 5.2.11.1; the MADT is acpi_madt.cpp's) and
+// chapter 20 (AML).
 
 namespace hv {
 namespace {
 
-// Identification written into every header. The OEM fields only have to be
-// stable; Linux keys a few platform quirks on them, none of which match.
-constexpr std::string_view kOemId = "HVVMM ";      // 6 bytes
-constexpr std::string_view kOemTableId = "HVACPI  "; // 8 bytes
-constexpr std::uint32_t kOemRevision = 1;
-constexpr std::string_view kCreatorId = "HVMM";    // 4 bytes; no ASL compiler made these
-constexpr std::uint32_t kCreatorRevision = 1;
+using namespace acpi_sdt;
 
 // Root System Description Pointer (revision 2: the ACPI 2.0+ form with the XSDT).
 constexpr std::size_t kRsdpSize = 36;
@@ -32,9 +27,6 @@ constexpr std::size_t kRsdpV1Size = 20; // what the first checksum covers
 constexpr std::uint8_t kRsdpRevision = 2;
 constexpr std::size_t kRsdpAlignment = 16; // Linux's BIOS-area scan only looks at 16-byte boundaries
 
-// Common System Description Table header.
-constexpr std::size_t kHeaderSize = 36;
-constexpr std::size_t kHeaderChecksum = 9;
 constexpr std::size_t kTableAlignment = 8;
 
 constexpr std::uint8_t kRsdtRevision = 1;
@@ -128,56 +120,12 @@ constexpr std::uint8_t kDsdtAml[] = {
 };
 static_assert(sizeof kDsdtAml - 6 == 0x08, "PkgLength must count from itself to the end of the package");
 
-// MADT, revision 6 (ACPI 6.5).
-constexpr std::uint8_t kMadtRevision = 6;
-constexpr std::size_t kMadtFixedSize = 44; // header, local APIC address, flags
-constexpr std::uint32_t kMadtPcatCompat = 1u << 0; // KVM's dual 8259 PIC exists too; an OS using the APICs masks it
-
-namespace madt {
-constexpr std::uint8_t kLocalApic = 0;
-constexpr std::uint8_t kIoApic = 1;
-constexpr std::uint8_t kInterruptSourceOverride = 2;
-constexpr std::uint8_t kPitIrq = 0;
-constexpr std::uint32_t kPitGsi = 2;
-constexpr std::uint8_t kLocalApicNmi = 4;
-constexpr std::uint8_t kLocalX2Apic = 9;
-constexpr std::uint8_t kLocalX2ApicNmi = 10;
-
-constexpr std::uint8_t kLocalApicSize = 8;
-constexpr std::uint8_t kIoApicSize = 12;
-constexpr std::uint8_t kInterruptSourceOverrideSize = 10;
-constexpr std::uint8_t kLocalApicNmiSize = 6;
-constexpr std::uint8_t kLocalX2ApicSize = 16;
-constexpr std::uint8_t kLocalX2ApicNmiSize = 12;
-
-constexpr std::uint32_t kEnabled = 1u << 0;
-
-// An xAPIC ID is 8 bits and 0xff means "all": CPUs with APIC ID 255 and up
-// must be described by x2APIC entries (and Linux ignores x2APIC entries
-// below 255 when xAPIC ones exist).
-constexpr std::uint32_t kFirstX2ApicId = 255;
-
-// MPS INTI flags: polarity in bits 0-1, trigger mode in bits 2-3.
-constexpr std::uint16_t kActiveHigh = 0b01;
-constexpr std::uint16_t kLevelTriggered = 0b11 << 2;
-
-constexpr std::uint8_t kIsaBus = 0;
-constexpr std::uint8_t kAllProcessors = 0xff;        // Local APIC NMI's 8-bit processor UID
-constexpr std::uint32_t kAllX2Processors = 0xffffffff; // Local x2APIC NMI's 32-bit UID
-constexpr std::uint8_t kLint1 = 1;                   // where PCs wire NMI
-} // namespace madt
 
 constexpr std::uint64_t kOneMiB = 0x100000;
-constexpr std::uint8_t kIsaIrqs = 16;
 constexpr std::uint32_t kPortSpace = 0x10000;
 constexpr std::uint32_t kPmBlockPorts = 6; // PM1a_EVT (4) then PM1a_CNT (2)
 constexpr std::uint32_t kPmTimerPorts = fadt::kPmTmrBytes;
 
-std::string hex(std::uint64_t value) {
-    char text[19];
-    std::snprintf(text, sizeof text, "0x%llx", static_cast<unsigned long long>(value));
-    return text;
-}
 
 std::size_t align_up(std::size_t value, std::size_t alignment) {
     return (value + alignment - 1) / alignment * alignment;
@@ -195,14 +143,6 @@ struct Layout {
     std::size_t end = 0;
 };
 
-std::uint32_t xapic_cpus(std::uint32_t cpus) { return std::min(cpus, madt::kFirstX2ApicId); }
-
-std::size_t madt_size(std::uint32_t cpus) {
-    const std::uint32_t x2apic_cpus = cpus - xapic_cpus(cpus);
-    return kMadtFixedSize + xapic_cpus(cpus) * madt::kLocalApicSize + x2apic_cpus * madt::kLocalX2ApicSize +
-           madt::kIoApicSize + 2 * madt::kInterruptSourceOverrideSize + madt::kLocalApicNmiSize +
-           (x2apic_cpus ? madt::kLocalX2ApicNmiSize : 0);
-}
 
 // Alignments are of guest-physical addresses, so they depend on the base
 // (which is itself 16-byte aligned).
@@ -214,11 +154,11 @@ Layout plan(std::uint64_t base, std::uint32_t cpus) {
         next = offset + size;
         return offset;
     };
-    at.xsdt = place(kHeaderSize + kRootEntries * sizeof(std::uint64_t), kTableAlignment);
-    at.rsdt = place(kHeaderSize + kRootEntries * sizeof(std::uint32_t), kTableAlignment);
+    at.xsdt = place(kSdtHeaderSize + kRootEntries * sizeof(std::uint64_t), kTableAlignment);
+    at.rsdt = place(kSdtHeaderSize + kRootEntries * sizeof(std::uint32_t), kTableAlignment);
     at.fadt = place(kFadtSize, kTableAlignment);
     at.facs = place(kFacsSize, kFacsAlignment);
-    at.dsdt = place(kHeaderSize + sizeof kDsdtAml, kTableAlignment);
+    at.dsdt = place(kSdtHeaderSize + sizeof kDsdtAml, kTableAlignment);
     at.madt_size = madt_size(cpus);
     at.madt = place(at.madt_size, kTableAlignment);
     at.end = next;
@@ -227,19 +167,6 @@ Layout plan(std::uint64_t base, std::uint32_t cpus) {
 
 using Blob = FirmwareBlob;
 
-// The common header; the checksum is filled in by finish() once the body is written.
-void header(Blob& blob, std::size_t at, std::string_view signature, std::size_t length, std::uint8_t revision) {
-    blob.text(at, signature);
-    blob.u32(at + 4, static_cast<std::uint32_t>(length));
-    blob.u8(at + 8, revision);
-    blob.text(at + 10, kOemId);
-    blob.text(at + 16, kOemTableId);
-    blob.u32(at + 24, kOemRevision);
-    blob.text(at + 28, kCreatorId);
-    blob.u32(at + 32, kCreatorRevision);
-}
-
-void finish(Blob& blob, std::size_t at, std::size_t length) { blob.checksum(at, length, at + kHeaderChecksum); }
 
 void gas(Blob& blob, std::size_t at, std::uint8_t bit_width, std::uint8_t access_size, std::uint64_t port) {
     blob.u8(at, kGasSystemIo);
@@ -263,17 +190,17 @@ void write_rsdp(Blob& blob, std::uint64_t base, const Layout& at) {
 void write_root_tables(Blob& blob, std::uint64_t base, const Layout& at) {
     const std::uint64_t entries[kRootEntries] = {base + at.fadt, base + at.madt};
 
-    const std::size_t xsdt_size = kHeaderSize + kRootEntries * sizeof(std::uint64_t);
-    header(blob, at.xsdt, "XSDT", xsdt_size, kXsdtRevision);
-    for (std::size_t i = 0; i < kRootEntries; ++i) blob.u64(at.xsdt + kHeaderSize + 8 * i, entries[i]);
-    finish(blob, at.xsdt, xsdt_size);
+    const std::size_t xsdt_size = kSdtHeaderSize + kRootEntries * sizeof(std::uint64_t);
+    write_header(blob, at.xsdt, "XSDT", xsdt_size, kXsdtRevision);
+    for (std::size_t i = 0; i < kRootEntries; ++i) blob.u64(at.xsdt + kSdtHeaderSize + 8 * i, entries[i]);
+    finish_table(blob, at.xsdt, xsdt_size);
 
     // For OSPMs that only follow the RSDP's 32-bit pointer; everything is below 1 MiB.
-    const std::size_t rsdt_size = kHeaderSize + kRootEntries * sizeof(std::uint32_t);
-    header(blob, at.rsdt, "RSDT", rsdt_size, kRsdtRevision);
+    const std::size_t rsdt_size = kSdtHeaderSize + kRootEntries * sizeof(std::uint32_t);
+    write_header(blob, at.rsdt, "RSDT", rsdt_size, kRsdtRevision);
     for (std::size_t i = 0; i < kRootEntries; ++i)
-        blob.u32(at.rsdt + kHeaderSize + 4 * i, static_cast<std::uint32_t>(entries[i]));
-    finish(blob, at.rsdt, rsdt_size);
+        blob.u32(at.rsdt + kSdtHeaderSize + 4 * i, static_cast<std::uint32_t>(entries[i]));
+    finish_table(blob, at.rsdt, rsdt_size);
 }
 
 void write_fadt(Blob& blob, const AcpiPlatform& platform, std::uint64_t base, const Layout& at) {
@@ -284,7 +211,7 @@ void write_fadt(Blob& blob, const AcpiPlatform& platform, std::uint64_t base, co
     const std::uint16_t pm1a_evt = platform.pm_base;
     const std::uint16_t pm1a_cnt = static_cast<std::uint16_t>(platform.pm_base + kPm1CntOffset);
 
-    header(blob, f, "FACP", kFadtSize, kFadtRevision);
+    write_header(blob, f, "FACP", kFadtSize, kFadtRevision);
     blob.u32(f + kFirmwareCtrl, static_cast<std::uint32_t>(facs));
     blob.u32(f + kDsdt, static_cast<std::uint32_t>(dsdt));
     blob.u16(f + kSciInt, platform.sci_irq);
@@ -310,7 +237,7 @@ void write_fadt(Blob& blob, const AcpiPlatform& platform, std::uint64_t base, co
     gas(blob, f + kXPm1aEvtBlk, kPm1EvtBytes * 8, kGasWordAccess, pm1a_evt);
     gas(blob, f + kXPm1aCntBlk, kPm1CntBytes * 8, kGasWordAccess, pm1a_cnt);
     gas(blob, f + kXPmTmrBlk, kPmTmrBytes * 8, kGasDwordAccess, platform.pm_timer_port);
-    finish(blob, f, kFadtSize);
+    finish_table(blob, f, kFadtSize);
 }
 
 void write_facs(Blob& blob, const Layout& at) {
@@ -322,98 +249,19 @@ void write_facs(Blob& blob, const Layout& at) {
 }
 
 void write_dsdt(Blob& blob, const Layout& at) {
-    const std::size_t size = kHeaderSize + sizeof kDsdtAml;
-    header(blob, at.dsdt, "DSDT", size, kDsdtRevision);
-    blob.bytes(at.dsdt + kHeaderSize, kDsdtAml);
-    finish(blob, at.dsdt, size);
+    const std::size_t size = kSdtHeaderSize + sizeof kDsdtAml;
+    write_header(blob, at.dsdt, "DSDT", size, kDsdtRevision);
+    blob.bytes(at.dsdt + kSdtHeaderSize, kDsdtAml);
+    finish_table(blob, at.dsdt, size);
 }
 
-void write_madt(Blob& blob, const AcpiPlatform& platform, const Layout& at) {
-    using namespace madt;
-    header(blob, at.madt, "APIC", at.madt_size, kMadtRevision);
-    blob.u32(at.madt + 36, platform.lapic_address);
-    blob.u32(at.madt + 40, kMadtPcatCompat);
-
-    std::size_t next = at.madt + kMadtFixedSize;
-    // One entry per vCPU in APIC ID order, so the boot CPU (APIC ID 0) comes
-    // first; the processor UID is the vCPU index too.
-    for (std::uint32_t cpu = 0; cpu < platform.cpus; ++cpu) {
-        if (cpu < kFirstX2ApicId) {
-            blob.u8(next, kLocalApic);
-            blob.u8(next + 1, kLocalApicSize);
-            blob.u8(next + 2, static_cast<std::uint8_t>(cpu)); // processor UID
-            blob.u8(next + 3, static_cast<std::uint8_t>(cpu)); // APIC ID
-            blob.u32(next + 4, kEnabled);
-            next += kLocalApicSize;
-        } else {
-            blob.u8(next, kLocalX2Apic);
-            blob.u8(next + 1, kLocalX2ApicSize);
-            blob.u32(next + 4, cpu);  // x2APIC ID
-            blob.u32(next + 8, kEnabled);
-            blob.u32(next + 12, cpu); // processor UID
-            next += kLocalX2ApicSize;
-        }
-    }
-
-    blob.u8(next, kIoApic);
-    blob.u8(next + 1, kIoApicSize);
-    blob.u8(next + 2, platform.ioapic_id);
-    blob.u32(next + 4, platform.ioapic_address);
-    blob.u32(next + 8, 0); // GSI base: pin n is GSI n
-    next += kIoApicSize;
-
-    // ISA IRQs without an override are identity-mapped, edge-triggered and
-    // active-high. IRQ 0, the PIT, is on GSI 2 as on real PCs and QEMU
-    // (KvmVm::create_pc_irqchip routes the in-kernel PIT's GSI 0 to IOAPIC
-    // pin 2); bus-conforming flags.
-    blob.u8(next, kInterruptSourceOverride);
-    blob.u8(next + 1, kInterruptSourceOverrideSize);
-    blob.u8(next + 2, kIsaBus);
-    blob.u8(next + 3, kPitIrq);
-    blob.u32(next + 4, kPitGsi);
-    blob.u16(next + 8, 0);
-    next += kInterruptSourceOverrideSize;
-
-    // The SCI is the exception ACPI requires to be stated: it is level-
-    // triggered. Active-high, because the VMM asserts it by raising the line
-    // (KVM_IRQ_LINE level 1), as QEMU does for its SCI.
-    blob.u8(next, kInterruptSourceOverride);
-    blob.u8(next + 1, kInterruptSourceOverrideSize);
-    blob.u8(next + 2, kIsaBus);
-    blob.u8(next + 3, platform.sci_irq);
-    blob.u32(next + 4, platform.sci_irq); // GSI
-    blob.u16(next + 8, kActiveHigh | kLevelTriggered);
-    next += kInterruptSourceOverrideSize;
-
-    // Every local APIC's LINT1 is the NMI input; flags 0: as the bus conforms.
-    blob.u8(next, kLocalApicNmi);
-    blob.u8(next + 1, kLocalApicNmiSize);
-    blob.u8(next + 2, kAllProcessors);
-    blob.u16(next + 3, 0);
-    blob.u8(next + 5, kLint1);
-    next += kLocalApicNmiSize;
-
-    // ACPI describes the NMI wiring of x2APIC-only processors with the x2APIC form.
-    if (platform.cpus > kFirstX2ApicId) {
-        blob.u8(next, kLocalX2ApicNmi);
-        blob.u8(next + 1, kLocalX2ApicNmiSize);
-        blob.u16(next + 2, 0);
-        blob.u32(next + 4, kAllX2Processors);
-        blob.u8(next + 8, kLint1);
-        next += kLocalX2ApicNmiSize;
-    }
-
-    if (next != at.madt + at.madt_size)
-        throw VmmError("internal: the MADT is " + std::to_string(next - at.madt) + " bytes, planned " +
-                       std::to_string(at.madt_size));
-    finish(blob, at.madt, at.madt_size);
-}
 
 void validate(const AcpiPlatform& platform, std::uint64_t base) {
     if (platform.cpus == 0 || platform.cpus > kAcpiMaxCpus)
         throw VmmError("ACPI tables: " + std::to_string(platform.cpus) + " vCPUs requested; expected 1 to " +
                        std::to_string(kAcpiMaxCpus));
-    if (platform.sci_irq >= kIsaIrqs || platform.sci_irq == madt::kPitIrq || platform.sci_irq == madt::kPitGsi)
+    if (platform.sci_irq >= pc_wiring::kIsaIrqs || platform.sci_irq == pc_wiring::kPitIrq ||
+        platform.sci_irq == pc_wiring::kPitIoApicPin)
         throw VmmError("ACPI tables: SCI IRQ " + std::to_string(platform.sci_irq) +
                        "; expected an ISA IRQ from 1 to 15 other than 2 (the PIT's GSI)");
     if (platform.pm_base == 0 || platform.pm_base > kPortSpace - kPmBlockPorts)
@@ -449,7 +297,7 @@ std::vector<std::uint8_t> build_acpi_tables(const AcpiPlatform& platform, std::u
     write_fadt(blob, platform, base_gpa, at);
     write_facs(blob, at);
     write_dsdt(blob, at);
-    write_madt(blob, platform, at);
+    write_madt(blob, platform, at.madt, at.madt_size);
     return blob.take();
 }
 

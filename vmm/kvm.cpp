@@ -1,5 +1,6 @@
 #include "kvm.hpp"
 
+#include "pc_wiring.hpp"
 #include "vmm_error.hpp"
 
 #include <cerrno>
@@ -170,12 +171,12 @@ kvm_irq_routing_entry irqchip_route(std::uint32_t gsi, std::uint32_t chip, std::
 
 void KvmVm::create_pc_irqchip() {
     checked_ioctl(fd(), KVM_CREATE_IRQCHIP, "KVM_CREATE_IRQCHIP");
-    constexpr std::uint32_t kIsaIrqs = 16, kIoApicPins = 24, kPitGsi = 0, kCascadeGsi = 2, kPitPin = 2;
+    using namespace pc_wiring;
     std::vector<kvm_irq_routing_entry> routes;
     for (std::uint32_t gsi = 0; gsi < kIsaIrqs; ++gsi)
         routes.push_back(irqchip_route(gsi, gsi < 8 ? KVM_IRQCHIP_PIC_MASTER : KVM_IRQCHIP_PIC_SLAVE, gsi % 8));
     for (std::uint32_t gsi = 0; gsi < kIoApicPins; ++gsi)
-        if (gsi != kCascadeGsi) routes.push_back(irqchip_route(gsi, KVM_IRQCHIP_IOAPIC, gsi == kPitGsi ? kPitPin : gsi));
+        if (gsi != kCascadeIrq) routes.push_back(irqchip_route(gsi, KVM_IRQCHIP_IOAPIC, gsi == kPitIrq ? kPitIoApicPin : gsi));
     // kvm_irq_routing in its C layout (see kIrqRoutingHeaderSize): nr, flags, entries.
     std::vector<std::uint8_t> buf(kIrqRoutingHeaderSize + routes.size() * sizeof(kvm_irq_routing_entry));
     const auto nr = static_cast<std::uint32_t>(routes.size());

@@ -2,6 +2,7 @@
 
 #include "firmware_blob.hpp"
 #include "format.hpp"
+#include "pc_wiring.hpp"
 #include "vmm_error.hpp"
 
 #include <algorithm>
@@ -15,6 +16,8 @@
 
 namespace hv {
 namespace {
+
+using namespace pc_wiring;
 
 constexpr std::uint8_t kSpecRevision = 4; // 1.4
 
@@ -43,20 +46,9 @@ constexpr std::uint8_t kIoApicEnabled = 1u << 0;
 
 // Interrupt types.
 constexpr std::uint8_t kInt = 0, kNmi = 1, kExtInt = 3;
-// Interrupt flags: polarity in bits 0-1, trigger mode in bits 2-3; 0 in
-// both means "conforms to the bus".
-constexpr std::uint16_t kConforming = 0;
-constexpr std::uint16_t kActiveHigh = 0b01;
-constexpr std::uint16_t kLevelTriggered = 0b11 << 2;
 
 constexpr std::uint8_t kIsaBus = 0;
 constexpr std::string_view kIsaBusType = "ISA   "; // 6 bytes
-constexpr std::uint8_t kIsaIrqs = 16;
-constexpr std::uint8_t kPitIrq = 0;
-constexpr std::uint8_t kCascadeIrq = 2;
-// The IOAPIC pin of ISA IRQ n is n but for IRQ 0, the PIT, on pin 2: the
-// MADT's override (acpi_tables.cpp) and KvmVm::create_pc_irqchip's routing.
-constexpr std::uint8_t kIoApicPinOfIrq0 = 2;
 constexpr std::uint8_t kAllLocalApics = 0xff;
 constexpr std::uint8_t kLint0 = 0, kLint1 = 1;
 
@@ -96,7 +88,7 @@ private:
     std::size_t at_ = 0;
 };
 
-void io_interrupt(Writer& w, const MpPlatform& p, std::uint8_t type, std::uint16_t flags, std::uint8_t irq,
+void io_interrupt(Writer& w, const AcpiPlatform& p, std::uint8_t type, std::uint16_t flags, std::uint8_t irq,
                   std::uint8_t pin) {
     w.u8(kIoInterrupt);
     w.u8(type);
@@ -110,14 +102,14 @@ void io_interrupt(Writer& w, const MpPlatform& p, std::uint8_t type, std::uint16
 void local_interrupt(Writer& w, std::uint8_t type, std::uint8_t lint) {
     w.u8(kLocalInterrupt);
     w.u8(type);
-    w.u16(kConforming);
+    w.u16(kIntiConforming);
     w.u8(kIsaBus);
     w.u8(0); // source bus IRQ: unused
     w.u8(kAllLocalApics);
     w.u8(lint);
 }
 
-void validate(const MpPlatform& p, std::uint64_t base) {
+void validate(const AcpiPlatform& p, std::uint64_t base) {
     if (p.cpus == 0 || p.cpus > kMpMaxCpus)
         throw VmmError("MP table: " + std::to_string(p.cpus) + " vCPUs requested; expected 1 to " +
                        std::to_string(kMpMaxCpus));
@@ -134,7 +126,7 @@ void validate(const MpPlatform& p, std::uint64_t base) {
 
 } // namespace
 
-std::vector<std::uint8_t> build_mp_table(const MpPlatform& p, std::uint64_t base_gpa) {
+std::vector<std::uint8_t> build_mp_table(const AcpiPlatform& p, std::uint64_t base_gpa) {
     validate(p, base_gpa);
     const std::size_t table = kFloatingSize;
     const std::size_t size = table_size(p.cpus);
@@ -188,8 +180,8 @@ std::vector<std::uint8_t> build_mp_table(const MpPlatform& p, std::uint64_t base
 
     for (std::uint8_t irq = 0; irq < kIsaIrqs; ++irq) {
         if (irq == kCascadeIrq) continue;
-        const std::uint16_t flags = irq == p.sci_irq ? kActiveHigh | kLevelTriggered : kConforming;
-        io_interrupt(w, p, kInt, flags, irq, irq == kPitIrq ? kIoApicPinOfIrq0 : irq);
+        const std::uint16_t flags = irq == p.sci_irq ? kIntiActiveHigh | kIntiLevelTriggered : kIntiConforming;
+        io_interrupt(w, p, kInt, flags, irq, irq == kPitIrq ? kPitIoApicPin : irq);
     }
 
     local_interrupt(w, kExtInt, kLint0);

@@ -2,20 +2,15 @@
 // The Intel MultiProcessor Specification 1.4 tables, for guests that find
 // their CPUs and interrupt routing without ACPI (Linux with acpi=off, older
 // or smaller kernels, test kernels). They describe the same platform as the
-// ACPI MADT (acpi_tables.hpp) and must agree with it.
+// ACPI MADT (acpi_tables.hpp) and must agree with it: both are built from
+// one AcpiPlatform (its CPUs, IOAPIC, local APIC address and SCI; the PM
+// ports have no place in an MP table).
+#include "acpi_tables.hpp"
+
 #include <cstdint>
 #include <vector>
 
 namespace hv {
-
-// What the tables describe; the defaults are AcpiPlatform's.
-struct MpPlatform {
-    std::uint32_t cpus = 1; // APIC IDs 0..cpus-1, one per vCPU index
-    std::uint8_t ioapic_id = 0;
-    std::uint32_t ioapic_address = 0xfec00000;
-    std::uint32_t lapic_address = 0xfee00000;
-    std::uint8_t sci_irq = 9;
-};
 
 inline constexpr std::uint32_t kMpMaxCpus = 1024;
 // The processor entries hold an 8-bit APIC ID, and 0xff is the xAPIC
@@ -55,6 +50,6 @@ inline constexpr std::uint32_t kMpMaxListedCpus = 255;
 // Throws VmmError when base_gpa is not 16-byte aligned, when the blob would
 // not end at or below 1 MiB, when cpus is outside 1..kMpMaxCpus, or when
 // sci_irq is not an ISA IRQ other than 0 (the PIT) and 2 (the cascade).
-std::vector<std::uint8_t> build_mp_table(const MpPlatform& platform, std::uint64_t base_gpa);
+std::vector<std::uint8_t> build_mp_table(const AcpiPlatform& platform, std::uint64_t base_gpa);
 
 } // namespace hv

@@ -22,13 +22,7 @@ void write_pc_firmware(GuestMemory& mem, std::uint32_t cpus) {
     acpi.cpus = cpus;
     must_write(mem, layout::kAcpiTables, build_acpi_tables(acpi, layout::kAcpiTables), "ACPI tables");
 
-    MpPlatform mp;
-    mp.cpus = cpus;
-    mp.ioapic_id = acpi.ioapic_id;
-    mp.ioapic_address = acpi.ioapic_address;
-    mp.lapic_address = acpi.lapic_address;
-    mp.sci_irq = acpi.sci_irq;
-    must_write(mem, layout::kMpTable, build_mp_table(mp, layout::kMpTable), "MP table");
+    must_write(mem, layout::kMpTable, build_mp_table(acpi, layout::kMpTable), "MP table");
 }
 
 } // namespace hv

@@ -1,6 +1,7 @@
 #include "pc_platform.hpp"
 
 #include "acpi_tables.hpp"
+#include "pc_wiring.hpp"
 #include "vmm_error.hpp"
 
 #include <string>
@@ -21,8 +22,8 @@ FwCfgConfig fw_cfg_config(const PcPlatformConfig& c) {
 
 PcPlatform::PcPlatform(KvmVm& vm, Bus& ports, Serial16550& serial, StopLatch& stop, const PcPlatformConfig& config)
     : i8042_([&stop] { stop.request(StopReason::GuestShutdown, 0, "guest reset the machine through the i8042 (reboot)"); },
-             [&vm](bool level) { vm.set_irq_line(isa_irq::kKeyboard, level); },
-             [&vm](bool level) { vm.set_irq_line(isa_irq::kAux, level); }),
+             [&vm](bool level) { vm.set_irq_line(pc_wiring::kKeyboardIrq, level); },
+             [&vm](bool level) { vm.set_irq_line(pc_wiring::kAuxIrq, level); }),
       cmos_(config.ram_size),
       pm_([&stop](std::uint8_t slp_typ) {
           if (slp_typ == kAcpiS5SleepType)
@@ -40,7 +41,7 @@ PcPlatform::PcPlatform(KvmVm& vm, Bus& ports, Serial16550& serial, StopLatch& st
     ports.add(acpi.pm_timer_port, AcpiPmTimer::size, pm_timer_, "ACPI PM timer");
     ports.add(FwCfg::port, FwCfg::size, fw_cfg_, "fw_cfg (QEMU)");
     ports.add(kPostPort, 1, post_, "POST port");
-    serial.set_irq_line([&vm](bool level) { vm.set_irq_line(isa_irq::kSerial0, level); });
+    serial.set_irq_line([&vm](bool level) { vm.set_irq_line(pc_wiring::kSerial0Irq, level); });
 }
 
 } // namespace hv

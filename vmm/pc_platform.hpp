@@ -32,11 +32,6 @@ public:
     void write(uint64_t, std::span<const uint8_t>) override {}
 };
 
-// ISA interrupt lines (GSIs with KVM's default routing) of the PC's devices.
-namespace isa_irq {
-inline constexpr std::uint32_t kKeyboard = 1, kSerial0 = 4, kAux = 12;
-} // namespace isa_irq
-
 inline constexpr std::uint16_t kPostPort = 0x80;
 
 struct PcPlatformConfig {

@@ -43,7 +43,7 @@ struct Mp {
     }
 };
 
-Mp parse(const hv::MpPlatform& platform, std::uint64_t base = kBase) {
+Mp parse(const hv::AcpiPlatform& platform, std::uint64_t base = kBase) {
     Mp mp;
     mp.b = Bytes{hv::build_mp_table(platform, base), base};
     const Bytes& b = mp.b;
@@ -87,8 +87,8 @@ Mp parse(const hv::MpPlatform& platform, std::uint64_t base = kBase) {
     return mp;
 }
 
-hv::MpPlatform with_cpus(std::uint32_t cpus) {
-    hv::MpPlatform p;
+hv::AcpiPlatform with_cpus(std::uint32_t cpus) {
+    hv::AcpiPlatform p;
     p.cpus = cpus;
     return p;
 }
@@ -132,7 +132,7 @@ TEST_CASE("build_mp_table: one enabled processor entry per CPU, CPU 0 the only B
 }
 
 TEST_CASE("build_mp_table: the ISA bus, the IOAPIC and the interrupt entries refer to each other") {
-    hv::MpPlatform platform;
+    hv::AcpiPlatform platform;
     platform.cpus = 2;
     platform.ioapic_id = 3;
     platform.ioapic_address = 0xfec01000;
@@ -186,7 +186,7 @@ TEST_CASE("build_mp_table: the ISA bus, the IOAPIC and the interrupt entries ref
 }
 
 TEST_CASE("build_mp_table: the SCI follows sci_irq") {
-    hv::MpPlatform platform;
+    hv::AcpiPlatform platform;
     platform.sci_irq = 11;
     const auto routes = isa_routes(parse(platform));
     CHECK(routes.at(11).second == 0x000d);
@@ -199,13 +199,7 @@ TEST_CASE("build_mp_table: the interrupt routing agrees with the ACPI MADT") {
         hv::AcpiPlatform acpi;
         acpi.cpus = 4;
         acpi.sci_irq = sci;
-        hv::MpPlatform platform;
-        platform.cpus = acpi.cpus;
-        platform.sci_irq = acpi.sci_irq;
-        platform.ioapic_id = acpi.ioapic_id;
-        platform.ioapic_address = acpi.ioapic_address;
-        platform.lapic_address = acpi.lapic_address;
-        const Mp mp = parse(platform);
+        const Mp mp = parse(acpi);
 
         // Walk RSDP -> XSDT -> MADT (ACPI 6.5 5.2.5, 5.2.8, 5.2.12).
         const Bytes acpi_blob{hv::build_acpi_tables(acpi, 0xe0000), 0xe0000};
@@ -284,7 +278,7 @@ TEST_CASE("build_mp_table: the CPU count must be 1 to 1024 and the SCI a free IS
                          doctest::Contains("1025 vCPUs requested; expected 1 to 1024"), hv::VmmError);
     for (std::uint8_t sci : {std::uint8_t{0}, std::uint8_t{2}, std::uint8_t{16}, std::uint8_t{255}}) {
         CAPTURE(sci);
-        hv::MpPlatform platform;
+        hv::AcpiPlatform platform;
         platform.sci_irq = sci;
         const std::string expected = "SCI IRQ " + std::to_string(sci) + "; expected an ISA IRQ";
         CHECK_THROWS_WITH_AS(hv::build_mp_table(platform, kBase), doctest::Contains(expected.c_str()), hv::VmmError);

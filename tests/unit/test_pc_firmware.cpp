@@ -89,9 +89,7 @@ TEST_CASE("write_pc_firmware: at 1024 vCPUs the ACPI tables end before the MP ta
     hv::AcpiPlatform acpi;
     acpi.cpus = 1024;
     CHECK(hv::layout::kAcpiTables + hv::build_acpi_tables(acpi, hv::layout::kAcpiTables).size() <= hv::layout::kMpTable);
-    hv::MpPlatform mp;
-    mp.cpus = 1024;
-    CHECK(hv::layout::kMpTable + hv::build_mp_table(mp, hv::layout::kMpTable).size() <= 0x100000);
+    CHECK(hv::layout::kMpTable + hv::build_mp_table(acpi, hv::layout::kMpTable).size() <= 0x100000);
     GuestMemory mem(8 * MiB);
     hv::write_pc_firmware(mem, 1024);
     CHECK(guest_scan(mem, "RSD PTR ") == hv::layout::kAcpiTables);
