@@ -195,6 +195,7 @@ BootInfo load_guest(GuestMemory& mem, const BootImage& image, const BootConfig& 
     BootInfo info;
     info.kind = image.kind;
     info.entry = image.entry;
+    info.cmdline = config.cmdline;
     if (image.kind == ImageKind::Multiboot) {
         write_multiboot_info(mem, image, config, info);
     } else if (!config.cmdline.empty()) {

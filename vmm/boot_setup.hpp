@@ -31,6 +31,7 @@ struct BootInfo {
     ImageKind kind = ImageKind::Elf64;
     std::uint64_t entry = 0;
     std::uint64_t cmdline_gpa = 0;   // 0: no command line
+    std::string cmdline;             // the command line the guest got (a Linux kernel's default without --cmdline)
     std::uint64_t multiboot_info = 0;
     std::uint64_t boot_params = 0;   // Linux: the zero page, passed in RSI
 };

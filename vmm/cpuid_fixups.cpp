@@ -55,7 +55,7 @@ void make_xsave_consistent(std::vector<kvm_cpuid_entry2>& entries) {
 void apply_cpuid_fixups(std::vector<kvm_cpuid_entry2>& entries, const CpuidFixups& fixups) {
     if (kvm_cpuid_entry2* leaf1 = find(entries, 1)) {
         leaf1->ecx |= cpuid_bits::kLeaf1EcxHypervisor;
-        if (fixups.tsc_deadline && fixups.local_apic) leaf1->ecx |= cpuid_bits::kLeaf1EcxTscDeadline;
+        if (fixups.tsc_deadline) leaf1->ecx |= cpuid_bits::kLeaf1EcxTscDeadline;
         if (!fixups.local_apic) {
             leaf1->edx &= ~cpuid_bits::kLeaf1EdxApic;
             leaf1->ecx &= ~(cpuid_bits::kLeaf1EcxX2apic | cpuid_bits::kLeaf1EcxTscDeadline);

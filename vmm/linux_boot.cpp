@@ -89,6 +89,7 @@ BootInfo load_linux(GuestMemory& mem, const BootImage& image, const BootConfig& 
     info.kind = ImageKind::Linux;
     info.entry = *load + bzimage::kEntry64Offset;
     info.cmdline_gpa = layout::kCmdline;
+    info.cmdline = cmdline;
     info.boot_params = layout::kBootParams;
     return info;
 }

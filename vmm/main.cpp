@@ -93,9 +93,9 @@ int main(int argc, char** argv) {
         const bool shadow_given = !region_text.empty() || !seed_text.empty() || !policy_args.lock.empty() ||
                                   !policy_args.coherence.empty() || !policy_args.batch.empty() ||
                                   !policy_args.churn.empty() || strict_faults || skip_shootdown;
-        if (platform_text == "pc") opt.platform = hv::Platform::Pc;
-        else if (platform_text == "bare") opt.platform = hv::Platform::Bare;
-        else throw hv::VmmError("--platform: expected pc or bare, got '" + platform_text + "'");
+        const auto platform = hv::platform_named(platform_text);
+        if (!platform) throw hv::VmmError("--platform: expected pc or bare, got '" + platform_text + "'");
+        opt.platform = *platform;
         if (paging_text == "shadow") opt.paging = hv::RunOptions::Paging::Shadow;
         else if (paging_text != "identity")
             throw hv::VmmError("--paging: expected identity or shadow, got '" + paging_text + "'");

@@ -92,7 +92,7 @@ std::string run_report_json(const RunReport& r) {
     for (std::size_t i = 0; i < r.never_started.size(); ++i)
         o += (i ? ", " : "") + std::to_string(r.never_started[i]);
     o += "],\n";
-    o += std::string("  \"shadow\": ") + (r.shadow ? "true" : "false") + "\n}\n";
+    o += std::string("  \"shadow\": ") + (r.paging == "shadow" ? "true" : "false") + "\n}\n";
     return o;
 }
 

@@ -14,7 +14,7 @@
 //     unless the guest wrote the debug-exit port,
 //   first_output_ms (null: no output), total_ms, exits: { total, io, ... },
 //   vmm_peak_rss_kib, vcpus_never_started (indices still waiting for
-//   INIT/SIPI when the VM ended), shadow (true in shadow mode: the MMU's
+//   INIT/SIPI when the VM ended), shadow (paging == "shadow": the MMU's
 //   figures are in the --stats text only).
 #include "exit_record.hpp"
 #include "stop_latch.hpp"
@@ -34,7 +34,6 @@ struct RunReport {
     std::string paging;
     std::uint32_t cpus = 0;
     std::uint64_t mem = 0;
-    bool shadow = false;
 
     StopState end;                                // reason None: the VM never ran (end.message says why)
     std::optional<std::uint32_t> guest_exit_code; // the debug-exit value, when that ended the run

@@ -42,6 +42,12 @@ int run_vm_unreported(const RunOptions& opt, std::optional<std::string>& image_k
 
 const char* to_string(Platform platform) { return platform == Platform::Pc ? "pc" : "bare"; }
 
+std::optional<Platform> platform_named(std::string_view name) {
+    for (Platform p : {Platform::Pc, Platform::Bare})
+        if (name == to_string(p)) return p;
+    return std::nullopt;
+}
+
 RunReport base_report(const RunOptions& opt) {
     RunReport r;
     r.image = opt.image;
@@ -49,7 +55,6 @@ RunReport base_report(const RunOptions& opt) {
     r.paging = opt.paging == RunOptions::Paging::Shadow ? "shadow" : "identity";
     r.cpus = opt.cpus;
     r.mem = opt.mem;
-    r.shadow = opt.paging == RunOptions::Paging::Shadow;
     return r;
 }
 

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 
 namespace hv {
 
@@ -21,6 +22,7 @@ namespace hv {
 // reports no local APIC.
 enum class Platform { Pc, Bare };
 const char* to_string(Platform platform);
+std::optional<Platform> platform_named(std::string_view name); // the inverse of to_string
 
 struct RunOptions {
     std::string image;

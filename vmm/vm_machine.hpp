@@ -65,6 +65,7 @@ public:
 
 private:
     // vm_setup.cpp
+    void log_line(std::string_view line) const; // "vmm: LINE" on stderr, one line at a time
     void setup_devices();
     void create_vcpus(const BootInfo& info);
     void setup_shadow();
@@ -84,7 +85,7 @@ private:
     // vm_report.cpp
     RunReport report(Clock::time_point end, const std::vector<VcpuRunState>& states) const;
     std::string unclaimed_stats() const;
-    void print_stuck_vcpus(const std::vector<VcpuRunState>& states) const;
+    void print_stuck_vcpus(const std::vector<VcpuRunState>& states, const std::vector<std::uint32_t>& never_started) const;
 
     const RunOptions& opt_;
     const BootImage& image_;

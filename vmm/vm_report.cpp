@@ -11,13 +11,12 @@ namespace hv {
 
 // After a timeout (every vCPU thread has ended): where each vCPU was, so a
 // guest that stopped making progress can be told from one that was slow.
-void Vm::print_stuck_vcpus(const std::vector<VcpuRunState>& states) const {
-    std::vector<std::uint32_t> never_started;
+void Vm::print_stuck_vcpus(const std::vector<VcpuRunState>& states,
+                           const std::vector<std::uint32_t>& never_started) const {
     for (std::size_t i = 0; i < threads_.size(); ++i) {
         const auto& t = threads_[i];
         std::string line = "vcpu " + std::to_string(t.vcpu->index()) + " at the timeout: ";
         if (states[i] == VcpuRunState::NotStarted) {
-            never_started.push_back(t.vcpu->index());
             line += "waiting for INIT/SIPI (never started)";
         } else if (states[i] == VcpuRunState::WaitingForSipi) {
             line += "waiting for SIPI (INIT received)";

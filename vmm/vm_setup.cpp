@@ -2,7 +2,6 @@
 #include "vm_machine.hpp"
 
 #include "cpuid_fixups.hpp"
-#include "linux_boot.hpp"
 #include "run_checks.hpp"
 #include "shadow_layout.hpp"
 #include "vmm_error.hpp"
@@ -42,6 +41,11 @@ Vm::FilePtr Vm::open_serial_file(const RunOptions& opt) {
     return f;
 }
 
+void Vm::log_line(std::string_view line) const {
+    std::lock_guard lock(log_mutex_);
+    std::fprintf(stderr, "vmm: %.*s\n", static_cast<int>(line.size()), line.data());
+}
+
 void Vm::setup_devices() {
     serial_ = std::make_unique<Serial16550>([this](std::span<const std::uint8_t> bytes) {
         std::int64_t expected = -1;
@@ -57,10 +61,6 @@ void Vm::setup_devices() {
     });
     ports_.add(HV_SERIAL_PORT, Serial16550::size, *serial_, "serial0 (16550)");
     ports_.add(HV_DEBUG_EXIT_PORT, DebugExit::size, *debug_exit_, "debug-exit");
-    auto log = [this](std::string_view line) {
-        std::lock_guard lock(log_mutex_);
-        std::fprintf(stderr, "vmm: %.*s\n", static_cast<int>(line.size()), line.data());
-    };
     if (image_.kind == ImageKind::Linux) {
         // Linux probes legacy ports (COM2-4, floppy, VGA, ...) as it boots:
         // keep the console clean and list them with --stats.
@@ -72,6 +72,7 @@ void Vm::setup_devices() {
         ports_.set_unclaimed_sink(collect);
         mmio_.set_unclaimed_sink(collect);
     } else {
+        auto log = [this](std::string_view line) { log_line(line); };
         ports_.set_unclaimed_sink(log);
         mmio_.set_unclaimed_sink(log);
     }
@@ -79,8 +80,7 @@ void Vm::setup_devices() {
         PcPlatformConfig pc;
         pc.ram_size = config_.ram_size;
         pc.cpus = config_.cpus;
-        // What the guest got: a Linux kernel without --cmdline gets the default.
-        pc.cmdline = image_.kind == ImageKind::Linux && config_.cmdline.empty() ? kDefaultLinuxCmdline : config_.cmdline;
+        pc.cmdline = info_.cmdline;
         platform_ = std::make_unique<PcPlatform>(*vm_, ports_, *serial_, stop_, pc);
     }
 }
@@ -90,10 +90,7 @@ void Vm::setup_shadow() {
     const ShadowLayout layout = plan_shadow_layout(config_.ram_size, config_.cpus, image_end(image_), opt_.shadow.region_size);
     shadow_ = std::make_unique<ShadowVm>(
         *memory_, layout, config_.cpus, opt_.shadow, [this](std::uint32_t v) { kick(v); },
-        [this](const std::string& line) {
-            std::lock_guard lock(log_mutex_);
-            std::fprintf(stderr, "vmm: %s\n", line.c_str());
-        });
+        [this](const std::string& line) { log_line(line); });
 }
 
 void Vm::create_vcpus(const BootInfo& info) {
@@ -208,7 +205,7 @@ int Vm::run() {
         std::fprintf(stderr, "vmm: guest crash: %s\n", st.message.c_str());
     RunReport rep = report(end, states);
     if (opt_.stats) std::fputs(run_stats_text(rep).c_str(), stderr);
-    if (st.reason == StopReason::Timeout) print_stuck_vcpus(states);
+    if (st.reason == StopReason::Timeout) print_stuck_vcpus(states, rep.never_started);
     int status = st.status;
     if (!audit.empty()) {
         std::fprintf(stderr, "vmm: shadow MMU audit found %zu problems after the run:\n", audit.size());

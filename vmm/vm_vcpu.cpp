@@ -53,11 +53,7 @@ void Vm::vcpu_loop(VcpuThread& t) {
     KvmVcpu& vcpu = *t.vcpu;
     kvm_run& run = vcpu.run();
     ExitContext ctx{ports_, mmio_, *memory_, stop_, opt_.strict_io,
-                    [this](std::string_view line) {
-                        std::lock_guard lock(log_mutex_);
-                        std::fprintf(stderr, "vmm: %.*s\n", static_cast<int>(line.size()), line.data());
-                    },
-                    shadow_.get(), opt_.shadow.strict_faults};
+                    [this](std::string_view line) { log_line(line); }, shadow_.get(), opt_.shadow.strict_faults};
     KvmShootdown* shootdown = shadow_ ? &shadow_->shootdown() : nullptr;
     std::atomic_ref<std::uint8_t> immediate_exit(run.immediate_exit);
     for (;;) {

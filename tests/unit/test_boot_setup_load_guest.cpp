@@ -139,6 +139,7 @@ TEST_CASE("load_guest ELF64: the command line is written at the address returned
     REQUIRE(info.cmdline_gpa != 0);
     CHECK(info.cmdline_gpa < HV_RESERVED_END); // in the VMM's region, not over the image
     CHECK(read_cstring(mem, info.cmdline_gpa) == config.cmdline);
+    CHECK(info.cmdline == config.cmdline);
     // It must not have clobbered the GDT or the page tables.
     CHECK(read_u64(mem, hv::layout::kGdt + HV_GDT_DATA) == 0x00CF93000000FFFFull);
     CHECK(read_u64(mem, hv::layout::kPml4) == 0x3003);

@@ -93,8 +93,9 @@ TEST_CASE("load_linux: boot_params holds the kernel's setup header, the loader t
 
 TEST_CASE("load_linux: without --cmdline the kernel's console is the serial port") {
     LinuxFixture f;
-    f.load();
+    const hv::BootInfo info = f.load();
     CHECK(f.cstring(f.zp<std::uint32_t>(0x228)) == "console=ttyS0");
+    CHECK(info.cmdline == "console=ttyS0"); // what fw_cfg then tells the guest
 }
 
 TEST_CASE("load_linux: the command line may not exceed the kernel's cmdline_size") {

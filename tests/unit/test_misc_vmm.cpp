@@ -372,3 +372,12 @@ TEST_CASE("validate_run_options: negative timeout") {
     o.timeout_seconds = 0.5;
     CHECK(validate_error(o) == "");
 }
+
+TEST_CASE("platform_named: the inverse of to_string(Platform), nothing else") {
+    CHECK(hv::platform_named("pc") == hv::Platform::Pc);
+    CHECK(hv::platform_named("bare") == hv::Platform::Bare);
+    CHECK(hv::platform_named(hv::to_string(hv::Platform::Bare)) == hv::Platform::Bare);
+    CHECK(hv::platform_named("PC") == std::nullopt);
+    CHECK(hv::platform_named("") == std::nullopt);
+    CHECK(hv::platform_named("isa") == std::nullopt);
+}
