@@ -6,12 +6,14 @@
  * command line. Exit 0 when everything matches, 1 otherwise.
  *
  * Self-contained: its own entry, stack, serial output and exit (the 64-bit
- * runtime is not built for 32-bit code).
+ * runtime is not built for 32-bit code); port I/O from runtime/x86_io.h.
  */
 #include <hv/abi.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "x86_io.h"
 
 #define MB_HEADER_MAGIC 0x1BADB002u
 #define MB_HEADER_PAGE_ALIGN (1u << 0) /* modules on 4 KiB boundaries */
@@ -68,16 +70,8 @@ __asm__(".section .text.entry, \"ax\", @progbits\n"
 
 _Static_assert(STACK_SIZE == 0x4000, "update the entry code");
 
-/* ---- port I/O, exit, serial ------------------------------------------------- */
+/* ---- exit, serial ----------------------------------------------------------- */
 
-static inline void outb(uint16_t port, uint8_t v) { __asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(port)); }
-static inline void outl(uint16_t port, uint32_t v) { __asm__ volatile("outl %0, %1" : : "a"(v), "Nd"(port)); }
-static inline uint8_t inb(uint16_t port)
-{
-    uint8_t v;
-    __asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(port));
-    return v;
-}
 
 static __attribute__((noreturn)) void mb_exit(int code)
 {

@@ -65,18 +65,9 @@ RT_NORETURN void halt_forever(void);
 /* This vCPU's index (per-vCPU state, valid once guest_main runs). */
 uint32_t rt_cpu_index(void);
 
-static inline void cpu_relax(void) { __asm__ volatile("pause" ::: "memory"); }
+/* ---- port I/O, rdtsc, cpu_relax --------------------------------------------- */
 
-/* ---- port I/O -------------------------------------------------------------- */
-
-static inline void outb(uint16_t port, uint8_t v) { __asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(port)); }
-static inline void outl(uint16_t port, uint32_t v) { __asm__ volatile("outl %0, %1" : : "a"(v), "Nd"(port)); }
-static inline uint8_t inb(uint16_t port)
-{
-    uint8_t v;
-    __asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(port));
-    return v;
-}
+#include "x86_io.h"
 
 /* ---- hypercalls ------------------------------------------------------------ */
 
@@ -162,12 +153,6 @@ uint64_t rt_page_faults(void);
 uint32_t rt_host_op(uint32_t op, uint64_t address, uint64_t address2, uint64_t *changed);
 
 static inline void invlpg(uint64_t address) { __asm__ volatile("invlpg (%0)" : : "r"(address) : "memory"); }
-static inline uint64_t rdtsc(void)
-{
-    uint32_t lo, hi;
-    __asm__ volatile("lfence; rdtsc" : "=a"(lo), "=d"(hi) : : "memory");
-    return (uint64_t)hi << 32 | lo;
-}
 
 /* ---- serial console -------------------------------------------------------- */
 

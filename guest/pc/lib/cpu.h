@@ -1,6 +1,7 @@
 /*
- * cpu.h: inline access to the CPU itself: port I/O, MSRs, CPUID, the TSC,
- * control registers, interrupt flag, MMIO and a spinlock. No state.
+ * cpu.h: inline access to the CPU itself: MSRs, CPUID, control registers,
+ * interrupt flag, MMIO and a spinlock, with port I/O and the TSC from
+ * runtime/x86_io.h. No state.
  */
 #ifndef PC_CPU_H
 #define PC_CPU_H
@@ -8,6 +9,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "x86_io.h" /* port I/O, rdtsc, cpu_relax */
 
 #define PC_NORETURN __attribute__((noreturn))
 #define PC_PRINTF(f, a) __attribute__((format(printf, f, a)))
@@ -18,27 +21,6 @@
 #define MSR_EFER 0xc0000080u
 #define MSR_GS_BASE 0xc0000101u
 
-static inline void outb(uint16_t port, uint8_t v) { __asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(port)); }
-static inline void outw(uint16_t port, uint16_t v) { __asm__ volatile("outw %0, %1" : : "a"(v), "Nd"(port)); }
-static inline void outl(uint16_t port, uint32_t v) { __asm__ volatile("outl %0, %1" : : "a"(v), "Nd"(port)); }
-static inline uint8_t inb(uint16_t port)
-{
-    uint8_t v;
-    __asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(port));
-    return v;
-}
-static inline uint16_t inw(uint16_t port)
-{
-    uint16_t v;
-    __asm__ volatile("inw %1, %0" : "=a"(v) : "Nd"(port));
-    return v;
-}
-static inline uint32_t inl(uint16_t port)
-{
-    uint32_t v;
-    __asm__ volatile("inl %1, %0" : "=a"(v) : "Nd"(port));
-    return v;
-}
 
 static inline uint64_t rdmsr(uint32_t msr)
 {
@@ -66,13 +48,6 @@ static inline struct cpuid_regs cpuid(uint32_t leaf, uint32_t subleaf)
 #define CPUID_1_ECX_TSC_DEADLINE (1u << 24)
 #define CPUID_1_ECX_HYPERVISOR (1u << 31)
 
-static inline uint64_t rdtsc(void)
-{
-    uint32_t lo, hi;
-    /* lfence: the read is not hoisted above earlier loads (deadline checks). */
-    __asm__ volatile("lfence; rdtsc" : "=a"(lo), "=d"(hi) : : "memory");
-    return (uint64_t)hi << 32 | lo;
-}
 
 static inline uint64_t read_cr2(void)
 {
@@ -103,7 +78,6 @@ static inline void irq_restore(uint64_t flags)
     if (flags & (1u << 9))
         irq_enable();
 }
-static inline void cpu_relax(void) { __asm__ volatile("pause" ::: "memory"); }
 static inline void barrier(void) { __asm__ volatile("" ::: "memory"); }
 
 /* A pointer to a fixed physical (= virtual) address. The empty asm hides
