@@ -74,7 +74,11 @@ int main(int argc, char** argv) {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
         const int code = app.exit(e);
-        if (code != 0 && opt.json_file) hv::write_failure_report(opt, e.what());
+        // CLI11 stores values only once every one converts: take --json's as typed.
+        if (const CLI::Option* json = run->get_option("--json"); code != 0 && !json->results().empty()) {
+            opt.json_file = json->results().front();
+            hv::write_failure_report(opt, e.what());
+        }
         return code == 0 ? 0 : hv::exit_status::kVmmError;
     }
 
