@@ -43,7 +43,10 @@ emulated AMD EPYC with SVM+NPT).  The host root is visible read-only, the
 project directory ($project_dir) read-write at the same path, and
 /tmp, /run, /dev, /proc, /sys are the guest's own.  COMMAND runs as root in
 the current directory with the host's binaries; its stdout+stderr stream to
-stdout (stdin is /dev/null).
+stdout (stdin is /dev/null).  A path on COMMAND's line that the guest would
+not see (under /tmp or /run outside the project, /dev/shm, /dev/pts, or a
+file descriptor of this shell such as <(...)) is refused before anything
+boots; outside the project the host's files are read-only there.
 
 Options:
   --cpus N             guest vCPUs (default 2)
@@ -53,6 +56,9 @@ Options:
                        S seconds (default 0: no limit); a hung guest kernel
                        cannot enforce COMMAND's own timeouts
   --keep-console FILE  copy the guest console log (ttyS0) to FILE
+  --no-path-check      do not refuse COMMAND's words that name paths the
+                       guest cannot see (e.g. a pattern that only looks
+                       like a path)
   -h, --help           show this help
 
 Exit status: COMMAND's status; 124 on either timeout; 125 if the runner or the
@@ -77,7 +83,7 @@ EOF
 die() { echo "$PROG: $*" >&2; exit "$EXIT_RUNNER"; }
 usage_error() {
     echo "$PROG: $*" >&2
-    echo "Usage: scripts/nested-kvm.sh [--cpus N] [--mem MiB] [--timeout S] [--idle-timeout S] [--keep-console FILE] -- COMMAND [ARGS...]" >&2
+    echo "Usage: scripts/nested-kvm.sh [--cpus N] [--mem MiB] [--timeout S] [--idle-timeout S] [--keep-console FILE] [--no-path-check] -- COMMAND [ARGS...]" >&2
     echo "Try 'scripts/nested-kvm.sh --help'." >&2
     exit "$EXIT_USAGE"
 }
@@ -103,10 +109,11 @@ project_dir=$(cd "$(dirname "$script_path")/.." && pwd -P)
 cwd=$(pwd -P)
 
 # ---------------------------------------------------------------- arguments
-cpus=2 mem=2048 timeout=600 idle_timeout=0 keep_console=''
+cpus=2 mem=2048 timeout=600 idle_timeout=0 keep_console='' path_check=1
 while (($#)); do
     case $1 in
         -h|--help) usage; exit 0 ;;
+        --no-path-check) path_check=0; shift ;;
         --cpus|--mem|--timeout|--idle-timeout|--keep-console)
             (($# >= 2)) || usage_error "$1 needs a value"
             case $1 in
@@ -136,6 +143,64 @@ done
 tcg_thread=${HV_NESTED_TCG:-single}
 [[ $tcg_thread == single || $tcg_thread == multi ]] ||
     usage_error "HV_NESTED_TCG must be single or multi, got '$tcg_thread'"
+
+# ------------------------------------------------------- paths on COMMAND
+# COMMAND runs at the same path in the guest; the guest's own /tmp, /run,
+# /dev, /proc, /sys hide the host's, so the caller cannot be there (unless in
+# the project, which is mounted on top).
+if [[ $cwd != "$project_dir" && $cwd != "$project_dir"/* ]]; then
+    case $cwd/ in
+        /tmp/*|/run/*|/proc/*|/sys/*|/dev/*)
+            die "working directory $cwd does not exist in the guest (its /tmp,/run,/dev,/proc,/sys are fresh); run from the project dir or another host path" ;;
+    esac
+fi
+[[ $project_dir != *$'\n'* && $cwd != *$'\n'* ]] || die "paths with newlines are not supported"
+
+# COMMAND's paths must name the same files in the guest. It sees this host's
+# root (read-only) and the project (read-write) at the same paths, but its
+# own fresh /tmp and /run (tmpfs), its own /dev (devtmpfs, with /dev/shm and
+# /dev/pts of its own), and none of our file descriptors. So each word of
+# COMMAND, and the VALUE of an -OPTION=VALUE or --OPTION=VALUE word (e.g.
+# libFuzzer's -artifact_prefix=DIR), that names an existing file or contains
+# a '/' is resolved here (lexically and through symlinks), and one that would
+# be missing or a different file there is an error.
+# Device nodes (/dev/null, /dev/kvm), /proc and /sys are the guest's own on
+# purpose (e.g. /proc/kallsyms) and pass.
+# Prints why PATH (absolute) is not visible in the guest; fails if it is.
+not_visible() {
+    case $1 in
+        "$project_dir"|"$project_dir"/*) return 1 ;;
+        /dev/fd/*|/dev/stdin|/dev/stdout|/dev/stderr|/proc/self/fd/*|/proc/thread-self/fd/*|/proc/[0-9]*/fd/*)
+            echo "it is a file descriptor of this shell (a pipe, or <(...)?), and the nested host has none of this shell's descriptors" ;;
+        /tmp/*|/run/*)
+            local top=${1#/}; top=/${top%%/*}
+            echo "$top in the nested host is its own, empty tmpfs" ;;
+        /dev/shm/*|/dev/pts/*|/dev/mqueue/*)
+            echo "/dev in the nested host is its own devtmpfs" ;;
+        *) return 1 ;;
+    esac
+}
+check_path() { # PATH N WORD: PATH is WORD or its VALUE, N WORD's place in COMMAND
+    local path=$1 word=$3 abs lexical resolved why
+    [[ -n $path && $path != -* ]] || return 0
+    if [[ $path == /* ]]; then abs=$path; else abs=$cwd/$path; fi
+    # A plain word is a path only when such a file exists.
+    [[ $path == */* || -e $abs || -L $abs ]] || return 0
+    lexical=$(realpath -m -s -- "$abs") resolved=$(realpath -m -- "$abs")
+    why=$(not_visible "$lexical") || why=$(not_visible "$resolved") || return 0
+    [[ $resolved == "$lexical" ]] || why="$why (it resolves to $resolved)"
+    echo "$PROG: word $2 of COMMAND, '$word', is not visible in the nested host: $why." >&2
+    echo "Shared with it: this host's root read-only, and the project directory $project_dir read-write (put the file there), at the same paths. (--no-path-check skips this check.)" >&2
+    exit "$EXIT_USAGE"
+}
+if ((path_check)); then
+    argn=1
+    for word in "$@"; do
+        check_path "$word" "$argn" "$word"   # (not an -OPTION)
+        [[ $word != -*=* ]] || check_path "${word#*=}" "$argn" "$word"
+        argn=$((argn + 1))
+    done
+fi
 
 # ------------------------------------------------------------ prerequisites
 command -v qemu-system-x86_64 >/dev/null ||
@@ -168,17 +233,6 @@ for b in /bin/busybox /usr/bin/busybox "$(command -v busybox || true)"; do
     if [[ -x $b ]] && elf_is_static "$b"; then busybox=$b; break; fi
 done
 [[ -n $busybox ]] || die "static busybox not found (install busybox-static; run scripts/setup.sh)"
-
-# COMMAND runs at the same path in the guest; the guest's own /tmp, /run,
-# /dev, /proc, /sys hide the host's, so the caller cannot be there (unless in
-# the project, which is mounted on top).
-if [[ $cwd != "$project_dir" && $cwd != "$project_dir"/* ]]; then
-    case $cwd/ in
-        /tmp/*|/run/*|/proc/*|/sys/*|/dev/*)
-            die "working directory $cwd does not exist in the guest (its /tmp,/run,/dev,/proc,/sys are fresh); run from the project dir or another host path" ;;
-    esac
-fi
-[[ $project_dir != *$'\n'* && $cwd != *$'\n'* ]] || die "paths with newlines are not supported"
 
 # ------------------------------------------------------------ temp + traps
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/hv-nested.XXXXXX")
