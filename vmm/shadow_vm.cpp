@@ -34,6 +34,12 @@ unsigned LatencyHistogram::bucket(std::uint64_t ns) {
     return std::min(kBuckets - 1, log * kSub + sub);
 }
 
+std::uint64_t LatencyHistogram::lower(unsigned b) {
+    if (b < kSub) return b;
+    const unsigned log = b / kSub, sub = b % kSub;
+    return std::uint64_t{kSub + sub} << (log - 2);
+}
+
 std::uint64_t LatencyHistogram::upper(unsigned b) {
     if (b < kSub) return b;
     const unsigned log = b / kSub, sub = b % kSub;
@@ -50,16 +56,32 @@ void LatencyHistogram::merge(const LatencyHistogram& o) {
     for (unsigned b = 0; b < kBuckets; ++b) buckets_[b] += o.buckets_[b];
 }
 
-std::uint64_t LatencyHistogram::percentile(double p) const {
-    if (count_ == 0) return 0;
+std::uint64_t LatencyHistogram::percentile(double p) const { return percentile_bucket(p).upper; }
+
+LatencyHistogram::Bucket LatencyHistogram::percentile_bucket(double p) const {
+    if (count_ == 0) return {0, 0};
     p = std::clamp(p, 0.0, 100.0);
     const auto rank = static_cast<std::uint64_t>(p / 100.0 * static_cast<double>(count_ - 1)) + 1;
     std::uint64_t seen = 0;
-    for (unsigned b = 0; b < kBuckets; ++b) {
+    unsigned b = 0;
+    for (; b < kBuckets - 1; ++b) {
         seen += buckets_[b];
-        if (seen >= rank) return upper(b);
+        if (seen >= rank) break;
     }
-    return upper(kBuckets - 1);
+    return {lower(b), upper(b)};
+}
+
+std::string describe_percentiles(const LatencyHistogram& h) {
+    const LatencyHistogram::Bucket p50 = h.percentile_bucket(50), p99 = h.percentile_bucket(99);
+    using ull = unsigned long long;
+    char line[256];
+    std::snprintf(line, sizeof line,
+                  "p50 %llu ns, p99 %llu ns (upper bounds of their histogram buckets: p50 in %llu-%llu ns, "
+                  "p99 in %llu-%llu ns; %llu timed)",
+                  static_cast<ull>(p50.upper), static_cast<ull>(p99.upper), static_cast<ull>(p50.lower),
+                  static_cast<ull>(p50.upper), static_cast<ull>(p99.lower), static_cast<ull>(p99.upper),
+                  static_cast<ull>(h.count()));
+    return line;
 }
 
 ShadowVm::ShadowVm(GuestMemory& memory, const ShadowLayout& layout, std::uint32_t cpus, const ShadowOptions& options,
@@ -233,8 +255,7 @@ std::string ShadowVm::stats() const {
     add("  faults               %llu (installs %llu, retries %llu, no memslot %llu, refused %llu, no memory %llu)\n",
         static_cast<ull>(f.faults), static_cast<ull>(f.installs), static_cast<ull>(f.retries),
         static_cast<ull>(f.no_memslot), static_cast<ull>(f.refused), static_cast<ull>(f.out_of_frames));
-    add("  fault service        p50 %llu ns, p99 %llu ns (%llu timed)\n", static_cast<ull>(all.percentile(50)),
-        static_cast<ull>(all.percentile(99)), static_cast<ull>(all.count()));
+    add("  fault service        %s\n", describe_percentiles(all).c_str());
     add("  zaps                 %llu entries in %llu batches (largest %llu)\n", static_cast<ull>(z.zaps),
         static_cast<ull>(z.batches), static_cast<ull>(z.max_batch));
     add("  shootdowns           %llu, targets %llu (acknowledged in guest %llu, deferred to entry %llu), NMIs %llu, "

@@ -39,13 +39,25 @@ public:
     void merge(const LatencyHistogram& o);
     std::uint64_t count() const { return count_; }
     std::uint64_t percentile(double p) const; // upper bound of the bucket holding the p-th percentile, ns
+    struct Bucket {
+        std::uint64_t lower, upper; // ns, both inclusive
+    };
+    Bucket percentile_bucket(double p) const; // the bucket holding the p-th percentile ({0, 0} when empty)
 private:
     static constexpr unsigned kSub = 4, kBuckets = 64 * kSub;
     static unsigned bucket(std::uint64_t ns);
+    static std::uint64_t lower(unsigned b);
     static std::uint64_t upper(unsigned b);
     std::uint64_t count_ = 0;
     std::uint32_t buckets_[kBuckets] = {};
 };
+
+// The --stats figures of a histogram: its p50 and p99 are only known to lie
+// in a bucket, so both bounds are given, e.g. "p50 57343 ns, p99 327679 ns
+// (upper bounds of their histogram buckets: p50 in 49152-57343 ns, p99 in
+// 262144-327679 ns; 64 timed)". The upper bounds lead for the scripts that
+// read "p50 N ns, p99 M ns" (vmm bench kvm).
+std::string describe_percentiles(const LatencyHistogram& h);
 
 class ShadowVm final : public ShadowPager {
 public:
