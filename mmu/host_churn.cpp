@@ -96,6 +96,50 @@ void HostChurn::update_quota(const ChurnCounters& counted) {
     quota_met_.store(true, std::memory_order_release);
 }
 
+void HostChurn::pause() {
+    std::unique_lock lock(pause_mutex_);
+    ++pauses_;
+    pause_cv_.wait(lock, [&] { return holding_ || !running_; });
+}
+
+void HostChurn::resume() {
+    {
+        std::lock_guard lock(pause_mutex_);
+        if (pauses_ == 0) return; // no pause() to end
+        if (--pauses_ == 0 && holding_) {
+            holding_ = false;
+            owed_pass_ = true;
+        }
+    }
+    pause_cv_.notify_all();
+}
+
+void HostChurn::set_running(bool running) {
+    {
+        std::lock_guard lock(pause_mutex_);
+        running_ = running;
+        holding_ = false;
+        owed_pass_ = false;
+    }
+    pause_cv_.notify_all(); // a pause() waiting for a run() that ended returns
+}
+
+void HostChurn::pass_done() {
+    std::lock_guard lock(pause_mutex_);
+    owed_pass_ = false;
+}
+
+void HostChurn::hold_while_paused(const std::atomic<bool>& stop) {
+    std::unique_lock lock(pause_mutex_);
+    if (pauses_ == 0 || owed_pass_) return;
+    holding_ = true;
+    pause_cv_.notify_all();
+    // `stop` is the caller's flag, set without a notification: look at it
+    // every millisecond, so that a run paused for good still ends.
+    while (holding_ && !stop.load(std::memory_order_acquire)) pause_cv_.wait_for(lock, std::chrono::milliseconds(1));
+    holding_ = false;
+}
+
 void HostChurn::run(const std::atomic<bool>& stop, ChurnCounters& out) {
     using Clock = std::chrono::steady_clock;
     Rng rng(cfg_.seed ^ 0xc0ffee);
@@ -114,11 +158,15 @@ void HostChurn::run(const std::atomic<bool>& stop, ChurnCounters& out) {
             out.done[op] += c.done[op];
             attempted_before_[op] += c.attempted[op];
         }
+        set_running(false); // last: a pause() waiting for this run finds the host still
     };
     std::uint64_t skipped[kChurnOps] = {};
     const auto t0 = Clock::now();
+    set_running(true);
     try {
         while (!stop.load(std::memory_order_acquire)) {
+            hold_while_paused(stop);
+            if (stop.load(std::memory_order_acquire)) break;
             const auto now = Clock::now();
             const double elapsed = std::chrono::duration<double>(now - t0).count();
             bool any = false, behind = false;
@@ -149,6 +197,7 @@ void HostChurn::run(const std::atomic<bool>& stop, ChurnCounters& out) {
                 restore(protected_pages.front().second);
                 protected_pages.pop_front();
             }
+            pass_done();
             // Sleep only when nothing is due: among many busy threads a
             // sleeper waits its turn to run again, which can be milliseconds.
             if (!behind) std::this_thread::sleep_for(std::chrono::microseconds(any ? 50 : 200));

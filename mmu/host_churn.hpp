@@ -16,9 +16,11 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <mutex>
 
 namespace hv::mmu {
 
@@ -70,15 +72,38 @@ public:
     bool enabled() const { return enabled_; }
     const ChurnConfig& config() const { return cfg_; }
 
+    // Holds run() between two passes of its loop until resume(), for a
+    // reader that needs the host still for a while (a guest's coherence
+    // check); returns once run() holds, at once when run() is not running
+    // (a run() that starts while paused holds before its first operation).
+    // Fair to the churn: after a resume() run() makes one more pass (the
+    // operations then due) before it holds for the next pause(), so pausing
+    // again and again slows the churn but never stops it. Protected pages
+    // stay protected while it holds; the rates count on, and the backlog is
+    // capped as after any delay. Pauses nest: run() goes on once each
+    // pause() has had its resume(). Any thread; not from run()'s own thread.
+    void pause();
+    void resume();
+
 private:
     bool do_op(ChurnOp op, std::uint64_t page, std::uint64_t other_page);
     void update_quota(const ChurnCounters& counted);
+    void hold_while_paused(const std::atomic<bool>& stop); // on run()'s thread, between passes
+    void set_running(bool running);
+    void pass_done();
 
     HostAddressSpace& host_;
     const ChurnConfig cfg_;
     bool enabled_ = false;
     std::atomic<bool> quota_met_{true};
     std::uint64_t attempted_before_[kChurnOps] = {}; // by earlier runs, for the quota
+
+    std::mutex pause_mutex_; // guards the pause state below
+    std::condition_variable pause_cv_;
+    unsigned pauses_ = 0;    // pause() calls not resumed yet
+    bool holding_ = false;   // run() holds between passes for them
+    bool running_ = false;   // run() is between its start and its return
+    bool owed_pass_ = false; // a hold ended and run() has not made a pass since
 };
 
 } // namespace hv::mmu

@@ -9,6 +9,12 @@
 namespace hv {
 namespace {
 
+constexpr std::string_view kExceptionReports = "guest exception reports";
+
+GuestLog& guest_log(ExitContext& ctx) {
+    if (!ctx.guest_log) ctx.guest_log = std::make_shared<GuestLog>(ctx.log);
+    return *ctx.guest_log;
+}
 
 ExitAction stop_crash(ExitContext& ctx, std::string message) {
     ctx.stop.request(StopReason::GuestCrash, exit_status::kGuestCrash, std::move(message));
@@ -33,7 +39,7 @@ ExitAction hypercall(const ExitRecord& exit, ExitContext& ctx) {
         const auto& e = *result.exception;
         const std::string line = "vcpu " + std::to_string(exit.vcpu) + ": " + describe_exception(e);
         if (e.flags & HV_EXC_RECOVERABLE) {
-            if (ctx.log) ctx.log(line + " (handled by the guest)");
+            guest_log(ctx).print(kExceptionReports, line + " (handled by the guest)");
         } else {
             action = stop_crash(ctx, "unhandled " + describe_exception(e));
             action.guest_frame = e;

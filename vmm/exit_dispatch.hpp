@@ -8,6 +8,7 @@
 #include "stop_latch.hpp"
 
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -28,6 +29,12 @@ struct ExitContext {
     // host-op and verify hypercalls.
     ShadowPager* pager = nullptr;
     bool strict_faults = false;
+    // Where the lines a guest can repeat at will (its exception reports) go
+    // through `log`: the first few of each kind, then a count. A VM shares
+    // one among its vCPUs' contexts and calls finish() when the run ends;
+    // left empty, dispatch_exit makes one for this context on first use,
+    // which prints its count when the context is destroyed.
+    std::shared_ptr<GuestLog> guest_log = nullptr;
 };
 
 struct ExitAction {

@@ -68,13 +68,13 @@ std::uint32_t verify_call(GuestMemory& memory, std::uint64_t gpa, const Hypercal
     if (call->count > HV_VERIFY_MAX || call->guest_lost > HV_VERIFY_MAX) return HV_E_BAD_ARG;
     const std::uint64_t bytes = call->count * sizeof(hv_stamp);
     if (!memory.contains(call->table, bytes)) return HV_E_FAULT;
-    if (ctx.pager && !ctx.pager->block_allowed(call->table, bytes)) return HV_E_FAULT;
-    std::vector<hv_stamp> stamps(call->count);
-    // A copy: the guest cannot change the table while the VMM checks it.
-    if (!memory.read(call->table, std::span(reinterpret_cast<std::uint8_t*>(stamps.data()), stamps.size() * sizeof(hv_stamp))))
-        return HV_E_FAULT;
+    // Before anything is allocated: identity mode has nothing to check, and
+    // a guest calling this in a loop on every vCPU must cost the VMM nothing.
     if (!ctx.pager) return HV_E_NOT_SHADOW;
-    const std::uint32_t status = ctx.pager->verify(stamps, call->guest_lost, call->lost, call->checked);
+    if (!ctx.pager->block_allowed(call->table, bytes)) return HV_E_FAULT;
+    const std::uint32_t status =
+        ctx.pager->verify_table(memory, call->table, call->count, call->guest_lost, call->lost, call->checked);
+    if (status == HV_E_BUSY) return status; // nothing was checked: the block stays as the guest left it
     if (!memory.write_obj(gpa, *call)) return HV_E_FAULT;
     return status;
 }
@@ -126,6 +126,51 @@ HypercallResult handle_hypercall(GuestMemory& memory, std::uint64_t block_gpa, c
         return {HV_OK, std::nullopt, {}};
     default: return {HV_E_UNKNOWN_CALL, std::nullopt, {}};
     }
+}
+
+GuestLog::~GuestLog() {
+    try {
+        finish();
+    } catch (...) {
+        // A sink that throws while the VM is torn down loses the summary, nothing else.
+    }
+}
+
+GuestLog::Kind& GuestLog::kind_locked(std::string_view name) {
+    for (Kind& k : kinds_)
+        if (k.name == name) return k;
+    return kinds_.emplace_back(Kind{std::string(name)});
+}
+
+bool GuestLog::admit(std::string_view kind) {
+    std::lock_guard lock(mutex_);
+    return kind_locked(kind).seen++ < listed_;
+}
+
+void GuestLog::print(std::string_view kind, std::string_view line) {
+    if (admit(kind) && sink_) sink_(line);
+}
+
+void GuestLog::finish() {
+    std::vector<std::string> lines;
+    {
+        std::lock_guard lock(mutex_);
+        for (Kind& k : kinds_) {
+            const std::uint64_t suppressed = k.seen > listed_ ? k.seen - listed_ : 0;
+            if (suppressed == k.summarized) continue;
+            lines.push_back("... and " + std::to_string(suppressed - k.summarized) + " more " + k.name + " (suppressed)");
+            k.summarized = suppressed;
+        }
+    }
+    if (sink_)
+        for (const auto& line : lines) sink_(line);
+}
+
+std::uint64_t GuestLog::suppressed(std::string_view kind) const {
+    std::lock_guard lock(mutex_);
+    for (const Kind& k : kinds_)
+        if (k.name == kind) return k.seen > listed_ ? k.seen - listed_ : 0;
+    return 0;
 }
 
 const char* exception_mnemonic(std::uint64_t vector) {

@@ -5,11 +5,13 @@
 #include <cstring>
 #include <optional>
 #include <thread>
+#include <vector>
 
 namespace hv {
 namespace {
 
 constexpr std::uint64_t kPage = 4096;
+constexpr std::string_view kLostWriteLines = "lost-write lines";
 
 // The host page behind a guest address, through the memslots.
 std::optional<std::uint64_t> host_page(const mmu::ShadowMmu& mmu, std::uint64_t address) {
@@ -61,28 +63,54 @@ std::uint32_t MmuPager::host_op(std::uint32_t op, std::uint64_t address, std::ui
     return HV_OK;
 }
 
+std::uint32_t ShadowPager::verify_table(const GuestMemory& memory, std::uint64_t table, std::uint64_t count,
+                                        std::uint64_t guest_lost, std::uint64_t& lost, std::uint64_t& checked) {
+    if (verifying_.exchange(true, std::memory_order_acquire)) return HV_E_BUSY;
+    struct Turn {
+        std::atomic<bool>& held;
+        ~Turn() { held.store(false, std::memory_order_release); }
+    } turn{verifying_};
+    std::vector<hv_stamp> stamps(count);
+    if (!memory.read(table, std::span(reinterpret_cast<std::uint8_t*>(stamps.data()), stamps.size() * sizeof(hv_stamp))))
+        return HV_E_FAULT;
+    return verify(stamps, guest_lost, lost, checked);
+}
+
 // The guest's own count is taken as given: a guest can only make its own
-// verdict worse by lying, or hide its own losses. Every stamp is checked
-// before anything is read, so a bad table changes
-// nothing. The host tables, not the shadow entries, say where each page's
-// contents are now (a swapped-out page is read back in).
+// verdict worse by lying, or hide its own losses.
 std::uint32_t MmuPager::verify(std::span<const hv_stamp> stamps, std::uint64_t guest_lost, std::uint64_t& lost,
                                std::uint64_t& checked) {
     checked = 0;
     lost = guest_lost;
+    if (const std::uint32_t status = check_stamps(stamps); status != HV_OK) return status;
+    if (hooks_.quiesce) hooks_.quiesce();
+    compare(stamps, guest_lost, lost, checked, &report_log_);
+    return HV_OK;
+}
+
+std::uint32_t MmuPager::check_stamps(std::span<const hv_stamp> stamps) const {
     for (const hv_stamp& s : stamps)
         if (s.address % 8 || s.address < region_base_ || s.address - region_base_ >= region_size_) return HV_E_BAD_ARG;
-    if (hooks_.quiesce) hooks_.quiesce();
-    constexpr std::uint64_t kMaxReports = 10;
-    auto lose = [&](const hv_stamp& s, const std::string& why) {
-        if (lost++ - guest_lost < kMaxReports && hooks_.report)
-            hooks_.report("lost write: " + hex(s.address) + " expected " + hex(s.value) + ", " + why);
+    return HV_OK;
+}
+
+// The host tables, not the shadow entries, say where each page's contents
+// are now (a swapped-out page is read back in).
+void MmuPager::compare(std::span<const hv_stamp> stamps, std::uint64_t guest_lost, std::uint64_t& lost,
+                       std::uint64_t& checked, GuestLog* log) {
+    checked = 0;
+    lost = guest_lost;
+    auto lose = [&](const hv_stamp& s, auto&& why) {
+        ++lost;
+        if (log)
+            log->print_with(kLostWriteLines,
+                            [&] { return "lost write: " + hex(s.address) + " expected " + hex(s.value) + ", " + why(); });
     };
     for (const hv_stamp& s : stamps) {
         ++checked;
         const auto ha = mmu_.guest_to_host(s.address);
         if (!ha) {
-            lose(s, "the address is outside every memslot");
+            lose(s, [] { return std::string("the address is outside every memslot"); });
             continue;
         }
         std::optional<mmu::Pfn> pfn;
@@ -93,20 +121,19 @@ std::uint32_t MmuPager::verify(std::span<const hv_stamp> stamps, std::uint64_t g
         } else {
             const mmu::HostFaultResult r = host_.fault(*ha, mmu::Access::Read);
             if (r.status != mmu::HostFaultStatus::Mapped) {
-                lose(s, std::string("the host cannot read the page back: ") + mmu::to_string(r.status));
+                lose(s, [&] { return std::string("the host cannot read the page back: ") + mmu::to_string(r.status); });
                 continue;
             }
             pfn = r.translation.pfn;
         }
         if (!pfn) continue;
         std::uint64_t cur = 0;
-        std::memcpy(&cur, host_.frames().bytes(*pfn).data() + (*ha % kPage), sizeof cur);
+        std::memcpy(&cur, host_.data_frames().bytes(*pfn).data() + (*ha % kPage), sizeof cur);
         if (cur == s.value) continue;
         const std::uint64_t page = (s.address - region_base_) / kPage;
         if (cur == 0 && hooks_.unmaps_started && hooks_.unmaps_started(page) > s.unmap_done) continue; // discarded by an unmap
-        lose(s, "found " + hex(cur));
+        lose(s, [&] { return "found " + hex(cur); });
     }
-    return HV_OK;
 }
 
 } // namespace hv

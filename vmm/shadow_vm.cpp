@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstdio>
 #include <cstring>
+#include <string_view>
 
 #include <sys/resource.h>
 #include <unistd.h>
@@ -20,6 +21,24 @@ using Clock = std::chrono::steady_clock;
 constexpr std::uint64_t kPage = 4096;
 constexpr std::uint64_t kHostBase = 0x7f0000000000; // where the region lives in the host address space
 constexpr std::uint32_t kRegionSlot = 1;
+
+constexpr std::string_view kCoherenceCheckLines = "coherence-check lines";
+
+// Holds a churn between two of its operations for as long as it lives.
+class ChurnPause {
+public:
+    explicit ChurnPause(std::shared_ptr<mmu::HostChurn> churn) : churn_(std::move(churn)) {
+        if (churn_) churn_->pause();
+    }
+    ~ChurnPause() {
+        if (churn_) churn_->resume();
+    }
+    ChurnPause(const ChurnPause&) = delete;
+    ChurnPause& operator=(const ChurnPause&) = delete;
+
+private:
+    std::shared_ptr<mmu::HostChurn> churn_;
+};
 
 std::uint64_t ns_since(Clock::time_point t0) {
     return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count());
@@ -158,6 +177,7 @@ void ShadowVm::start_churn() {
     auto churn = std::make_shared<mmu::HostChurn>(*host_, std::move(c));
     if (!churn->enabled()) return;
     std::lock_guard lock(churn_mutex_);
+    churn_ = churn;
     churn_thread_ = std::thread([this, churn] {
         raise_churn_priority();
         churn->run(churn_stop_, churn_counters_);
@@ -211,18 +231,32 @@ std::uint32_t ShadowVm::host_op(std::uint32_t op, std::uint64_t address, std::ui
     return status;
 }
 
+// The churn is paused, not stopped, for the comparison: the guest decides
+// when it calls HV_CALL_VERIFY, and must not be able to switch off the host
+// operations the experiment asked for (abi.h). The lines it causes go
+// through guest_log_, as it may call again and again.
 std::uint32_t ShadowVm::verify(std::span<const hv_stamp> stamps, std::uint64_t guest_lost, std::uint64_t& lost,
                                 std::uint64_t& checked) {
-    const std::uint32_t status = pager_->verify(stamps, guest_lost, lost, checked);
-    if (status == HV_OK) {
-        lost_.fetch_add(lost);
-        verified_.store(true);
-        if (log_)
-            log_("coherence check: " + std::to_string(checked) + " stamps checked, " + std::to_string(lost - guest_lost) +
-                 " lost at the end, " + std::to_string(guest_lost) + " seen lost by the guest while running: lost_writes=" +
-                 std::to_string(lost));
+    checked = 0;
+    lost = guest_lost;
+    if (const std::uint32_t status = pager_->check_stamps(stamps); status != HV_OK) return status;
+    {
+        const ChurnPause pause(running_churn());
+        pager_->compare(stamps, guest_lost, lost, checked, &guest_log_);
     }
-    return status;
+    lost_.fetch_add(lost);
+    verified_.store(true);
+    guest_log_.print_with(kCoherenceCheckLines, [&] {
+        return "coherence check: " + std::to_string(checked) + " stamps checked, " + std::to_string(lost - guest_lost) +
+               " lost at the end, " + std::to_string(guest_lost) +
+               " reported lost by the guest (seen while running): lost_writes=" + std::to_string(lost);
+    });
+    return HV_OK;
+}
+
+std::shared_ptr<mmu::HostChurn> ShadowVm::running_churn() {
+    std::lock_guard lock(churn_mutex_);
+    return churn_done_ ? nullptr : churn_;
 }
 
 bool ShadowVm::block_allowed(std::uint64_t gpa, std::uint64_t size) const {

@@ -116,6 +116,15 @@ private:
     std::atomic<int> churn_nice_{0};       // the churn thread's nice value once raised
     std::atomic<int> churn_nice_error_{0}; // errno of a failed setpriority
     void raise_churn_priority();           // on the churn thread
+    std::shared_ptr<mmu::HostChurn> churn_; // the churn run() by churn_thread_ (churn_mutex_); a verify pauses it
+    std::shared_ptr<mmu::HostChurn> running_churn(); // churn_, unless stop_churn() ended it
+
+    // The lines a guest can repeat by calling HV_CALL_VERIFY again and
+    // again. Declared last: destroyed first, it prints its counts while
+    // log_ still works.
+    GuestLog guest_log_{[this](std::string_view line) {
+        if (log_) log_(std::string(line));
+    }};
 };
 
 } // namespace hv

@@ -5,7 +5,9 @@
 
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "exit_dispatch.hpp"
@@ -148,4 +150,58 @@ TEST_CASE("dispatch_exit: an unrecoverable guest exception stops the VM with the
     CHECK(a.guest_frame->rsp == 0x1ff000);
     CHECK(a.guest_frame->gprs[HV_R15] == 0x1000 + HV_R15);
     CHECK(std::memcmp(&*a.guest_frame, &e, sizeof e) == 0);
+}
+
+// ---------------------------------------------------------------------------
+// Guest-triggered log lines are limited (GuestLog)
+
+TEST_CASE("dispatch_exit: 200000 recoverable exception reports log the first few, then one count at the end") {
+    Machine m;
+    REQUIRE(m.memory.write_obj(0x9000, exception_block(6, HV_EXC_RECOVERABLE)));
+    Hypercall call(0x9000);
+    int resumed = 0;
+    for (int i = 0; i < 200000; ++i) {
+        const ExitAction a = m.dispatch(call.record);
+        resumed += a.kind == ExitAction::Kind::Resume && a.set_rax == std::optional<std::uint64_t>(HV_OK);
+    }
+    CHECK(resumed == 200000);
+    CHECK_FALSE(m.stop.stopped());
+    REQUIRE(m.log.size() == hv::GuestLog::kListed);
+    CHECK(contains(m.log[0], "guest exception #UD (vector 6)"));
+    CHECK(contains(m.log[0], "(handled by the guest)"));
+    REQUIRE(m.ctx.guest_log);
+    m.ctx.guest_log->finish();
+    REQUIRE(m.log.size() == hv::GuestLog::kListed + 1);
+    CHECK(m.log.back() == "... and " + std::to_string(200000 - hv::GuestLog::kListed) +
+                              " more guest exception reports (suppressed)");
+}
+
+TEST_CASE("dispatch_exit: a context left without a GuestLog makes one, which prints its count when it goes") {
+    Machine m;
+    CHECK_FALSE(m.ctx.guest_log);
+    REQUIRE(m.memory.write_obj(0x9000, exception_block(13, HV_EXC_RECOVERABLE)));
+    Hypercall call(0x9000);
+    for (std::uint64_t i = 0; i < hv::GuestLog::kListed + 5; ++i) m.dispatch(call.record);
+    CHECK(m.log.size() == hv::GuestLog::kListed);
+    REQUIRE(m.ctx.guest_log.use_count() == 1);
+    m.ctx.guest_log.reset(); // as when the vCPU's context ends
+    REQUIRE(m.log.size() == hv::GuestLog::kListed + 1);
+    CHECK(m.log.back() == "... and 5 more guest exception reports (suppressed)");
+}
+
+TEST_CASE("dispatch_exit: the vCPUs of a VM share one GuestLog and its limit") {
+    Machine m;
+    auto shared = std::make_shared<hv::GuestLog>(m.ctx.log, 4);
+    m.ctx.guest_log = shared;
+    hv::ExitContext other = m.ctx; // another vCPU's context of the same VM
+    REQUIRE(m.memory.write_obj(0x9000, exception_block(14, HV_EXC_RECOVERABLE)));
+    Hypercall call(0x9000);
+    for (int i = 0; i < 3; ++i) {
+        m.dispatch(call.record);
+        hv::dispatch_exit(call.record, other);
+    }
+    CHECK(m.log.size() == 4);
+    CHECK(shared->suppressed("guest exception reports") == 2);
+    shared->finish();
+    CHECK(m.log.back() == "... and 2 more guest exception reports (suppressed)");
 }

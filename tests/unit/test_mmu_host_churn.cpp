@@ -248,3 +248,121 @@ TEST_CASE("host churn: a config without pages, with a negative, NaN or infinite 
 
     CHECK(error_of(config(ChurnOp::Protect, 100)) == "(no error)");
 }
+
+// ---------------------------------------------------------------------------
+// pause() / resume(): a guest's coherence check holds the churn still for a
+// while, but must not be able to stop it.
+
+namespace {
+
+// An unmap churn on its own thread whose unmaps can be counted while it runs.
+struct WatchedChurn {
+    Region r;
+    std::atomic<std::uint64_t> begun{0}, ended{0};
+    HostChurn churn;
+    std::atomic<bool> stop{false};
+    ChurnCounters out;
+    std::thread thread;
+
+    WatchedChurn() : churn(r.host, watched()) {}
+    ~WatchedChurn() {
+        if (thread.joinable()) finish();
+    }
+    ChurnConfig watched() {
+        ChurnConfig c = config(ChurnOp::Unmap, 20000);
+        c.before_unmap = [this](std::uint64_t) { begun.fetch_add(1); };
+        c.after_unmap = [this](std::uint64_t) { ended.fetch_add(1); };
+        return c;
+    }
+    void start() {
+        thread = std::thread([this] { churn.run(stop, out); });
+    }
+    void finish() {
+        stop = true;
+        thread.join();
+    }
+    // Whether more than n unmaps began within 10 s.
+    bool begins_past(std::uint64_t n) {
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+        while (begun.load() <= n && std::chrono::steady_clock::now() < deadline)
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        return begun.load() > n;
+    }
+};
+
+void sleep_ms(int ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }
+
+} // namespace
+
+TEST_CASE("host churn: pause() holds run() between two operations until resume()") {
+    WatchedChurn w;
+    w.start();
+    REQUIRE(w.begins_past(0));
+    w.churn.pause();
+    const std::uint64_t held_at = w.begun.load();
+    CHECK(w.ended.load() == held_at); // no unmap half done while it holds
+    sleep_ms(50);                      // 1000 unmaps due at 20000/s
+    CHECK(w.begun.load() == held_at);
+    w.churn.resume();
+    CHECK(w.begins_past(held_at));
+    w.finish();
+    CHECK(w.out.attempted[idx(ChurnOp::Unmap)] == w.begun.load());
+}
+
+TEST_CASE("host churn: after a resume() run() makes a pass before the next pause() holds it, so pausing cannot starve it") {
+    WatchedChurn w;
+    w.start();
+    REQUIRE(w.begins_past(0));
+    for (int i = 0; i < 50; ++i) {
+        CAPTURE(i);
+        w.churn.pause();
+        const std::uint64_t held_at = w.begun.load();
+        sleep_ms(2); // unmaps fall due while it holds
+        w.churn.resume();
+        w.churn.pause(); // at once: returns only after the pass that was owed
+        CHECK(w.begun.load() > held_at);
+        w.churn.resume();
+    }
+}
+
+TEST_CASE("host churn: a pause() before run() starts holds it before its first operation") {
+    WatchedChurn w;
+    w.churn.pause(); // nothing runs yet: returns at once
+    w.start();
+    sleep_ms(50);
+    CHECK(w.begun.load() == 0);
+    w.churn.resume();
+    CHECK(w.begins_past(0));
+}
+
+TEST_CASE("host churn: pauses nest, and run() goes on only after the last resume()") {
+    WatchedChurn w;
+    w.start();
+    REQUIRE(w.begins_past(0));
+    w.churn.pause();
+    w.churn.pause();
+    const std::uint64_t held_at = w.begun.load();
+    w.churn.resume();
+    sleep_ms(50);
+    CHECK(w.begun.load() == held_at);
+    w.churn.resume();
+    CHECK(w.begins_past(held_at));
+    w.churn.resume(); // one too many: ignored
+    w.churn.pause();
+    const std::uint64_t again = w.begun.load();
+    sleep_ms(20);
+    CHECK(w.begun.load() == again);
+    w.churn.resume();
+}
+
+TEST_CASE("host churn: stop ends a paused run(), and pause() on a churn that is not running returns at once") {
+    WatchedChurn w;
+    w.start();
+    REQUIRE(w.begins_past(0));
+    w.churn.pause();
+    w.finish(); // joins: the held run() must see `stop`
+    CHECK(w.out.attempted[idx(ChurnOp::Unmap)] == w.begun.load());
+    w.churn.resume();
+    w.churn.pause();
+    w.churn.resume();
+}

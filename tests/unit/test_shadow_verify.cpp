@@ -141,17 +141,31 @@ TEST_CASE("MmuPager::verify: guest_lost is added to the total and reports only w
     CHECK(r.checked == 0);
 }
 
-TEST_CASE("MmuPager::verify: at most 10 report lines, every loss counted") {
+TEST_CASE("MmuPager::verify: every loss counted, the first GuestLog::kListed per pager reported, then a count") {
     VerifyRig rig;
     std::vector<hv_stamp> stamps;
     for (std::uint64_t i = 0; i < 15; ++i) {
         rig.write(ga(0, 8 * i), 100 + i);
         stamps.push_back({ga(0, 8 * i), 200 + i, 0});
     }
-    const auto r = rig.verify(stamps, 3);
-    CHECK(r.lost == 18);
-    CHECK(r.checked == 15);
-    CHECK(rig.reports.size() == 10);
+    std::vector<std::string> reports;
+    {
+        hv::MmuPager::Hooks hooks;
+        hooks.report = [&](const std::string& line) { reports.push_back(line); };
+        hv::MmuPager pager(rig.shadow, rig.host, kRegion, kRegionPages * kPage, std::move(hooks));
+        std::uint64_t lost = 0, checked = 0;
+        CHECK(pager.verify(stamps, 3, lost, checked) == HV_OK);
+        CHECK(lost == 18);
+        CHECK(checked == 15);
+        REQUIRE(reports.size() == hv::GuestLog::kListed);
+        CHECK(reports[0] == "lost write: " + hv::hex(ga(0)) + " expected 0xc8, found 0x64");
+        // The limit is the pager's, not the call's: calling again adds no lines.
+        CHECK(pager.verify(stamps, 0, lost, checked) == HV_OK);
+        CHECK(lost == 15);
+        CHECK(reports.size() == hv::GuestLog::kListed);
+    }
+    REQUIRE(reports.size() == hv::GuestLog::kListed + 1); // the pager's end prints the count
+    CHECK(reports.back() == "... and " + std::to_string(30 - hv::GuestLog::kListed) + " more lost-write lines (suppressed)");
 }
 
 TEST_CASE("MmuPager::verify: an address inside the region but outside every memslot is lost") {

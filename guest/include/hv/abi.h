@@ -86,6 +86,7 @@ enum hv_status {
     HV_E_NO_MEMSLOT = 6,   /* the address is outside every memslot */
     HV_E_REFUSED = 7,      /* the host mapping refuses the access (e.g. a write to read-only) */
     HV_E_NO_MEMORY = 8,    /* no frame left for a page or a table */
+    HV_E_BUSY = 9,         /* another vCPU's call of this kind is running (HV_CALL_VERIFY: one per VM at a time); retry */
 };
 
 struct hv_call_echo {
@@ -230,6 +231,16 @@ struct hv_shadow_info {
  * before its write: an unmap that had not finished by then may have
  * discarded the contents. The guest may add the losses it saw itself while
  * running (a word that did not read back as last written).
+ *
+ * The VMM copies the table (up to HV_VERIFY_MAX stamps, 24 MiB) so that the
+ * guest cannot change it while it is checked; one call runs at a time per VM,
+ * and a call while another vCPU's runs gets HV_E_BUSY at once (nothing is
+ * checked or written back), so a guest calling it on every vCPU costs the
+ * VMM one table's worth of memory. While the VMM reads the stamped words it
+ * pauses the host churn (vmm run --churn) between two operations, so that no
+ * page moves under the read, and resumes it afterwards; a pause waits for the
+ * churn to finish one pass of its operations since the last resume, so a guest
+ * calling VERIFY back to back slows the churn but cannot stop it.
  */
 struct hv_stamp {
     uint64_t address;    /* guest-virtual, 8-byte aligned, inside the region */
