@@ -28,6 +28,22 @@ void require_tdp() {
                    found + ": without it KVM does not see the VMM's writes to the guest's page tables");
 }
 
+// kvm_pvm boots only kernels built as PVM guests. Debian's stock kernel
+// (6.1) printed nothing on it and ran until --timeout stopped it, so the
+// run is refused before it starts. Where no
+// KVM module is visible the image is let through: the check only refuses
+// what is known not to work.
+void require_kvm_for_image(ImageKind kind, const std::string& image, const std::string& sysfs_root) {
+    if (kind != ImageKind::Linux) return;
+    const TdpStatus kvm = tdp_status(sysfs_root);
+    if (kvm.module != "kvm_pvm") return;
+    throw VmmError("'" + image +
+                   "' is a Linux kernel, which needs KVM on hardware virtualization (kvm_intel or kvm_amd); this host "
+                   "has kvm_pvm (paravirtualized KVM), which boots only kernels built as PVM guests: a stock kernel "
+                   "prints nothing there and runs until --timeout. ELF and multiboot images run on kvm_pvm; Linux "
+                   "runs in a nested KVM host (scripts/nested-kvm.sh --cpus 1, see README)");
+}
+
 // Each vCPU holds a file descriptor; 1024 vCPUs exceed the usual soft limit
 // of 1024 open files, so raise it up to the hard limit when needed.
 void ensure_fd_limit(std::uint32_t cpus) {
