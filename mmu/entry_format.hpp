@@ -140,9 +140,11 @@ struct EptFormat {
     }
     // A non-leaf entry: R/W/X all set, so the next level alone decides.
     // Bits 7:3 must be zero here (reserved in PML4Es, memory type / large
-    // bit have no meaning for a table pointer).
+    // bit have no meaning for a table pointer). Accessed is set from the
+    // start: a CPU walking the table with A/D enabled then never writes it,
+    // so the table may be read-only to that CPU (see X86PteFormat).
     static constexpr std::uint64_t make_table(Pfn pfn) {
-        return detail::checked_address(name, pfn, false) | kRead | kWrite | kExec;
+        return detail::checked_address(name, pfn, false) | kRead | kWrite | kExec | kAccessed;
     }
     static constexpr std::uint64_t with_accessed(std::uint64_t e, bool on) {
         return detail::with_bit(e, kAccessed, on);
@@ -207,9 +209,12 @@ struct X86PteFormat {
         return e;
     }
     // A non-leaf entry granting everything (P, RW, US, NX clear): rights are
-    // the AND over levels, so the leaf alone decides.
+    // the AND over levels, so the leaf alone decides. Accessed is set from
+    // the start: a CPU walking the table sets A in every non-leaf entry it
+    // uses, and a preset bit means it never writes the table, so a KVM guest
+    // can walk tables that are read-only to it (KVM_MEM_READONLY).
     static constexpr std::uint64_t make_table(Pfn pfn) {
-        return detail::checked_address(name, pfn, false) | kPresent | kWritable | kUser;
+        return detail::checked_address(name, pfn, false) | kPresent | kWritable | kUser | kAccessed;
     }
     static constexpr std::uint64_t with_accessed(std::uint64_t e, bool on) {
         return detail::with_bit(e, kAccessed, on);

@@ -247,7 +247,7 @@ StartResult ExternalTlb::invalidate_range_start(HostRange range, InvalidateEvent
     return StartResult::Ok;
 }
 
-void ExternalTlb::invalidate_range_end(HostRange, InvalidateEvent) {
+void ExternalTlb::invalidate_range_end(HostRange, InvalidateEvent) noexcept {
     range_active_.fetch_sub(1, std::memory_order_seq_cst);
     bump(inv_.shared_atomics);
 }

@@ -147,7 +147,7 @@ public:
 
     // MmuNotifier
     StartResult invalidate_range_start(HostRange range, InvalidateEvent event, bool blockable) override;
-    void invalidate_range_end(HostRange range, InvalidateEvent event) override;
+    void invalidate_range_end(HostRange range, InvalidateEvent event) noexcept override;
     void invalidate_page(std::uint64_t host_address, InvalidateEvent event) override;
     bool clear_young(HostRange range) override;
     bool test_young(HostRange range) override;

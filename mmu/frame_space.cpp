@@ -2,6 +2,7 @@
 
 #include "hex.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -64,6 +65,25 @@ FrameSpace::FrameSpace(std::span<std::uint8_t> memory, Pfn first_allocatable, Pf
     first_ = first_allocatable;
     end_ = end_allocatable;
     owned_ = false;
+    next_fresh_ = first_;
+}
+
+FrameSpace::FrameSpace(Mirror mirror, Pfn first_allocatable, Pfn end_allocatable)
+    : FrameSpace(std::max<std::size_t>(mirror.memory.size() / kFrameSize, 1)) {
+    const auto address = reinterpret_cast<std::uintptr_t>(mirror.memory.data());
+    if (mirror.memory.empty()) throw std::invalid_argument("FrameSpace: expected non-empty memory, found 0 bytes");
+    if (address % kFrameSize)
+        throw std::invalid_argument("FrameSpace: memory must be 4 KiB aligned, found address " + hex(address));
+    if (mirror.memory.size() % kFrameSize)
+        throw std::invalid_argument("FrameSpace: memory must be a whole number of 4 KiB frames, found " +
+                                    hex(mirror.memory.size()) + " bytes");
+    if (first_allocatable >= end_allocatable || end_allocatable > frames_)
+        throw std::invalid_argument("FrameSpace: expected first_allocatable < end_allocatable <= " + hex(frames_) +
+                                    " (the frame count), found [" + hex(first_allocatable) + ", " +
+                                    hex(end_allocatable) + ")");
+    mirror_ = mirror.memory.data();
+    first_ = first_allocatable;
+    end_ = end_allocatable;
     next_fresh_ = first_;
 }
 
@@ -163,6 +183,7 @@ Pfn FrameSpace::hand_out(Pfn entry) {
     // Outside the locks: the frame is ours alone now, and 4 KiB of stores
     // should not extend every other thread's wait.
     if (entry & kZeroBit) std::memset(base_ + pfn * kFrameSize, 0, kFrameSize);
+    if (mirror_) std::memset(mirror_ + pfn * kFrameSize, 0, kFrameSize); // whatever the guest left there
     return pfn;
 }
 

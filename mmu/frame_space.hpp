@@ -90,6 +90,19 @@ public:
     // std::invalid_argument unless memory is non-empty, 4 KiB aligned and a
     // whole number of frames, and first_allocatable < end_allocatable <= frames.
     FrameSpace(std::span<std::uint8_t> memory, Pfn first_allocatable, Pfn end_allocatable);
+    // Memory someone else can write (KVM mode: guest RAM, which a ring-0
+    // guest may write however it likes, through page tables of its own):
+    // the frames live in a private anonymous mapping of the same size, which
+    // bytes() and entries() return and nobody else can reach, and `memory`
+    // only mirrors them for a CPU that walks tables there. Writers of table
+    // entries call mirror() after each store; a frame is zeroed in both when
+    // handed out. What is in `memory` is never read back, so nothing written
+    // there can change what this frame space's users see. Same checks as
+    // the constructor above.
+    struct Mirror {
+        std::span<std::uint8_t> memory;
+    };
+    FrameSpace(Mirror mirror, Pfn first_allocatable, Pfn end_allocatable);
     ~FrameSpace();
     // Tables and address spaces hold references to their frame space: it
     // never moves.
@@ -149,6 +162,30 @@ public:
         return static_cast<std::uint32_t>(o - 1);
     }
     Pfn frame_count() const { return frames_; }
+    // True when both are over the same memory (pfn N names the same bytes),
+    // or one mirrors its frames into the other's memory.
+    bool same_memory(const FrameSpace& o) const {
+        return frames_ == o.frames_ && (base_ == o.base_ || (mirror_ && mirror_ == o.base_) ||
+                                        (o.mirror_ && o.mirror_ == base_));
+    }
+    // A Mirror space: copies the entry at `entry` (a pointer into
+    // entries()), just written, to the same place in the mirror. No-op
+    // otherwise. Two writers of one entry may mirror in either order, so the
+    // copy is repeated until the entry did not change meanwhile: the last
+    // writer to finish leaves the current value in the mirror.
+    void mirror(const std::uint64_t* entry) const {
+        if (!mirror_) return;
+        const auto offset = static_cast<std::size_t>(reinterpret_cast<const std::uint8_t*>(entry) - base_);
+        std::atomic_ref<std::uint64_t> copy(*reinterpret_cast<std::uint64_t*>(mirror_ + offset));
+        std::atomic_ref<const std::uint64_t> from(*entry);
+        for (std::uint64_t v = from.load(std::memory_order_seq_cst);;) {
+            copy.store(v, std::memory_order_seq_cst);
+            const std::uint64_t now = from.load(std::memory_order_seq_cst);
+            if (now == v) return;
+            v = now;
+        }
+    }
+    bool mirrored() const { return mirror_ != nullptr; }
     // Size of the allocatable range [first_allocatable, end_allocatable),
     // whether in use or not. Frames free right now: allocatable() - in_use.
     std::size_t allocatable() const { return end_ - first_; }
@@ -176,6 +213,7 @@ private:
     Pfn hand_out(Pfn entry);                    // marks it allocated; zeroes it outside any lock
 
     std::uint8_t* base_ = nullptr;
+    std::uint8_t* mirror_ = nullptr; // Mirror spaces: the memory mirrored
     Pfn frames_ = 0;
     Pfn first_ = 0;
     Pfn end_ = 0;

@@ -31,13 +31,29 @@ const char* to_string(HostFaultStatus s) {
 
 
 HostAddressSpace::HostAddressSpace(FrameSpace& frames, bool page_at_a_time)
-    : frames_(frames), page_at_a_time_(page_at_a_time),
+    : HostAddressSpace(frames, frames, page_at_a_time) {}
+
+namespace {
+FrameSpace& checked_data_space(FrameSpace& tables, FrameSpace& data) {
+    if (&tables == &data) return data;
+    if (!tables.same_memory(data))
+        throw std::invalid_argument("HostAddressSpace: expected the table and data frame spaces over the same memory");
+    if (tables.first_allocatable() < data.end_allocatable() && data.first_allocatable() < tables.end_allocatable())
+        throw std::invalid_argument("HostAddressSpace: table frames [" + hex(tables.first_allocatable()) + ", " +
+                                    hex(tables.end_allocatable()) + ") overlap data frames [" +
+                                    hex(data.first_allocatable()) + ", " + hex(data.end_allocatable()) + ")");
+    return data;
+}
+} // namespace
+
+HostAddressSpace::HostAddressSpace(FrameSpace& tables, FrameSpace& data, bool page_at_a_time)
+    : frames_(tables), data_(checked_data_space(tables, data)), page_at_a_time_(page_at_a_time),
       table_([&] {
-          auto t = RadixTable<Pte>::create(frames);
+          auto t = RadixTable<Pte>::create(tables);
           if (!t) throw std::runtime_error("HostAddressSpace: no frame left for the root page table");
           return std::move(*t);
       }()),
-      pt_locks_(frames.frame_count()), map_count_(frames.frame_count()),
+      pt_locks_(tables.frame_count()), map_count_(tables.frame_count()),
       slots_(std::make_unique<CounterSlot[]>(kMaxVcpus + 1)) {}
 
 HostCounters HostAddressSpace::counters() const {
@@ -100,13 +116,13 @@ void HostAddressSpace::map_anonymous(HostRange range, bool writable) {
 
 std::optional<Pfn> HostAddressSpace::new_frame(std::uint32_t cpu, AllocCost* cost) {
     AllocCost ignored;
-    auto pfn = frames_.allocate(cpu, cost ? *cost : ignored);
+    auto pfn = data_.allocate(cpu, cost ? *cost : ignored);
     if (pfn) map_count_[*pfn].store(1, std::memory_order_relaxed);
     return pfn;
 }
 
 void HostAddressSpace::put_frame(Pfn pfn) {
-    if (map_count_[pfn].fetch_sub(1, std::memory_order_acq_rel) == 1) frames_.free(pfn);
+    if (map_count_[pfn].fetch_sub(1, std::memory_order_acq_rel) == 1) data_.free(pfn);
 }
 
 HostAddressSpace::PteGuard HostAddressSpace::lock_pte(std::uint64_t address, std::uint32_t cpu) {
@@ -239,7 +255,7 @@ HostFaultResult HostAddressSpace::fault(std::uint64_t address, Access access, st
             shared += 2;
             auto it = swap_.find(slot_id);
             if (it != swap_.end()) {
-                std::memcpy(frames_.bytes(*pfn).data(), it->second.data(), kPage);
+                std::memcpy(data_.bytes(*pfn).data(), it->second.data(), kPage);
                 swap_.erase(it);
             }
             count(Count::SwapIns, 1, cpu);
@@ -293,7 +309,7 @@ HostFaultResult HostAddressSpace::break_cow(std::uint64_t address, std::uint32_t
         return costed(HostFaultStatus::Mapped, {Pte::pfn(pte), Pte::writable(pte)});
     }
     const Pfn old = Pte::pfn(pte);
-    std::memcpy(frames_.bytes(*fresh).data(), frames_.bytes(old).data(), kPage);
+    std::memcpy(data_.bytes(*fresh).data(), data_.bytes(old).data(), kPage);
     std::uint64_t updated = Pte::with_dirty(Pte::with_accessed(Pte::with_writable(pte & ~kMergedBit, true), true), true);
     updated = Pte::with_pfn(updated, *fresh);
     entry.store(updated, std::memory_order_release);

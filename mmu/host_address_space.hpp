@@ -101,13 +101,30 @@ public:
     static constexpr std::uint32_t kAnyCpu = ~0u;
 
     // page_at_a_time: fire invalidate_page per page (2008) instead of range start/end.
-    HostAddressSpace(FrameSpace& frames, bool page_at_a_time = false);
+    // Tables and data pages alike come from `frames`.
+    explicit HostAddressSpace(FrameSpace& frames, bool page_at_a_time = false);
+    // Tables (these and any secondary MMU's built over frames()) from
+    // `tables`, data pages from `data`: two allocators over the same memory
+    // (pfn N is the same bytes in both) with disjoint allocatable ranges, so
+    // a KVM guest can be given the table frames read-only and the data
+    // frames writable. Throws std::invalid_argument unless both cover the
+    // same memory and their allocatable ranges are disjoint.
+    HostAddressSpace(FrameSpace& tables, FrameSpace& data, bool page_at_a_time = false);
     ~HostAddressSpace();
     HostAddressSpace(const HostAddressSpace&) = delete;
     HostAddressSpace& operator=(const HostAddressSpace&) = delete;
 
     NotifierChain& notifiers() { return chain_; }
+    // Where tables come from; its bytes()/entries() serve every frame.
     FrameSpace& frames() { return frames_; }
+    // Where data pages come from (frames() unless given apart).
+    FrameSpace& data_frames() { return data_; }
+    const FrameSpace& data_frames() const { return data_; }
+    // FrameSpace::line_owner of pfn, asked of the allocator that hands it out.
+    std::optional<std::uint32_t> line_owner(Pfn pfn) const {
+        const bool data = pfn >= data_.first_allocatable() && pfn < data_.end_allocatable();
+        return (data ? data_ : frames_).line_owner(pfn);
+    }
 
     // Anonymous demand-zero mapping of [start, end) (4 KiB aligned, inside
     // 48 bits, not overlapping an existing mapping); throws std::invalid_argument.
@@ -229,6 +246,7 @@ private:
     void fire_page(std::uint64_t address, InvalidateEvent event) { chain_.invalidate_page(address, event); }
 
     FrameSpace& frames_;
+    FrameSpace& data_;
     const bool page_at_a_time_;
     NotifierChain chain_;
     RadixTable<Pte> table_;

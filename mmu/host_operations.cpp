@@ -147,7 +147,7 @@ bool HostAddressSpace::migrate(std::uint64_t address) {
     if (!fresh) return false;
     const auto old = change_page(address, InvalidateEvent::Migrate, [&](auto entry, std::uint64_t pte) {
         const Pfn from = Pte::pfn(pte);
-        std::memcpy(frames_.bytes(*fresh).data(), frames_.bytes(from).data(), kPage);
+        std::memcpy(data_.bytes(*fresh).data(), data_.bytes(from).data(), kPage);
         entry.store(Pte::with_pfn(pte, *fresh), std::memory_order_release);
         return std::optional<Pfn>(from);
     });
@@ -179,7 +179,7 @@ bool HostAddressSpace::merge(std::uint64_t keep, std::uint64_t other) {
             const std::uint64_t pa = ea.load(std::memory_order_acquire);
             const std::uint64_t pb = eb.load(std::memory_order_acquire);
             if (Pte::present(pa) && Pte::present(pb) && Pte::pfn(pa) != Pte::pfn(pb) &&
-                std::memcmp(frames_.bytes(Pte::pfn(pa)).data(), frames_.bytes(Pte::pfn(pb)).data(), kPage) == 0) {
+                std::memcmp(data_.bytes(Pte::pfn(pa)).data(), data_.bytes(Pte::pfn(pb)).data(), kPage) == 0) {
                 const Pfn shared = Pte::pfn(pa);
                 map_count_[shared].fetch_add(1, std::memory_order_acq_rel);
                 ea.store(Pte::with_writable(pa, false) | kMergedBit, std::memory_order_release);
@@ -206,7 +206,7 @@ bool HostAddressSpace::swap_out(std::uint64_t address) {
     const auto old = change_page(address, InvalidateEvent::SwapOut, [&](auto entry, std::uint64_t pte) {
         const Pfn from = Pte::pfn(pte);
         std::vector<std::uint8_t> saved(kPage);
-        std::memcpy(saved.data(), frames_.bytes(from).data(), kPage);
+        std::memcpy(saved.data(), data_.bytes(from).data(), kPage);
         std::uint64_t slot_id;
         {
             std::lock_guard swap(swap_mutex_);

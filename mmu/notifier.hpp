@@ -34,7 +34,10 @@ class MmuNotifier {
 public:
     virtual ~MmuNotifier() = default;
     virtual StartResult invalidate_range_start(HostRange range, InvalidateEvent event, bool blockable) = 0;
-    virtual void invalidate_range_end(HostRange range, InvalidateEvent event) = 0;
+    // Must not throw: the host has already changed its tables, so there is
+    // nothing to undo, and the chain ends ranges from destructors and other
+    // noexcept paths (a throw would terminate the process).
+    virtual void invalidate_range_end(HostRange range, InvalidateEvent event) noexcept = 0;
     virtual void invalidate_page(std::uint64_t host_address, InvalidateEvent event) = 0;
     // Clear / test the accessed state the secondary MMU holds for the range;
     // true when any page was young.

@@ -214,6 +214,7 @@ public:
                 const std::uint64_t link = Format::make_table(*fresh);
                 ++cost.shared_rmws;
                 if (compare_exchange(slot, e, link)) {
+                    frames_->mirror(slot.entry);
                     e = link;
                     ++r.tables_linked;
                     break;
@@ -248,6 +249,19 @@ public:
         const WalkResult r = walk_or_create(addr, cpu);
         if (!r.found()) return std::nullopt;
         return r.slot;
+    }
+
+    // Copies the entry of every level on the way to addr (as far as the
+    // entries are present) to the frame space's mirror (FrameSpace::mirror).
+    void mirror_path(std::uint64_t addr) const {
+        Pfn table = root_;
+        for (unsigned level = kLevels;; --level) {
+            const Slot slot = slot_at(table, level, index(addr, level));
+            frames_->mirror(slot.entry);
+            const std::uint64_t e = load(slot);
+            if (level == 1 || !Format::present(e) || is_large_leaf(e, level)) return;
+            table = Format::pfn(e);
+        }
     }
 
     // ---- Entry access (atomic; see the header comment) ---------------------
@@ -453,6 +467,7 @@ private:
             if (level > 2) freed += prune(child, level - 1, at, start, end, release);
             if (table_empty(child)) {
                 store(slot, 0); // unlink before the frame can be reused
+                frames_->mirror(slot.entry);
                 release(child);
                 ++freed;
             }

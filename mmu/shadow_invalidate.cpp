@@ -68,6 +68,7 @@ std::size_t ShadowMmu::zap_ranges(std::span<const GuestRange> ranges, ShadowCoun
 #else
                     entry.store(0, std::memory_order_relaxed);
 #endif
+                    frames().mirror(slot.entry);
                     if (!(defect::kForgetRmapRemoval && (addr >> 12) % 8 == 7))
                         rmap_.remove(Pte::pfn(old), addr >> 12, rmap_writers);
                     if (batch_tables.empty() || batch_tables.back() != slot.table) batch_tables.push_back(slot.table);
@@ -173,7 +174,7 @@ bool ShadowMmu::invalidation_covers(std::uint64_t ga) const {
            invalidate_lo_.load(std::memory_order_seq_cst) <= ga && ga < invalidate_hi_.load(std::memory_order_seq_cst);
 }
 
-void ShadowMmu::invalidate_range_end(HostRange, InvalidateEvent) {
+void ShadowMmu::invalidate_range_end(HostRange, InvalidateEvent) noexcept {
     invalidate_seq_.fetch_add(1);
     invalidate_in_progress_.fetch_sub(1);
 }
@@ -194,6 +195,7 @@ bool ShadowMmu::clear_young(HostRange range) {
             std::uint64_t old = e.load(std::memory_order_acquire);
             while (Pte::present(old) && Pte::accessed(old)) {
                 if (e.compare_exchange_weak(old, Pte::with_accessed(old, false), std::memory_order_acq_rel)) {
+                    frames().mirror(slot.entry);
                     young = true;
                     break;
                 }

@@ -12,6 +12,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <utility>
 
 namespace hv::mmu {
 using shadow_detail::at;
@@ -187,11 +188,12 @@ void ShadowMmu::map_static(std::uint64_t guest_start, std::uint64_t size, Pfn fi
     if (first_frame + pages < first_frame || first_frame + pages > fs.frame_count())
         throw MemslotError("static range: frames [" + hex(first_frame) + ", +" + hex(pages) +
                            ") lie outside the frame space of " + hex(fs.frame_count()) + " frames");
-    // The allocator must never hand a static frame out as a table or a page.
-    if (first_frame < fs.end_allocatable() && fs.first_allocatable() < first_frame + pages)
-        throw MemslotError("static range: frames [" + hex(first_frame) + ", +" + hex(pages) +
-                           ") overlap the allocatable frames [" + hex(fs.first_allocatable()) + ", " +
-                           hex(fs.end_allocatable()) + ")");
+    // The allocators must never hand a static frame out as a table or a page.
+    for (const FrameSpace* pool : {&fs, &std::as_const(host_).data_frames()})
+        if (first_frame < pool->end_allocatable() && pool->first_allocatable() < first_frame + pages)
+            throw MemslotError("static range: frames [" + hex(first_frame) + ", +" + hex(pages) +
+                               ") overlap the allocatable frames [" + hex(pool->first_allocatable()) + ", " +
+                               hex(pool->end_allocatable()) + ")");
     std::lock_guard zaps(zap_mutex_);
     std::unique_lock lock(slots_lock_);
     refuse_static_overlap(guest_start, guest_start + size, "static range");
@@ -205,11 +207,15 @@ void ShadowMmu::map_static(std::uint64_t guest_start, std::uint64_t size, Pfn fi
             // Undo the part already mapped: the tables stay (they belong to
             // the table and are freed with it), the entries go.
             for (std::uint64_t j = 0; j < i; ++j)
-                if (auto l = table_.find_leaf(guest_start + j * kPage)) at(l->entry).store(0, std::memory_order_release);
+                if (auto l = table_.find_leaf(guest_start + j * kPage)) {
+                    at(l->entry).store(0, std::memory_order_release);
+                    frames().mirror(l->entry);
+                }
             throw MemslotError("static range: no frame left for a shadow table after " + std::to_string(i) +
                                " of " + std::to_string(pages) + " pages");
         }
         at(leaf->entry).store(static_entry(first_frame + i, writable), std::memory_order_release);
+        frames().mirror(leaf->entry);
     }
     statics_.push_back({guest_start, guest_start + size, first_frame, writable});
 }
@@ -412,13 +418,20 @@ FaultResult ShadowMmu::install(std::uint32_t vcpu, std::uint64_t ga, const Memsl
     const Rmap::Writers rmap_writers =
         config_.lock == LockPolicy::Global ? Rmap::Writers::Excluded : Rmap::Writers::Concurrent;
     for (;;) {
-        if (Pte::present(old) && Pte::pfn(old) == t.pfn && (Pte::writable(old) || !writable)) break; // already there
+        if (Pte::present(old) && Pte::pfn(old) == t.pfn && (Pte::writable(old) || !writable)) {
+            // Already there, yet the CPU faulted: its TLB was stale, or the
+            // guest scribbled on the mirror it walks. Publish the path again
+            // so a scribbled mirror cannot fault the same access forever.
+            if (frames().mirrored()) table_.mirror_path(ga);
+            break;
+        }
         bool published = true;
         if (sole_installer)
             entry.store(fresh, std::memory_order_release);
         else
             published = entry.compare_exchange_weak(old, fresh, std::memory_order_acq_rel, std::memory_order_acquire);
         if (published) {
+            frames().mirror(leaf->entry);
             // A frame's rmap head with other writers possible: one
             // compare-exchange (or its bit lock), counted as a lock, and a
             // shared RMW unless the line is ours. Excluded: a plain store.

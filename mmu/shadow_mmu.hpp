@@ -170,7 +170,7 @@ public:
 
     // MmuNotifier
     StartResult invalidate_range_start(HostRange range, InvalidateEvent event, bool blockable) override;
-    void invalidate_range_end(HostRange range, InvalidateEvent event) override;
+    void invalidate_range_end(HostRange range, InvalidateEvent event) noexcept override;
     void invalidate_page(std::uint64_t host_address, InvalidateEvent event) override;
     bool clear_young(HostRange range) override;
     bool test_young(HostRange range) override;
@@ -201,7 +201,9 @@ private:
     // The table's shootdown mask, created (from `vcpu`'s slab) if it has none.
     VcpuMask& mask_for_table(Pfn table, std::uint32_t vcpu);
     // True when `pfn`'s per-frame lines hold only frames `vcpu` was given.
-    bool line_private(Pfn pfn, std::uint32_t vcpu) const { return host_.frames().line_owner(pfn) == vcpu; }
+    bool line_private(Pfn pfn, std::uint32_t vcpu) const { return host_.line_owner(pfn) == vcpu; }
+    // Where the tables live; every entry store is followed by frames().mirror().
+    const FrameSpace& frames() const { return host_.frames(); }
     std::vector<GuestRange> guest_ranges(HostRange range) const; // the memslots' view of a host range
     ShadowCounters& zap_slot() { return counters_[config_.vcpus].c; }
     void begin_invalidation(std::span<const GuestRange> ranges); // caller holds zap_mutex_

@@ -74,7 +74,7 @@ std::uint64_t SoftVcpuSystem::verify_final(std::uint32_t vcpus) {
                 // wherever the page is present (anything else was misdirected).
                 const auto t = host_.lookup(ha);
                 if (!t) continue;
-                const std::uint64_t cur = load_slot(host_.frames().bytes(t->pfn).data() + 8 * (v % kSlots));
+                const std::uint64_t cur = load_slot(host_.data_frames().bytes(t->pfn).data() + 8 * (v % kSlots));
                 if (cur != 0) {
                     ++lost;
                     detail("final: vCPU " + std::to_string(v) + " page " + hex(guest_base_ + page * kPage) +
@@ -88,7 +88,7 @@ std::uint64_t SoftVcpuSystem::verify_final(std::uint32_t vcpus) {
                 detail("final: page " + hex(ha) + " cannot be read back: " + to_string(r.status));
                 continue;
             }
-            const std::uint64_t cur = load_slot(host_.frames().bytes(r.translation.pfn).data() + 8 * (v % kSlots));
+            const std::uint64_t cur = load_slot(host_.data_frames().bytes(r.translation.pfn).data() + 8 * (v % kSlots));
             if (cur == m.stamp) continue;
             if (cur == 0 && unmap_started_[page].load() > m.unmap_done) continue; // discarded by an unmap
             ++lost;

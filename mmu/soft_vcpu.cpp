@@ -259,7 +259,7 @@ SoftVcpuSystem::Step SoftVcpuSystem::try_access(Vcpu& s, std::uint32_t v, std::u
     const std::uint64_t ha = host_base_ + page * kPage;
     const bool owner = slot_owner(v);
     const std::uint64_t local = sharing_ == Sharing::Disjoint ? page - std::uint64_t{v} * model_pages_ : page;
-    std::uint8_t* slot = host_.frames().bytes(e.pfn).data() + 8 * (v % kSlots);
+    std::uint8_t* slot = host_.data_frames().bytes(e.pfn).data() + 8 * (v % kSlots);
     std::uint64_t cur = 0, stamp = 0, unmap_done = 0;
     {
         // Only the load and the store happen under the PT lock: every

@@ -109,7 +109,7 @@ public:
         sh_.epoch.fetch_add(1);
         return StartResult::Ok;
     }
-    void invalidate_range_end(HostRange, InvalidateEvent) override {}
+    void invalidate_range_end(HostRange, InvalidateEvent) noexcept override {}
     void invalidate_page(std::uint64_t, InvalidateEvent) override {}
     bool clear_young(HostRange) override { return false; }
     bool test_young(HostRange) override { return false; }

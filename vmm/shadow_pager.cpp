@@ -128,7 +128,7 @@ void MmuPager::compare(std::span<const hv_stamp> stamps, std::uint64_t guest_los
         }
         if (!pfn) continue;
         std::uint64_t cur = 0;
-        std::memcpy(&cur, host_.frames().bytes(*pfn).data() + (*ha % kPage), sizeof cur);
+        std::memcpy(&cur, host_.data_frames().bytes(*pfn).data() + (*ha % kPage), sizeof cur);
         if (cur == s.value) continue;
         const std::uint64_t page = (s.address - region_base_) / kPage;
         if (cur == 0 && hooks_.unmaps_started && hooks_.unmaps_started(page) > s.unmap_done) continue; // discarded by an unmap

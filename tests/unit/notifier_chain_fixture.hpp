@@ -56,7 +56,7 @@ public:
         if (start_answer == StartResult::Ok || blockable) open_.push_back({range, event});
         return start_answer;
     }
-    void invalidate_range_end(HostRange range, InvalidateEvent event) override {
+    void invalidate_range_end(HostRange range, InvalidateEvent event) noexcept override {
         log_.add(name_ + ".end");
         // Each end closes one open start with the same range and event.
         auto it = std::find_if(open_.begin(), open_.end(),

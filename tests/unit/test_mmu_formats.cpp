@@ -109,10 +109,11 @@ TEST_CASE("EptFormat: leaf bit patterns from the SDM") {
 }
 
 TEST_CASE("EptFormat: table entries, accessed/dirty/write toggles") {
-    // A non-leaf entry: address | R|W|X (0x7); bits 7:3 stay 0 (reserved in
-    // a PML4E, no memory type for a table pointer).
-    CHECK(EptFormat::make_table(0xABCDE) == 0x00000000ABCDE007ull);
-    CHECK(EptFormat::make_table(0) == 0x7);
+    // A non-leaf entry: address | R|W|X (0x7) | accessed (bit 8, preset so
+    // a walker never writes the table); bits 7:3 stay 0 (reserved in a
+    // PML4E, no memory type for a table pointer).
+    CHECK(EptFormat::make_table(0xABCDE) == 0x00000000ABCDE107ull);
+    CHECK(EptFormat::make_table(0) == 0x107);
     CHECK_FALSE(EptFormat::is_large(EptFormat::make_table(0xABCDE)));
     // Accessed = bit 8 = 0x100, dirty = bit 9 = 0x200: 0x77 | 0x300 = 0x377.
     const std::uint64_t e = EptFormat::make_leaf(0x12345, kRWX);
@@ -194,8 +195,9 @@ TEST_CASE("X86PteFormat: leaf bit patterns from the SDM") {
 }
 
 TEST_CASE("X86PteFormat: table entries, accessed/dirty/write toggles") {
-    // A non-leaf entry grants all (rights AND across levels): P|RW|US = 0x7, XD clear.
-    CHECK(X86PteFormat::make_table(0xABCDE) == 0x00000000ABCDE007ull);
+    // A non-leaf entry grants all (rights AND across levels): P|RW|US = 0x7,
+    // XD clear, accessed (0x20) preset so the CPU's walk never writes it.
+    CHECK(X86PteFormat::make_table(0xABCDE) == 0x00000000ABCDE027ull);
     CHECK_FALSE(X86PteFormat::is_large(X86PteFormat::make_table(0xABCDE)));
     // A = bit 5 = 0x20, D = bit 6 = 0x40: 0x7 | 0x60 = 0x67.
     const std::uint64_t e = X86PteFormat::make_leaf(0x12345, kRWXU);
@@ -324,7 +326,7 @@ TEST_CASE_TEMPLATE("EntryFormat: table entries are present, grant everything, de
         CHECK(F::executable(t));
         CHECK(F::user(t));
         CHECK_FALSE(F::is_large(t));
-        CHECK_FALSE(F::accessed(t));
+        CHECK(F::accessed(t)); // preset: a CPU walking the table never writes it
         CHECK_FALSE(F::dirty(t));
         CHECK(F::pfn(t) == pfn);
         CHECK((t & F::pfn_mask) == pfn << 12);

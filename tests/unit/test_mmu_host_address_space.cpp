@@ -33,7 +33,7 @@ public:
         log.push_back(std::string("start ") + to_string(e) + " " + hexs(r.start) + "-" + hexs(r.end));
         return StartResult::Ok;
     }
-    void invalidate_range_end(HostRange r, InvalidateEvent e) override {
+    void invalidate_range_end(HostRange r, InvalidateEvent e) noexcept override {
         log.push_back(std::string("end ") + to_string(e) + " " + hexs(r.start) + "-" + hexs(r.end));
     }
     void invalidate_page(std::uint64_t a, InvalidateEvent e) override {

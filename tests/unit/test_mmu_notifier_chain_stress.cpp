@@ -53,7 +53,7 @@ public:
         ok_starts.fetch_add(1, std::memory_order_relaxed);
         return StartResult::Ok;
     }
-    void invalidate_range_end(HostRange, InvalidateEvent) override {
+    void invalidate_range_end(HostRange, InvalidateEvent) noexcept override {
         check_alive();
         if (in_flight.fetch_sub(1, std::memory_order_relaxed) <= 0) violations_.fetch_add(1); // end without start
         ends.fetch_add(1, std::memory_order_relaxed);

@@ -156,7 +156,7 @@ TEST_CASE("NotifierChain: unsubscribe from inside a callback is deferred, not a 
             bool& done;
             Unsubscriber(NotifierChain& ch, MmuNotifier& v, bool& d) : chain(ch), victim(v), done(d) {}
             StartResult invalidate_range_start(HostRange, InvalidateEvent, bool) override { return StartResult::Ok; }
-            void invalidate_range_end(HostRange, InvalidateEvent) override {}
+            void invalidate_range_end(HostRange, InvalidateEvent) noexcept override {}
             void invalidate_page(std::uint64_t, InvalidateEvent) override {}
             bool clear_young(HostRange) override {
                 chain.unsubscribe(victim);
