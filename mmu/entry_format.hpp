@@ -141,8 +141,8 @@ struct EptFormat {
     // A non-leaf entry: R/W/X all set, so the next level alone decides.
     // Bits 7:3 must be zero here (reserved in PML4Es, memory type / large
     // bit have no meaning for a table pointer). Accessed is set from the
-    // start: a CPU walking the table with A/D enabled then never writes it,
-    // so the table may be read-only to that CPU (see X86PteFormat).
+    // start: a CPU walking the table with A/D enabled then never writes it
+    // (see X86PteFormat).
     static constexpr std::uint64_t make_table(Pfn pfn) {
         return detail::checked_address(name, pfn, false) | kRead | kWrite | kExec | kAccessed;
     }
@@ -211,8 +211,8 @@ struct X86PteFormat {
     // A non-leaf entry granting everything (P, RW, US, NX clear): rights are
     // the AND over levels, so the leaf alone decides. Accessed is set from
     // the start: a CPU walking the table sets A in every non-leaf entry it
-    // uses, and a preset bit means it never writes the table, so a KVM guest
-    // can walk tables that are read-only to it (KVM_MEM_READONLY).
+    // uses, and a preset bit means it never writes the table (no A update
+    // can race a zap or unlink and write a stale entry back).
     static constexpr std::uint64_t make_table(Pfn pfn) {
         return detail::checked_address(name, pfn, false) | kPresent | kWritable | kUser | kAccessed;
     }

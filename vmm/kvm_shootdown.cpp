@@ -98,6 +98,7 @@ void KvmShootdown::shootdown(const mmu::VcpuMask&, std::span<const std::uint64_t
 void KvmShootdown::wait_ack(std::uint32_t vcpu, std::uint64_t gen) {
     Gate& g = gates_[vcpu];
     std::uint64_t* ack = slot_word(vcpu, offsetof(hv_shootdown_slot, ack));
+    const auto t0 = Clock::now();
     for (unsigned spins = 0;; ++spins) {
         if (at(ack).load(std::memory_order_acquire) >= gen) break;
         if (!g.in_guest.load(std::memory_order_seq_cst)) {
@@ -111,8 +112,25 @@ void KvmShootdown::wait_ack(std::uint32_t vcpu, std::uint64_t gen) {
         if (spins < 256) __builtin_ia32_pause();
         else if (spins < 4096) std::this_thread::yield();
         else std::this_thread::sleep_for(std::chrono::microseconds(20));
+        if (spins % 4096 == 4095 && ack_limit_.count() > 0 && Clock::now() - t0 > ack_limit_) {
+            give_up(vcpu, gen);
+            return;
+        }
     }
     bump(stats_.waited);
+}
+
+void KvmShootdown::give_up(std::uint32_t vcpu, std::uint64_t gen) {
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(ack_limit_).count();
+    const std::string why = "vcpu " + std::to_string(vcpu) + " did not acknowledge TLB shootdown " +
+                            std::to_string(gen) + " within " + std::to_string(ms) + " ms (" + describe(vcpu) + ")";
+    bump(stats_.abandoned);
+    if (!stopping_.exchange(true, std::memory_order_acq_rel) && unacknowledged_) unacknowledged_(why);
+}
+
+void KvmShootdown::set_ack_limit(std::chrono::nanoseconds limit, Unacknowledged fault) {
+    ack_limit_ = limit;
+    unacknowledged_ = std::move(fault);
 }
 
 bool KvmShootdown::enter_guest(std::uint32_t vcpu) {

@@ -40,13 +40,18 @@
 
 namespace hv {
 
+// How long `vmm run` waits for one vCPU's acknowledgement before it ends
+// the VM as a guest fault: far above the slowest acknowledgement seen (the
+// nested host's, ~100 ms), far below any test's time limit.
+inline constexpr std::chrono::seconds kShootdownAckLimit{20};
+
 struct ShootdownStats {
     std::uint64_t shootdowns = 0;   // requests sent (one per zap batch)
     std::uint64_t targets = 0;      // vCPUs a request was recorded for
     std::uint64_t waited = 0;       // ... of which were in guest mode: kicked, acknowledgement awaited
     std::uint64_t deferred = 0;     // ... of which were outside guest mode: flushed on their next entry
     std::uint64_t not_ready = 0;    // vCPUs skipped: their runtime had not announced its NMI handler yet
-    std::uint64_t abandoned = 0;    // waits ended by stop() (the VM was ending)
+    std::uint64_t abandoned = 0;    // waits ended by stop() (the VM was ending) or the ack limit
     std::uint64_t nmis = 0;         // NMIs queued by enter_guest()
     std::uint64_t skipped = 0;      // requests dropped by --unsafe-skip-shootdown
     std::uint64_t wait_ns = 0, max_wait_ns = 0; // time shootdown() spent waiting for acknowledgements
@@ -69,6 +74,14 @@ public:
     void leave_guest(std::uint32_t vcpu);
     // The VM is ending: stop waiting for acknowledgements, now and later.
     void stop();
+    // A guest that never acknowledges (its NMI handler hangs, or it wrote
+    // its own slot) must not hold the zap, and every fault behind it,
+    // forever: a wait longer than `limit` calls `fault` once with a one-line
+    // reason (the VM ends it as a guest fault) and stops all waiting, as
+    // stop() does. Set before the first shootdown. Without it waits end
+    // only by acknowledgement, exit from guest mode, or stop().
+    using Unacknowledged = std::function<void(const std::string& why)>;
+    void set_ack_limit(std::chrono::nanoseconds limit, Unacknowledged fault);
 
     ShootdownStats stats() const;
     // One line on where `vcpu` stands in the protocol (for a VM that
@@ -86,6 +99,7 @@ private:
     std::uint64_t* slot_word(std::uint32_t vcpu, std::size_t offset) const;
     void publish(std::uint64_t gen, std::span<const std::uint64_t> pages);
     void wait_ack(std::uint32_t vcpu, std::uint64_t gen);
+    void give_up(std::uint32_t vcpu, std::uint64_t gen); // the ack limit passed
     std::vector<std::uint32_t> kicked_; // under mutex_: the vCPUs the current request waits for
 
     GuestMemory& memory_;
@@ -95,6 +109,8 @@ private:
     bool skip_;
     std::unique_ptr<Gate[]> gates_;
     std::atomic<bool> stopping_{false};
+    std::chrono::nanoseconds ack_limit_{0}; // 0: none
+    Unacknowledged unacknowledged_;
     mutable std::mutex mutex_; // one request at a time: the mailbox holds one page list
     std::uint64_t gen_ = 0;
     // Written under mutex_, read by stats() at any time without it.

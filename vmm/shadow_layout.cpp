@@ -6,6 +6,8 @@
 
 #include <hv/abi.h>
 
+#include <algorithm>
+
 namespace hv {
 namespace {
 
@@ -17,7 +19,18 @@ static_assert(HV_SHADOW_INFO >= layout::kCmdline + layout::kCmdlineMax && HV_SHA
 static_assert(sizeof(hv_shadow_info) <= kPage, "hv_shadow_info fits its page");
 static_assert(sizeof(hv_shootdown_slot) == 64, "one slot per cache line");
 
+// Tables of one level and below covering `bytes` that start anywhere.
+constexpr std::uint64_t tables_covering(std::uint64_t bytes) {
+    std::uint64_t n = 0;
+    for (unsigned shift = 21; shift <= 39; shift += 9) n += (bytes >> shift) + 2; // PT, PD, PDPT
+    return n;
+}
+
 } // namespace
+
+std::uint64_t shadow_table_bound(std::uint64_t region_size, std::uint64_t static_bytes) {
+    return 2 + 2 * tables_covering(region_size) + tables_covering(static_bytes) * 2;
+}
 
 ShadowLayout plan_shadow_layout(std::uint64_t ram_size, std::uint32_t cpus, std::uint64_t image_end,
                                 std::uint64_t region_size) {
@@ -50,6 +63,10 @@ ShadowLayout plan_shadow_layout(std::uint64_t ram_size, std::uint32_t cpus, std:
         throw VmmError("--mem " + format_size(ram_size) + " leaves " + std::to_string(l.frames()) +
                        " frames for the shadow MMU after the image, stacks and shared area; at least " +
                        std::to_string(kMinShadowFrames) + " are needed; raise --mem");
+    // Two static ranges: [0, low_end) and [shared_base, stacks_top).
+    const std::uint64_t bound = shadow_table_bound(region_size, l.low_end + (l.stacks_top - l.shared_base));
+    const std::uint64_t tables = std::min(2 * bound, l.frames() / 2);
+    l.tables_end = l.frames_begin + tables * kPage;
     return l;
 }
 

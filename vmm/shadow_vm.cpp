@@ -113,8 +113,14 @@ ShadowVm::ShadowVm(GuestMemory& memory, const ShadowLayout& layout, std::uint32_
     // a CPU for minutes).
     memory.avoid_huge_pages();
     auto ram = memory.span(0, memory.size());
-    frames_ = std::make_unique<mmu::FrameSpace>(*ram, layout.frames_begin / kPage, layout.frames_end / kPage);
-    host_ = std::make_unique<mmu::HostAddressSpace>(*frames_);
+    // Tables and data pages from two pools. The tables live in VMM memory,
+    // mirrored into guest RAM for the guest CPU to walk: the guest may
+    // scribble on the mirror (through tables of its own), which changes its
+    // own translations only; the MMU never reads it back.
+    frames_ = std::make_unique<mmu::FrameSpace>(mmu::FrameSpace::Mirror{*ram}, layout.frames_begin / kPage,
+                                                layout.tables_end / kPage);
+    data_frames_ = std::make_unique<mmu::FrameSpace>(*ram, layout.tables_end / kPage, layout.frames_end / kPage);
+    host_ = std::make_unique<mmu::HostAddressSpace>(*frames_, *data_frames_);
     shootdown_ = std::make_unique<KvmShootdown>(memory, HV_SHADOW_INFO, layout.slots, cpus, std::move(kick),
                                                 options.skip_shootdown);
     mmu::ShadowConfig config = options.mmu;
@@ -180,7 +186,15 @@ void ShadowVm::start_churn() {
     churn_ = churn;
     churn_thread_ = std::thread([this, churn] {
         raise_churn_priority();
-        churn->run(churn_stop_, churn_counters_);
+        // Nothing may leave a thread (that would terminate the VMM): a
+        // failure ends the VM as the VMM's, with its reason.
+        try {
+            churn->run(churn_stop_, churn_counters_);
+        } catch (const std::exception& e) {
+            if (failure_) failure_(std::string("host churn: ") + e.what());
+        } catch (...) {
+            if (failure_) failure_("host churn: an exception of unknown type");
+        }
     });
 }
 
@@ -313,8 +327,10 @@ std::string ShadowVm::stats() const {
             err ? ", setpriority failed: " : "", err ? std::strerror(err) : "");
     }
     add("  host ops (hypercall) %llu\n", static_cast<ull>(host_ops_.load()));
-    add("  frames               %llu of %llu in use (high water %llu)\n", static_cast<ull>(fc.in_use),
-        static_cast<ull>(frames_->allocatable()), static_cast<ull>(fc.high_water));
+    const mmu::FrameCounters dc = data_frames_->counters();
+    add("  frames               tables %llu of %llu in use (high water %llu), data %llu of %llu (high water %llu)\n",
+        static_cast<ull>(fc.in_use), static_cast<ull>(frames_->allocatable()), static_cast<ull>(fc.high_water),
+        static_cast<ull>(dc.in_use), static_cast<ull>(data_frames_->allocatable()), static_cast<ull>(dc.high_water));
     return s;
 }
 

@@ -1,6 +1,9 @@
 #pragma once
 // Shadow mode of `vmm run`: the MMU library joined to a KVM guest. Guest
-// RAM is the frame space; the static ranges of ShadowLayout are mapped for
+// RAM is the frame space, tables and data pages in the two pools of
+// ShadowLayout; the tables themselves live in VMM memory and guest RAM only
+// mirrors them (FrameSpace::Mirror), so nothing the guest writes changes an
+// entry the VMM reads; the static ranges of ShadowLayout are mapped for
 // good; the region at HV_SHADOW_REGION_BASE is one memslot over a host
 // address space and is demand-mapped by page-fault hypercalls; zaps shoot
 // down the vCPUs' TLBs through KvmShootdown; an optional host thread churns
@@ -68,6 +71,8 @@ public:
     std::uint64_t cr3() const { return mmu_->root() << 12; }
     void set_tsc_khz(std::uint64_t khz); // tells the guest (hv_shadow_info.tsc_khz)
     KvmShootdown& shootdown() { return *shootdown_; }
+    // Called (from the churn thread) when host churn fails; set before start_churn().
+    void set_failure_handler(std::function<void(const std::string&)> failure) { failure_ = std::move(failure); }
     void start_churn();
     void stop_churn(); // idempotent; joins the thread
     static constexpr int kChurnNice = -20;
@@ -98,7 +103,9 @@ private:
     std::uint32_t cpus_;
     ShadowOptions options_;
     std::function<void(const std::string&)> log_;
-    std::unique_ptr<mmu::FrameSpace> frames_;
+    std::function<void(const std::string&)> failure_;
+    std::unique_ptr<mmu::FrameSpace> frames_;      // host and shadow tables
+    std::unique_ptr<mmu::FrameSpace> data_frames_; // the region's pages
     std::unique_ptr<mmu::HostAddressSpace> host_;
     std::unique_ptr<KvmShootdown> shootdown_;
     std::unique_ptr<mmu::ShadowMmu> mmu_;

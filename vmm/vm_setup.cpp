@@ -91,6 +91,11 @@ void Vm::setup_shadow() {
     shadow_ = std::make_unique<ShadowVm>(
         *memory_, layout, config_.cpus, opt_.shadow, [this](std::uint32_t v) { kick(v); },
         [this](const std::string& line) { log_line(line); });
+    shadow_->shootdown().set_ack_limit(kShootdownAckLimit, [this](const std::string& why) {
+        stop_.request(StopReason::GuestCrash, exit_status::kGuestCrash, why);
+    });
+    shadow_->set_failure_handler(
+        [this](const std::string& why) { stop_.request(StopReason::VmmFailure, exit_status::kVmmError, why); });
 }
 
 void Vm::create_vcpus(const BootInfo& info) {

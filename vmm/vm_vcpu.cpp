@@ -45,6 +45,9 @@ void* Vm::thread_main(void* arg) {
     } catch (const std::exception& e) {
         vm->stop_.request(StopReason::VmmFailure, exit_status::kVmmError,
                           "vcpu " + std::to_string(t->vcpu->index()) + ": " + e.what());
+    } catch (...) { // nothing may leave a thread: that would terminate the VMM
+        vm->stop_.request(StopReason::VmmFailure, exit_status::kVmmError,
+                          "vcpu " + std::to_string(t->vcpu->index()) + ": an exception of unknown type");
     }
     return nullptr;
 }

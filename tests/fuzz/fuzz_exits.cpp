@@ -5,7 +5,9 @@
 // writes, and raw kvm_run pages (any exit reason, port, size, count, data
 // offset, MMIO address and length) decoded by decode_exit and handed to
 // dispatch_exit with the devices of a VM (serial, debug-exit) and, in shadow
-// mode, an MmuPager over a small shadow MMU.
+// mode, an MmuPager over a small shadow MMU whose frames are guest RAM, the
+// tables mirrored there as in `vmm run --paging shadow` (RAM writes land on
+// them often).
 // Rules: nothing crashes; guest RAM sits between guard pages (Mapping), so
 // touching outside it faults; an action that stops the VM has stopped the
 // StopLatch; the MMU passes its audit after every exit.
@@ -37,6 +39,7 @@ namespace {
 constexpr std::uint64_t kRam = 1 << 20;
 constexpr std::uint64_t kPage = 4096;
 constexpr std::uint64_t kRegionPages = 16;
+constexpr std::uint64_t kTablesBegin = kRam / 2, kDataBegin = kRam * 3 / 4; // the MMU's two pools
 constexpr std::uint64_t kHost = 0x7f0000000000;
 constexpr std::size_t kRunSize = 2 * kPage; // a kvm_run page and the page of port I/O data after it
 
@@ -54,8 +57,13 @@ struct Vm {
         stop.request(hv::StopReason::DebugExit, hv::debug_exit_status(value), "debug exit");
     }};
     hv::Bus ports{"port"}, mmio{"mmio"};
-    mmu::FrameSpace frames{96};
-    mmu::HostAddressSpace host{frames};
+    // The MMU's frames are guest RAM, as in shadow mode: tables mirrored
+    // into [kTablesBegin, kDataBegin) (writes there are the guest
+    // scribbling on them, which must change nothing the MMU reads), data
+    // pages above.
+    mmu::FrameSpace frames{mmu::FrameSpace::Mirror{*memory.span(0, kRam)}, kTablesBegin / kPage, kDataBegin / kPage};
+    mmu::FrameSpace data{*memory.span(0, kRam), kDataBegin / kPage, kRam / kPage};
+    mmu::HostAddressSpace host{frames, data};
     mmu::ShadowMmu shadow{host, {mmu::LockPolicy::Rw, mmu::CoherencePolicy::Seq, 512, 2}};
     hv::MmuPager pager{shadow, host, HV_SHADOW_REGION_BASE, kRegionPages * kPage};
     hv::ExitContext ctx{ports, mmio, memory, stop, false, [this](std::string_view) { ++log_lines; }};
@@ -90,6 +98,7 @@ std::uint64_t gpa(ByteChoices& in) {
     switch (in.below(8)) {
     case 0: return in.word();
     case 1: return kRam - in.below(64);
+    case 2: return kTablesBegin + in.below((kDataBegin - kTablesBegin) / 8) * 8; // the tables' mirror
     default: return in.below(kRam / 8) * 8 + (in.below(8) == 0 ? in.below(8) : 0);
     }
 }

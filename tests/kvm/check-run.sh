@@ -15,9 +15,12 @@
 # --stdin FILE: COMMAND's standard input (default /dev/null: a guest console
 #   must never read, or put in raw mode, the terminal ctest was started from).
 # --expect/--reject: extended regexes matched against stdout+stderr combined.
+# --max-output BYTES: stdout+stderr together at most this long.
+# --max-rss-kib KIB: the "vmm peak rss N KiB" line (vmm run --stats) at most
+#   KIB; a missing line fails.
 set -uo pipefail
 
-needs_kvm=0 needs_tdp=0 needs_hw=0 status=0 stdin=/dev/null expects=() rejects=()
+needs_kvm=0 needs_tdp=0 needs_hw=0 status=0 stdin=/dev/null expects=() rejects=() max_output='' max_rss=''
 while (($#)); do
   case $1 in
     --needs-kvm) needs_kvm=1; shift ;;
@@ -27,6 +30,8 @@ while (($#)); do
     --stdin) stdin=$2; shift 2 ;;
     --expect) expects+=("$2"); shift 2 ;;
     --reject) rejects+=("$2"); shift 2 ;;
+    --max-output) max_output=$2; shift 2 ;;
+    --max-rss-kib) max_rss=$2; shift 2 ;;
     --) shift; break ;;
     *) echo "check-run.sh: unknown option $1" >&2; exit 2 ;;
   esac
@@ -68,4 +73,14 @@ done
 for re in "${rejects[@]}"; do
   if grep -Eq -- "$re" "$out"; then echo "check-run: FAIL: output matches /$re/, which it must not"; fail=1; fi
 done
+if [[ -n $max_output ]]; then
+  bytes=$(wc -c <"$out")
+  ((bytes <= max_output)) || { echo "check-run: FAIL: $bytes bytes of output, at most $max_output expected"; fail=1; }
+fi
+if [[ -n $max_rss ]]; then
+  rss=$(sed -n 's/^ *vmm peak rss *\([0-9][0-9]*\) KiB.*/\1/p' "$out" | tail -n 1)
+  if [[ -z $rss ]]; then echo "check-run: FAIL: no 'vmm peak rss' line (run vmm with --stats)"; fail=1
+  elif ((rss > max_rss)); then echo "check-run: FAIL: vmm peak rss $rss KiB, at most $max_rss KiB expected"; fail=1
+  else echo "check-run: vmm peak rss $rss KiB (at most $max_rss KiB)"; fi
+fi
 exit $fail

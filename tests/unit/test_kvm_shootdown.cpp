@@ -310,6 +310,41 @@ TEST_CASE("KvmShootdown: stop() releases a shooter waiting on a vCPU that never 
     sd.leave_guest(0);
 }
 
+TEST_CASE("KvmShootdown: the ack limit ends a wait on a vCPU that never acknowledges, once, as a guest fault") {
+    GuestMemory mem(kRam);
+    Kicks kicks;
+    KvmShootdown sd(mem, kInfo, kSlots, 1, kicks.fn(), false);
+    std::mutex m;
+    std::vector<std::string> faults;
+    sd.set_ack_limit(50ms, [&](const std::string& why) {
+        std::lock_guard lock(m);
+        faults.push_back(why);
+    });
+    set_ready(mem, 0, 1);
+    CHECK_FALSE(sd.enter_guest(0)); // a vCPU that stays in guest mode and never acknowledges
+    const auto t0 = std::chrono::steady_clock::now();
+    {
+        Shooter s(sd, mem, 1, region_pages(3, 1));
+        CHECK(s.finished()); // without the limit this waits until stop()
+        CHECK(s.ack_at_return(0) == 0);
+    }
+    CHECK(std::chrono::steady_clock::now() - t0 >= 50ms);
+    {
+        std::lock_guard lock(m);
+        REQUIRE(faults.size() == 1);
+        CHECK(faults[0].find("vcpu 0 did not acknowledge TLB shootdown 1 within 50 ms (shootdown request=1 ack=0") == 0);
+    }
+    // Later requests do not wait: the VM is ending.
+    {
+        Shooter s(sd, mem, 1, region_pages(4, 1));
+        CHECK(s.finished());
+    }
+    CHECK(faults.size() == 1);
+    CHECK(sd.stats().abandoned == 2);
+    CHECK(sd.stats().waited == 0);
+    sd.leave_guest(0);
+}
+
 TEST_CASE("KvmShootdown: --unsafe-skip-shootdown sends nothing, kicks nobody and counts the skips") {
     GuestMemory mem(kRam);
     Kicks kicks;

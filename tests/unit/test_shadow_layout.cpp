@@ -16,6 +16,7 @@
 using hv::kMaxShadowRegion;
 using hv::kMinShadowFrames;
 using hv::plan_shadow_layout;
+using hv::shadow_table_bound;
 using hv::ShadowLayout;
 
 namespace {
@@ -87,6 +88,14 @@ void check_layout(const ShadowLayout& l, std::uint64_t ram, std::uint32_t cpus, 
     CHECK(l.frames() >= kMinShadowFrames);
     // Everything the guest reaches statically lies below 4 GiB.
     CHECK(l.stacks_top <= 4 * kGiB);
+    // The table pool comes first, never more than half the frame space, and
+    // as much of the bound (doubled) as that allows; data pages get the rest.
+    CHECK(l.frames_begin < l.tables_end);
+    CHECK(l.tables_end < l.frames_end);
+    CHECK(l.tables_end % kPage == 0);
+    CHECK(l.table_frames() <= l.frames() / 2);
+    const std::uint64_t bound = shadow_table_bound(region, l.low_end + (l.stacks_top - l.shared_base));
+    CHECK(l.table_frames() == std::min(2 * bound, l.frames() / 2));
 }
 
 } // namespace
@@ -106,6 +115,16 @@ TEST_CASE("plan_shadow_layout: a typical layout, region by region") {
     CHECK(l.stacks_base == l.unmap_done + 64 * 1024);
     CHECK(l.frames_end == l.shared_base);
     CHECK(l.frames() == (l.shared_base - 0x181000) / kPage);
+    // 32 MiB of region: 16 leaf, 1 directory and 1 pointer table in each of
+    // the host and shadow tables, with slack, are far below half the frames.
+    CHECK(shadow_table_bound(region, 2 * kMiB) < 100);
+    CHECK(l.table_frames() == 2 * shadow_table_bound(region, l.low_end + (l.stacks_top - l.shared_base)));
+}
+
+TEST_CASE("shadow_table_bound: grows with the region, one leaf table per 2 MiB on each side") {
+    const std::uint64_t small = shadow_table_bound(2 * kMiB, 0), big = shadow_table_bound(1024 * kMiB, 0);
+    CHECK(big - small >= 2 * (512 - 1)); // 512 leaf tables for 1 GiB instead of 1, host and shadow
+    CHECK(shadow_table_bound(kMaxShadowRegion, 0) > 2 * (kMaxShadowRegion >> 21));
 }
 
 TEST_CASE("plan_shadow_layout: an image below the reserved MiB still starts the frames at 1 MiB") {

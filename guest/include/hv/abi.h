@@ -171,7 +171,12 @@ struct hv_call_host_op {
  * Static identity-mapped ranges hold what the guest needs to run: the first
  * MiB (GDT, boot information, struct hv_shadow_info), the loaded image, and
  * the vCPU stacks with the shared area below them. The rest of guest RAM is
- * the MMU's frame space and is not mapped. Guest-virtual
+ * the MMU's frame space and is not mapped: its first part mirrors the VMM's
+ * page tables (the VMM keeps them in its own memory and copies every entry
+ * it writes here; it never reads this copy, so a guest that scribbles on it
+ * through tables of its own only breaks its own translations; every entry
+ * has its accessed bit set, so the CPU's walks never write), the rest holds
+ * the region's pages. Guest-virtual
  * [region_base, region_base + region_size) is demand-mapped: a #PF there
  * goes to the VMM as HV_CALL_PAGE_FAULT. Static pages never fault.
  *
@@ -186,6 +191,7 @@ struct hv_call_host_op {
  * flush_all was 0 and count <= HV_SHOOTDOWN_MAX_PAGES, else reloads CR3;
  * then writes ack = r. The VMM waits for the ack only while the vCPU is in
  * guest mode; a vCPU outside it gets the NMI before it runs guest code again.
+ * A vCPU that does not acknowledge within 20 s ends the VM as a guest fault.
  * A vCPU gets no request before its runtime set slot.ready (with a full
  * barrier, after loading its IDT and before touching the region): until
  * then it caches nothing of the region, and an NMI could not be handled.

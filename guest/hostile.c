@@ -1,0 +1,394 @@
+/*
+ * hostile: a guest that tries to hurt the VMM, one way per mode. Every mode
+ * must end as a guest fault (exit 126): either the VMM stops the attack
+ * itself (a write to its read-only page tables, a shootdown never
+ * acknowledged) or the attack runs its course and the guest then triple
+ * faults, which the VMM must still be alive to report.
+ *
+ * Command line: one mode word.
+ *   tables-ones|tables-zeros|tables-self|tables-cross
+ *                   load page tables of our own, find the tables the VMM's
+ *                   CR3 leads to, and overwrite every entry of them with
+ *                   all-ones, zeros, pointers to their own frame, or
+ *                   pointers to the next table found
+ *   cr3-own         our own tables: read every VMM table, scribble on the
+ *                   region's data frames, then go back to the VMM's tables
+ *   slots           garbage in every shootdown slot, the mailbox, the shadow
+ *                   info and the unmap counters, then host operations that
+ *                   shoot down (shadow mode)
+ *   noack           vCPU 1 never acknowledges a shootdown; vCPU 0 migrates a
+ *                   page vCPU 1 touched until the VMM gives up (shadow mode)
+ *   exceptions      200000 recoverable exception reports
+ *   hypercalls      wild hypercall blocks from vCPU 0 (every call number at
+ *                   addresses in and out of RAM, in the VMM's tables, across
+ *                   the end of RAM) while the others flood calls
+ *   verify          the largest VERIFY from every vCPU at once, three times
+ *   shootdown-triple vCPU 1 triple faults while vCPU 0 shoots down
+ * Exit 2 (through the debug-exit port) for an unknown mode.
+ */
+#include "internal.h"
+#include "rt.h"
+
+#define PTE_P 0x1ull
+#define PTE_RW 0x2ull
+#define PTE_A 0x20ull
+#define PTE_PS 0x80ull
+#define PTE_ADDR 0x000ffffffffff000ull
+#define MAX_TABLES 256
+
+static struct rt_barrier barrier;
+static uint32_t attack_done;
+static uint32_t v1_touches;
+static uint32_t bystanders; /* vCPUs in bystander() that have read what they need */
+
+/* Our own identity map of the first 4 GiB in 2 MiB pages. */
+static uint64_t own_pml4[512] __attribute__((aligned(4096)));
+static uint64_t own_pdpt[512] __attribute__((aligned(4096)));
+static uint64_t own_pd[4][512] __attribute__((aligned(4096)));
+
+/* The VMM's tables found from its CR3: guest-physical address, level (4:
+ * the root, 1: a leaf table) and the first guest-virtual address it maps. */
+static struct found_table {
+    uint64_t gpa, va;
+    int level;
+} tables[MAX_TABLES];
+static uint32_t ntables;
+
+static struct hv_stamp stamps[HV_VERIFY_MAX];
+
+static inline uint64_t read_cr3(void)
+{
+    uint64_t v;
+    __asm__ volatile("mov %%cr3, %0" : "=r"(v));
+    return v;
+}
+
+static inline void write_cr3(uint64_t v) { __asm__ volatile("mov %0, %%cr3" : : "r"(v) : "memory"); }
+
+static RT_NORETURN void triple_fault(void)
+{
+    struct __attribute__((packed)) {
+        uint16_t limit;
+        uint64_t base;
+    } empty = {0, 0};
+    __asm__ volatile("lidt %0\n\tud2" : : "m"(empty) : "memory");
+    for (;;)
+        cpu_relax();
+}
+
+/* Returns the VMM's CR3. */
+static uint64_t load_own_tables(void)
+{
+    for (uint64_t i = 0; i < 4; i++) {
+        own_pdpt[i] = (uint64_t)(uintptr_t)own_pd[i] | PTE_P | PTE_RW;
+        for (uint64_t j = 0; j < 512; j++)
+            own_pd[i][j] = ((i << 30) | (j << 21)) | PTE_P | PTE_RW | PTE_PS;
+    }
+    own_pml4[0] = (uint64_t)(uintptr_t)own_pdpt | PTE_P | PTE_RW;
+    uint64_t vmm = read_cr3();
+    write_cr3((uint64_t)(uintptr_t)own_pml4);
+    return vmm;
+}
+
+/* The tables below `root` (breadth first), read through our own identity
+ * map. Only tables below 4 GiB are followed. */
+static void find_tables(uint64_t root)
+{
+    ntables = 0;
+    tables[ntables++] = (struct found_table){root & PTE_ADDR, 0, 4};
+    for (uint32_t t = 0; t < ntables && ntables < MAX_TABLES; t++) {
+        if (tables[t].level == 1)
+            continue;
+        const volatile uint64_t *e = (const volatile uint64_t *)(uintptr_t)tables[t].gpa;
+        const unsigned shift = 12 + 9 * (unsigned)(tables[t].level - 1);
+        for (uint64_t i = 0; i < 512 && ntables < MAX_TABLES; i++) {
+            uint64_t v = e[i];
+            if (!(v & PTE_P) || (tables[t].level < 4 && (v & PTE_PS)) || (v & PTE_ADDR) >= (4ull << 30))
+                continue;
+            tables[ntables++] = (struct found_table){v & PTE_ADDR, tables[t].va + (i << shift), tables[t].level - 1};
+        }
+    }
+}
+
+static RT_NORETURN void tables_mode(const struct guest_boot *boot, const char *how)
+{
+    uint64_t vmm = load_own_tables();
+    find_tables(vmm);
+    printf("hostile: %u tables below CR3 %#lx; overwriting them (%s)\n", ntables, (unsigned long)vmm, how);
+    for (uint32_t t = 0; t < ntables; t++) {
+        volatile uint64_t *e = (volatile uint64_t *)(uintptr_t)tables[t].gpa;
+        for (int i = 0; i < 512; i++) {
+            uint64_t v = 0;
+            if (!strcmp(how, "ones"))
+                v = ~0ull;
+            else if (!strcmp(how, "self"))
+                v = tables[t].gpa | PTE_P | PTE_RW | PTE_A;
+            else if (!strcmp(how, "cross"))
+                v = tables[(t + 1) % ntables].gpa | PTE_P | PTE_RW | PTE_A;
+            e[i] = v;
+        }
+    }
+    printf("hostile: overwrote %u tables; back to the VMM's CR3\n", ntables);
+    write_cr3(vmm);
+    if (boot->shadow)
+        *(volatile uint64_t *)(uintptr_t)boot->shadow->region_base = 1;
+    triple_fault();
+}
+
+static RT_NORETURN void cr3_own_mode(const struct guest_boot *boot)
+{
+    const struct hv_shadow_info *sh = boot->shadow;
+    const uint64_t region = sh ? sh->region_base : ~0ull;
+    if (sh)
+        for (uint64_t p = 0; p < 64 && p * 4096 < sh->region_size; p++)
+            *(volatile uint64_t *)(uintptr_t)(region + p * 4096) = p + 1;
+    uint64_t vmm = load_own_tables();
+    find_tables(vmm);
+    uint64_t sum = 0, data = 0;
+    for (uint32_t t = 0; t < ntables; t++) {
+        const volatile uint64_t *e = (const volatile uint64_t *)(uintptr_t)tables[t].gpa;
+        for (int i = 0; i < 512; i++) {
+            uint64_t v = e[i];
+            sum += v;
+            /* A leaf of the region: its frame is a data frame of the VMM's
+             * host address space. Scribble on it. */
+            if (tables[t].level == 1 && tables[t].va >= region && (v & PTE_P) && (v & PTE_ADDR) < boot->ram_size) {
+                volatile uint64_t *d = (volatile uint64_t *)(uintptr_t)(v & PTE_ADDR);
+                for (int w = 0; w < 512; w++)
+                    d[w] = 0x5a5a5a5a5a5a5a5aull;
+                data++;
+            }
+        }
+    }
+    printf("hostile: read %u tables (sum %#lx), scribbled on %lu data frames; back to the VMM's CR3\n", ntables,
+           (unsigned long)sum, (unsigned long)data);
+    write_cr3(vmm);
+    if (sh)
+        for (uint64_t p = 0; p < 64 && p * 4096 < sh->region_size; p++)
+            (void)*(volatile uint64_t *)(uintptr_t)(region + p * 4096);
+    triple_fault();
+}
+
+static void fill(void *p, uint64_t bytes, uint64_t v)
+{
+    volatile uint64_t *w = p;
+    for (uint64_t i = 0; i < bytes / 8; i++)
+        w[i] = v ^ i;
+}
+
+static RT_NORETURN void slots_mode(const struct guest_boot *boot)
+{
+    struct hv_shadow_info *sh = (struct hv_shadow_info *)(uintptr_t)boot->shadow;
+    const uint64_t region = sh->region_base, pages = sh->region_size / 4096;
+    void *slots = (void *)(uintptr_t)sh->slots;
+    void *started = (void *)(uintptr_t)sh->unmap_started, *done = (void *)(uintptr_t)sh->unmap_done;
+    for (uint64_t p = 0; p < 16 && p < pages; p++)
+        *(volatile uint64_t *)(uintptr_t)(region + p * 4096) = p;
+    while (__atomic_load_n(&bystanders, __ATOMIC_ACQUIRE) < boot->ncpus - 1)
+        cpu_relax();
+    fill(slots, 64ull * boot->ncpus, ~0ull);
+    fill(started, pages * 8, ~0ull);
+    fill(done, pages * 8, 0x8000000000000000ull);
+    fill(&sh->mailbox, sizeof(sh->mailbox), ~0ull);
+    fill(sh, 6 * 8, 0x4141414141414141ull); /* region_base .. tsc_khz */
+    printf("hostile: slots, mailbox, shadow info and unmap counters overwritten; shooting down\n");
+    for (uint64_t i = 0; i < 200; i++) {
+        uint64_t a = region + (i % 16) * 4096, changed;
+        *(volatile uint64_t *)(uintptr_t)a = i;
+        rt_host_op(HV_HOST_MIGRATE, a, 0, &changed);
+        fill(slots, 64ull * boot->ncpus, i & 1 ? 0 : ~0ull);
+    }
+    triple_fault();
+}
+
+static RT_NORETURN void noack_mode(const struct guest_boot *boot)
+{
+    uint64_t page = boot->shadow->region_base;
+    if (boot->vcpu == 1) {
+        rt_this_cpu()->slot = 0; /* the runtime's NMI handler now returns without acknowledging */
+        (void)*(volatile uint64_t *)(uintptr_t)page;
+        __atomic_store_n(&v1_touches, 1, __ATOMIC_RELEASE);
+        for (;;)
+            cpu_relax(); /* in guest mode for good, no exits */
+    }
+    while (!__atomic_load_n(&v1_touches, __ATOMIC_ACQUIRE))
+        cpu_relax();
+    printf("hostile: vcpu 1 no longer acknowledges; migrating the page it touched\n");
+    for (uint64_t i = 0;; i++) {
+        *(volatile uint64_t *)(uintptr_t)page = i;
+        uint64_t changed;
+        rt_host_op(HV_HOST_MIGRATE, page, 0, &changed);
+    }
+}
+
+static RT_NORETURN void exceptions_mode(void)
+{
+    struct hv_call_exception e;
+    memset(&e, 0, sizeof(e));
+    e.hdr.nr = HV_CALL_EXCEPTION;
+    e.hdr.size = sizeof(e);
+    e.vector = 6;
+    e.flags = HV_EXC_RECOVERABLE;
+    for (uint32_t i = 0; i < 200000; i++) {
+        e.rip = i;
+        hv_call(&e.hdr);
+    }
+    printf("hostile: 200000 exception reports sent\n");
+    triple_fault();
+}
+
+/* A block of `size` bytes at `gpa` claiming call `nr`, where we can write. */
+static uint32_t call_at(uint64_t gpa, uint32_t nr, uint32_t size, int write)
+{
+    if (write) {
+        volatile uint32_t *h = (volatile uint32_t *)(uintptr_t)gpa;
+        h[0] = nr;
+        h[1] = size;
+    }
+    return hv_call_raw((uint32_t)gpa);
+}
+
+static RT_NORETURN void hypercalls_mode(const struct guest_boot *boot)
+{
+    static uint8_t block[8192] __attribute__((aligned(4096)));
+    if (boot->vcpu != 0) {
+        struct hv_call_page_fault pf;
+        for (uint32_t i = 0; !__atomic_load_n(&attack_done, __ATOMIC_ACQUIRE); i++) {
+            memset(&pf, 0, sizeof(pf));
+            pf.hdr.nr = i % 8;
+            pf.hdr.size = sizeof(pf);
+            pf.address = (boot->shadow ? boot->shadow->region_base : 0) + (uint64_t)i * 4096 * 7919;
+            pf.error_code = i;
+            hv_call(&pf.hdr);
+        }
+        halt_forever();
+    }
+    uint64_t cr3 = read_cr3() & PTE_ADDR;
+    const uint64_t wild[] = {0, 1, 4095, 4096 - 4, 0x60000 - 2, cr3, cr3 + 4088, boot->ram_size - 8,
+                             boot->ram_size - 4, boot->ram_size, 0xfffffff0ull, 0xffffffffull, 0x80000000ull};
+    uint32_t calls = 0;
+    for (uint32_t nr = 0; nr < 12; nr++)
+        for (uint32_t k = 0; k < sizeof(wild) / sizeof(wild[0]); k++, calls++)
+            call_at(wild[k], nr, 64, 0);
+    /* Blocks we own with every size, the largest counts and the wildest fields. */
+    for (uint32_t nr = 0; nr < 12; nr++)
+        for (uint32_t size = 0; size <= 256; size += 8, calls++) {
+            fill(block, sizeof(block), 0xffffffff00000000ull + nr * size);
+            call_at((uint64_t)(uintptr_t)block + 4096 - (size & 8), nr, size, 1);
+        }
+    struct hv_call_verify *v = (struct hv_call_verify *)block;
+    memset(v, 0, sizeof(*v));
+    v->hdr.nr = HV_CALL_VERIFY;
+    v->hdr.size = sizeof(*v);
+    const uint64_t tables_at[] = {cr3, boot->ram_size - 24, 0, (uint64_t)(uintptr_t)block};
+    for (uint32_t k = 0; k < 4; k++, calls++) {
+        v->table = tables_at[k];
+        v->count = HV_VERIFY_MAX;
+        hv_call(&v->hdr);
+    }
+    printf("hostile: %u wild hypercalls made\n", calls);
+    __atomic_store_n(&attack_done, 1, __ATOMIC_RELEASE);
+    triple_fault();
+}
+
+static RT_NORETURN void verify_mode(const struct guest_boot *boot)
+{
+    uint64_t base = boot->shadow ? boot->shadow->region_base : 0x200000;
+    /* The VMM reads all HV_VERIFY_MAX stamps; writing only the first few
+     * keeps the guest quick (each first write of a page is a host fault). */
+    if (boot->vcpu == 0)
+        for (uint64_t i = 0; i < 4096; i++) {
+            stamps[i].address = base + (i * 8) % (1u << 20);
+            stamps[i].value = i;
+            stamps[i].unmap_done = 0;
+        }
+    rt_barrier_wait(&barrier, boot->ncpus);
+    uint32_t statuses[3];
+    for (int round = 0; round < 3; round++) {
+        struct hv_call_verify v;
+        memset(&v, 0, sizeof(v));
+        v.hdr.nr = HV_CALL_VERIFY;
+        v.hdr.size = sizeof(v);
+        v.table = (uint64_t)(uintptr_t)stamps;
+        v.count = HV_VERIFY_MAX;
+        statuses[round] = hv_call(&v.hdr);
+    }
+    rt_barrier_wait(&barrier, boot->ncpus);
+    if (boot->vcpu != 0)
+        halt_forever();
+    printf("hostile: %u vCPUs made 3 verify calls of %u stamps each (vcpu 0: status %u %u %u)\n", boot->ncpus,
+           HV_VERIFY_MAX, statuses[0], statuses[1], statuses[2]);
+    triple_fault();
+}
+
+static RT_NORETURN void shootdown_triple_mode(const struct guest_boot *boot)
+{
+    uint64_t page = boot->shadow->region_base;
+    if (boot->vcpu == 1) {
+        for (uint32_t i = 0; i < 200; i++) {
+            (void)*(volatile uint64_t *)(uintptr_t)page;
+            __atomic_store_n(&v1_touches, i + 1, __ATOMIC_RELEASE);
+        }
+        triple_fault();
+    }
+    while (!__atomic_load_n(&v1_touches, __ATOMIC_ACQUIRE))
+        cpu_relax();
+    for (uint64_t i = 0;; i++) {
+        *(volatile uint64_t *)(uintptr_t)page = i;
+        uint64_t changed;
+        rt_host_op(HV_HOST_MIGRATE, page, 0, &changed);
+    }
+}
+
+/* vCPUs with nothing to do in a mode keep faulting the region in. */
+static RT_NORETURN void bystander(const struct guest_boot *boot)
+{
+    if (!boot->shadow)
+        halt_forever();
+    const uint64_t region = boot->shadow->region_base; /* before a mode overwrites it */
+    __atomic_fetch_add(&bystanders, 1, __ATOMIC_RELEASE);
+    for (uint64_t i = 0;; i++)
+        (void)*(volatile uint64_t *)(uintptr_t)(region + (i % 256) * 4096);
+}
+
+int guest_main(const struct guest_boot *boot)
+{
+    const char *c = boot->cmdline;
+    static const char *const shadow_only[] = {"slots", "noack", "shootdown-triple"};
+    for (uint32_t i = 0; i < 3; i++)
+        if (rt_arg_word(c, shadow_only[i]) && (!boot->shadow || boot->ncpus < 2)) {
+            if (boot->vcpu == 0)
+                printf("hostile: %s needs --paging shadow and 2 or more vCPUs\n", shadow_only[i]);
+            return 2;
+        }
+    if (rt_arg_word(c, "exceptions")) {
+        if (boot->vcpu != 0)
+            halt_forever();
+        exceptions_mode();
+    }
+    if (rt_arg_word(c, "hypercalls"))
+        hypercalls_mode(boot);
+    if (rt_arg_word(c, "verify"))
+        verify_mode(boot);
+    if (rt_arg_word(c, "noack") && boot->vcpu <= 1)
+        noack_mode(boot);
+    if (rt_arg_word(c, "shootdown-triple") && boot->vcpu <= 1)
+        shootdown_triple_mode(boot);
+    if (boot->vcpu != 0)
+        bystander(boot);
+    if (rt_arg_word(c, "tables-ones"))
+        tables_mode(boot, "ones");
+    if (rt_arg_word(c, "tables-zeros"))
+        tables_mode(boot, "zeros");
+    if (rt_arg_word(c, "tables-self"))
+        tables_mode(boot, "self");
+    if (rt_arg_word(c, "tables-cross"))
+        tables_mode(boot, "cross");
+    if (rt_arg_word(c, "cr3-own"))
+        cr3_own_mode(boot);
+    if (rt_arg_word(c, "slots"))
+        slots_mode(boot);
+    printf("hostile: unknown command line '%s' (want tables-ones, tables-zeros, tables-self, tables-cross, cr3-own, "
+           "slots, noack, exceptions, hypercalls, verify or shootdown-triple)\n", c);
+    return 2;
+}
