@@ -1,5 +1,6 @@
 #include "run_report.hpp"
 
+#include "file_util.hpp"
 #include "format.hpp"
 #include "vmm_error.hpp"
 
@@ -98,8 +99,12 @@ std::string run_report_json(const RunReport& r) {
 
 // Written beside the target and renamed over it, so a reader finds the old
 // report or the whole new one, never a part (a killed run, a full disk).
+// A FIFO or device at either path is refused: the rename would replace it,
+// and opening a FIFO would wait for a reader.
 void write_run_report(const std::string& path, const RunReport& r) {
     const std::string partial = path + ".partial";
+    require_regular_or_new(path, "--json");
+    require_regular_or_new(partial, "--json's temporary file");
     std::ofstream f(partial, std::ios::trunc);
     f << run_report_json(r);
     f.close();

@@ -54,7 +54,8 @@ const char* json_reason(StopReason reason);
 
 std::string run_stats_text(const RunReport& r);
 std::string run_report_json(const RunReport& r);
-// Writes run_report_json to `path`; throws VmmError naming the path when it cannot.
+// Writes run_report_json to `path` (a regular file or a new one; written
+// beside it and renamed over it); throws VmmError naming the path when it cannot.
 void write_run_report(const std::string& path, const RunReport& r);
 
 } // namespace hv
