@@ -1,5 +1,6 @@
 #include "console.hpp"
 
+#include "file_util.hpp"
 #include "vmm_error.hpp"
 
 #include <algorithm>
@@ -9,6 +10,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -62,6 +64,25 @@ void install_restore_handlers() {
         sa.sa_flags = SA_SIGINFO;
         sigaction(sig, &sa, nullptr);
     }
+}
+
+// Writes all of `data` to `fd` (waiting while a non-blocking one is full);
+// 0, or the errno of the failed write.
+int write_all(int fd, const std::uint8_t* data, std::size_t size) {
+    while (size > 0) {
+        const ssize_t n = ::write(fd, data, size);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && errno == EAGAIN) {
+            pollfd p{fd, POLLOUT, 0};
+            ::poll(&p, 1, -1);
+            continue;
+        }
+        if (n < 0) return errno;
+        if (n == 0) return EIO;
+        data += n;
+        size -= static_cast<std::size_t>(n);
+    }
+    return 0;
 }
 
 } // namespace
@@ -165,6 +186,45 @@ void Console::run() {
         }
         serial_.flush();
     }
+}
+
+ConsoleOutput::ConsoleOutput(const std::optional<std::string>& serial_file)
+    : owned_(serial_file ? open_output_file(*serial_file, "--serial") : UniqueFd()),
+      dest_(serial_file ? owned_.get() : STDOUT_FILENO),
+      dest_name_(serial_file ? "--serial '" + *serial_file + "'" : "stdout") {
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0)
+        throw VmmError(std::string("cannot create the pipe for the guest's serial output: ") + std::strerror(errno));
+    read_ = UniqueFd(fds[0]);
+    write_ = UniqueFd(fds[1]);
+    if (!serial_file) std::fflush(stdout);
+    thread_ = std::thread([this] { copy(); });
+}
+
+ConsoleOutput::~ConsoleOutput() { stop(); }
+
+std::string ConsoleOutput::vm_path() const { return "/proc/self/fd/" + std::to_string(write_.get()); }
+
+void ConsoleOutput::copy() {
+    std::uint8_t buf[4096];
+    for (;;) {
+        const ssize_t n = ::read(read_.get(), buf, sizeof buf);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return; // every writer closed its end
+        if (error_ == 0) error_ = write_all(dest_, buf, static_cast<std::size_t>(n));
+    }
+}
+
+void ConsoleOutput::stop() {
+    write_.reset();
+    if (thread_.joinable()) thread_.join();
+}
+
+void ConsoleOutput::finish() {
+    stop();
+    if (error_ != 0)
+        throw VmmError("cannot write the guest's serial output to " + dest_name_ + ": " + std::strerror(error_) +
+                       " (expected every byte written; the output from there on is lost)");
 }
 
 } // namespace hv

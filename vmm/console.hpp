@@ -5,13 +5,15 @@
 // keys such as Ctrl-C reach the guest. Ctrl-A x ends the VM; Ctrl-A Ctrl-A
 // sends one Ctrl-A. The terminal's settings come back on every way out:
 // the destructor, exit(), and fatal signals (the handler restores them and
-// re-raises).
+// re-raises). The output side (ConsoleOutput) takes the guest's bytes to
+// --serial FILE or stdout and reports a failed write.
 #include "serial16550.hpp"
 #include "unique_fd.hpp"
 
 #include <atomic>
 #include <functional>
 #include <optional>
+#include <string>
 #include <termios.h>
 #include <thread>
 #include <vector>
@@ -72,6 +74,38 @@ private:
     ConsoleEscape escape_;
     std::vector<std::uint8_t> pending_; // read from the host, not yet taken by the UART
     std::atomic<std::uint64_t> received_{0};
+    std::thread thread_;
+};
+
+// Where the guest's serial output goes: --serial FILE, else stdout. The VM
+// writes it into a pipe; a thread copies it to the destination and keeps the
+// first write error, so output lost to a full disk or /dev/full fails the run
+// (finish) instead of vanishing. What follows a failed write is discarded.
+class ConsoleOutput {
+public:
+    // `serial_file`: opened by open_output_file's rules (a FIFO without a
+    // reader is refused, never waited on); nullopt: stdout, flushed first so
+    // the guest's bytes follow what was printed there before.
+    explicit ConsoleOutput(const std::optional<std::string>& serial_file);
+    ~ConsoleOutput(); // closes the pipe's write end and waits for the copy
+    ConsoleOutput(const ConsoleOutput&) = delete;
+    ConsoleOutput& operator=(const ConsoleOutput&) = delete;
+
+    // The path the VM opens for writing: the pipe's write end, through /proc/self/fd.
+    std::string vm_path() const;
+    // Once the VM has closed what it opened: waits until every byte was
+    // copied; throws VmmError naming the destination when a write failed.
+    void finish();
+
+private:
+    void copy();
+    void stop();
+
+    UniqueFd owned_;        // --serial FILE
+    int dest_;              // owned_, or STDOUT_FILENO
+    std::string dest_name_; // "--serial 'FILE'" or "stdout"
+    UniqueFd read_, write_; // the pipe
+    int error_ = 0;         // errno of the first failed write: set by the thread, read after it ended
     std::thread thread_;
 };
 

@@ -2,6 +2,7 @@
 
 #include "boot_image.hpp"
 #include "boot_setup.hpp"
+#include "console.hpp"
 #include "file_util.hpp"
 #include "run_checks.hpp"
 #include "shadow_layout.hpp"
@@ -34,8 +35,18 @@ int run_vm_unreported(const RunOptions& opt, std::optional<std::string>& image_k
     config.cmdline = opt.cmdline;
     config.pc_firmware = opt.platform == Platform::Pc;
     if (opt.initrd) config.modules.push_back({*opt.initrd, read_file(*opt.initrd, "--initrd", opt.mem)});
-    Vm vm(opt, image, std::move(config));
-    return vm.run();
+    // The VM writes the console into a pipe; `output` copies it to --serial
+    // or stdout and reports a failed write once the VM has closed its end.
+    ConsoleOutput output(opt.serial_file);
+    RunOptions vm_opt = opt;
+    vm_opt.serial_file = output.vm_path();
+    int status = 0;
+    {
+        Vm vm(vm_opt, image, std::move(config));
+        status = vm.run();
+    }
+    output.finish();
+    return status;
 }
 
 } // namespace
