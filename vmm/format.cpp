@@ -106,6 +106,15 @@ std::string format_size(std::uint64_t bytes) {
     return buf;
 }
 
+std::string format_size_exact(std::uint64_t bytes) {
+    static constexpr const char* units[] = {"EiB", "PiB", "TiB", "GiB", "MiB", "KiB"};
+    for (int i = 0; i < 6 && bytes != 0; ++i) {
+        const unsigned shift = 10u * static_cast<unsigned>(6 - i);
+        if (bytes % (std::uint64_t{1} << shift) == 0) return std::to_string(bytes >> shift) + " " + units[i];
+    }
+    return std::to_string(bytes) + (bytes == 1 ? " byte" : " bytes");
+}
+
 std::optional<std::uint64_t> parse_size(std::string_view text) {
     if (text.empty() || !std::isdigit(static_cast<unsigned char>(text.front()))) return std::nullopt;
     std::uint64_t value = 0;
@@ -143,8 +152,35 @@ std::optional<std::uint64_t> parse_u64(const std::string& s) {
     return v;
 }
 
+namespace {
+
+// [+-] digits [. digits] [(e|E) [+-] digits], with digits on at least one side of the point.
+bool decimal_real_syntax(std::string_view s) {
+    std::size_t i = 0;
+    const auto digits = [&] {
+        const std::size_t start = i;
+        while (i < s.size() && std::isdigit(static_cast<unsigned char>(s[i]))) ++i;
+        return i - start;
+    };
+    if (i < s.size() && (s[i] == '+' || s[i] == '-')) ++i;
+    std::size_t mantissa = digits();
+    if (i < s.size() && s[i] == '.') {
+        ++i;
+        mantissa += digits();
+    }
+    if (mantissa == 0) return false;
+    if (i < s.size() && (s[i] == 'e' || s[i] == 'E')) {
+        ++i;
+        if (i < s.size() && (s[i] == '+' || s[i] == '-')) ++i;
+        if (digits() == 0) return false;
+    }
+    return i == s.size();
+}
+
+} // namespace
+
 std::optional<double> parse_double(const std::string& s) {
-    if (s.empty() || std::isspace(static_cast<unsigned char>(s[0]))) return std::nullopt;
+    if (!decimal_real_syntax(s)) return std::nullopt;
     errno = 0;
     char* end = nullptr;
     const double v = std::strtod(s.c_str(), &end);
