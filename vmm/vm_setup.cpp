@@ -137,6 +137,7 @@ void Vm::create_vcpus(const BootInfo& info) {
 
 int Vm::run() {
     kvm_.require_capabilities();
+    require_kvm_for_image(image_.kind, opt_.image);
     if (pc_) {
         try {
             kvm_.require_capabilities(pc_platform_capabilities());
