@@ -4,6 +4,15 @@
 #                 npt = Y), which `vmm run --paging shadow` needs; kvm_pvm and
 #                 KVM with ept/npt off shadow the guest's tables themselves
 kvm_usable() { [[ -r /dev/kvm && -w /dev/kvm ]]; }
+# For a test driver: go on when /dev/kvm is usable; otherwise print SKIPPED
+# and exit 77 (CTest's skip code), or FAILED and exit 1 under
+# HV_REQUIRE_KVM=1 (the nested runner, where KVM must be there).
+kvm_usable_or_skip() {
+  kvm_usable && return 0
+  if [[ ${HV_REQUIRE_KVM:-0} == 1 ]]; then echo "FAILED: /dev/kvm is not usable but HV_REQUIRE_KVM=1"; exit 1; fi
+  echo "SKIPPED: /dev/kvm is not available on this host"
+  exit 77
+}
 kvm_has_tdp() {
   local f v
   for f in /sys/module/kvm_intel/parameters/ept /sys/module/kvm_amd/parameters/npt; do

@@ -4,11 +4,7 @@
 set -uo pipefail
 vmm=$1 image=$2
 source "$(dirname "${BASH_SOURCE[0]}")/../../scripts/kvm-probe.sh"
-if ! kvm_usable; then
-  if [[ ${HV_REQUIRE_KVM:-0} == 1 ]]; then echo "FAILED: /dev/kvm is not usable but HV_REQUIRE_KVM=1"; exit 1; fi
-  echo "SKIPPED: /dev/kvm is not available on this host"
-  exit 77
-fi
+kvm_usable_or_skip
 out=$("$vmm" run --paging shadow --timeout 60 "$image" 2>&1)
 rc=$?
 echo "$out"
