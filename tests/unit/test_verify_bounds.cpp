@@ -90,7 +90,8 @@ TEST_CASE("HV_CALL_VERIFY: identity mode answers HV_E_NOT_SHADOW to the largest 
     // A copy of the table alone would be 24 MiB (24576 KiB) of new resident memory.
     const long grown = peak_rss_kib() - before;
     CAPTURE(grown);
-    CHECK(grown < 4096);
+    // Half a copy: four threads alone grew it by 4.9 MiB under TSan.
+    CHECK(grown < 12288);
     CHECK(mem.read_obj<hv_call_verify>(blocks[0])->checked == 0xbbbb); // nothing written back
 }
 
