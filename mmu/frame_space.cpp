@@ -2,7 +2,6 @@
 
 #include "hex.hpp"
 
-#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -15,6 +14,25 @@ namespace hv::mmu {
 namespace {
 
 Pfn chunks_of(Pfn frames) { return (frames + kFrameChunk - 1) / kFrameChunk; }
+
+// The frame count of memory handed to a FrameSpace; throws
+// std::invalid_argument unless it is non-empty, 4 KiB aligned, whole frames,
+// and first_allocatable < end_allocatable <= that count.
+Pfn checked_frames(std::span<std::uint8_t> memory, Pfn first_allocatable, Pfn end_allocatable) {
+    const auto address = reinterpret_cast<std::uintptr_t>(memory.data());
+    if (memory.empty()) throw std::invalid_argument("FrameSpace: expected non-empty memory, found 0 bytes");
+    if (address % kFrameSize)
+        throw std::invalid_argument("FrameSpace: memory must be 4 KiB aligned, found address " + hex(address));
+    if (memory.size() % kFrameSize)
+        throw std::invalid_argument("FrameSpace: memory must be a whole number of 4 KiB frames, found " +
+                                    hex(memory.size()) + " bytes");
+    const Pfn frames = memory.size() / kFrameSize;
+    if (first_allocatable >= end_allocatable || end_allocatable > frames)
+        throw std::invalid_argument("FrameSpace: expected first_allocatable < end_allocatable <= " + hex(frames) +
+                                    " (the frame count), found [" + hex(first_allocatable) + ", " +
+                                    hex(end_allocatable) + ")");
+    return frames;
+}
 
 } // namespace
 
@@ -46,18 +64,7 @@ FrameSpace::FrameSpace(std::size_t frames)
 
 FrameSpace::FrameSpace(std::span<std::uint8_t> memory, Pfn first_allocatable, Pfn end_allocatable)
     : caches_(std::make_unique<std::atomic<CpuCache*>[]>(kFrameCpus)) {
-    const auto address = reinterpret_cast<std::uintptr_t>(memory.data());
-    if (memory.empty()) throw std::invalid_argument("FrameSpace: expected non-empty memory, found 0 bytes");
-    if (address % kFrameSize)
-        throw std::invalid_argument("FrameSpace: memory must be 4 KiB aligned, found address " + hex(address));
-    if (memory.size() % kFrameSize)
-        throw std::invalid_argument("FrameSpace: memory must be a whole number of 4 KiB frames, found " +
-                                    hex(memory.size()) + " bytes");
-    const Pfn frames = memory.size() / kFrameSize;
-    if (first_allocatable >= end_allocatable || end_allocatable > frames)
-        throw std::invalid_argument("FrameSpace: expected first_allocatable < end_allocatable <= " + hex(frames) +
-                                    " (the frame count), found [" + hex(first_allocatable) + ", " +
-                                    hex(end_allocatable) + ")");
+    const Pfn frames = checked_frames(memory, first_allocatable, end_allocatable);
     state_.emplace(frames);
     chunk_owner_.emplace(chunks_of(frames));
     base_ = memory.data();
@@ -69,18 +76,7 @@ FrameSpace::FrameSpace(std::span<std::uint8_t> memory, Pfn first_allocatable, Pf
 }
 
 FrameSpace::FrameSpace(Mirror mirror, Pfn first_allocatable, Pfn end_allocatable)
-    : FrameSpace(std::max<std::size_t>(mirror.memory.size() / kFrameSize, 1)) {
-    const auto address = reinterpret_cast<std::uintptr_t>(mirror.memory.data());
-    if (mirror.memory.empty()) throw std::invalid_argument("FrameSpace: expected non-empty memory, found 0 bytes");
-    if (address % kFrameSize)
-        throw std::invalid_argument("FrameSpace: memory must be 4 KiB aligned, found address " + hex(address));
-    if (mirror.memory.size() % kFrameSize)
-        throw std::invalid_argument("FrameSpace: memory must be a whole number of 4 KiB frames, found " +
-                                    hex(mirror.memory.size()) + " bytes");
-    if (first_allocatable >= end_allocatable || end_allocatable > frames_)
-        throw std::invalid_argument("FrameSpace: expected first_allocatable < end_allocatable <= " + hex(frames_) +
-                                    " (the frame count), found [" + hex(first_allocatable) + ", " +
-                                    hex(end_allocatable) + ")");
+    : FrameSpace(static_cast<std::size_t>(checked_frames(mirror.memory, first_allocatable, end_allocatable))) {
     mirror_ = mirror.memory.data();
     first_ = first_allocatable;
     end_ = end_allocatable;
