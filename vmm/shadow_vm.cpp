@@ -1,6 +1,7 @@
 #include "shadow_vm.hpp"
 
 #include "format.hpp"
+#include "thread_guard.hpp"
 #include "vmm_error.hpp"
 
 #include <algorithm>
@@ -136,13 +137,12 @@ ShadowVm::ShadowVm(GuestMemory& memory, const ShadowLayout& layout, std::uint32_
         throw VmmError(std::string("shadow mode: cannot set up the guest's tables: ") + e.what() + "; raise --mem");
     }
     const std::uint64_t pages = layout.region_size / kPage;
+    // No quiesce or report hook: verify() below holds the churn still and
+    // logs in its own way (pausing, never stopping it), and never calls the
+    // pager's verify().
     MmuPager::Hooks hooks;
-    hooks.quiesce = [this] { stop_churn(); };
     hooks.unmaps_started = [this, pages](std::uint64_t page) {
         return page < pages ? counter(layout_.unmap_started, page).load(std::memory_order_acquire) : 0;
-    };
-    hooks.report = [this](const std::string& line) {
-        if (log_) log_(line);
     };
     hooks.retries_in_vmm = 64;
     pager_ = std::make_unique<MmuPager>(*mmu_, *host_, HV_SHADOW_REGION_BASE, layout.region_size, std::move(hooks));
@@ -186,15 +186,10 @@ void ShadowVm::start_churn() {
     churn_ = churn;
     churn_thread_ = std::thread([this, churn] {
         raise_churn_priority();
-        // Nothing may leave a thread (that would terminate the VMM): a
-        // failure ends the VM as the VMM's, with its reason.
-        try {
-            churn->run(churn_stop_, churn_counters_);
-        } catch (const std::exception& e) {
-            if (failure_) failure_(std::string("host churn: ") + e.what());
-        } catch (...) {
-            if (failure_) failure_("host churn: an exception of unknown type");
-        }
+        run_guarded("host churn", [&] { churn->run(churn_stop_, churn_counters_); },
+                    [this](const std::string& reason) {
+                        if (failure_) failure_(reason);
+                    });
     });
 }
 

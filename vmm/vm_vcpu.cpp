@@ -4,6 +4,7 @@
 
 #include "crash_report.hpp"
 #include "exit_dispatch.hpp"
+#include "thread_guard.hpp"
 #include "vmm_error.hpp"
 
 #include <cerrno>
@@ -40,15 +41,10 @@ void* Vm::thread_main(void* arg) {
     Vm* vm = pair->first;
     VcpuThread* t = pair->second;
     delete pair;
-    try {
-        vm->vcpu_loop(*t);
-    } catch (const std::exception& e) {
-        vm->stop_.request(StopReason::VmmFailure, exit_status::kVmmError,
-                          "vcpu " + std::to_string(t->vcpu->index()) + ": " + e.what());
-    } catch (...) { // nothing may leave a thread: that would terminate the VMM
-        vm->stop_.request(StopReason::VmmFailure, exit_status::kVmmError,
-                          "vcpu " + std::to_string(t->vcpu->index()) + ": an exception of unknown type");
-    }
+    run_guarded("vcpu " + std::to_string(t->vcpu->index()), [&] { vm->vcpu_loop(*t); },
+                [vm](const std::string& reason) {
+                    vm->stop_.request(StopReason::VmmFailure, exit_status::kVmmError, reason);
+                });
     return nullptr;
 }
 
@@ -56,7 +52,8 @@ void Vm::vcpu_loop(VcpuThread& t) {
     KvmVcpu& vcpu = *t.vcpu;
     kvm_run& run = vcpu.run();
     ExitContext ctx{ports_, mmio_, *memory_, stop_, opt_.strict_io,
-                    [this](std::string_view line) { log_line(line); }, shadow_.get(), opt_.shadow.strict_faults};
+                    [this](std::string_view line) { log_line(line); }, shadow_.get(), opt_.shadow.strict_faults,
+                    guest_log_};
     KvmShootdown* shootdown = shadow_ ? &shadow_->shootdown() : nullptr;
     std::atomic_ref<std::uint8_t> immediate_exit(run.immediate_exit);
     for (;;) {
