@@ -113,6 +113,9 @@ private:
     std::uint64_t probe_rounds_ = 0;               // PC platform: the halt watch's rounds so far
     std::atomic<std::uint64_t> probe_round_{0};    // the round in progress (0: none); vCPU threads wait on it
     mutable std::mutex log_mutex_;
+    // The lines a guest can repeat at will (its exception reports), limited
+    // for the whole VM: every vCPU's exit context shares it.
+    std::shared_ptr<GuestLog> guest_log_;
     std::vector<VcpuThread> threads_;
     std::unique_ptr<ShadowVm> shadow_; // --paging shadow
     std::unique_ptr<PcPlatform> platform_; // --platform pc: the devices KVM's irqchip leaves to us

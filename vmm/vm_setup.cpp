@@ -30,7 +30,8 @@ Vm::Vm(const RunOptions& opt, const BootImage& image, BootConfig config)
     : opt_(opt), image_(image), config_(std::move(config)), pc_(opt.platform == Platform::Pc),
       memory_(std::make_unique<GuestMemory>(config_.ram_size)),
       info_(load_guest(*memory_, image_, config_, opt_.image)), serial_file_(open_serial_file(opt)),
-      kvm_(Kvm::open()) {
+      kvm_(Kvm::open()),
+      guest_log_(std::make_shared<GuestLog>([this](std::string_view line) { log_line(line); })) {
     if (serial_file_) serial_out_ = serial_file_.get();
 }
 
@@ -193,6 +194,7 @@ int Vm::run() {
 
     wait_for_end();
     stop_all();
+    guest_log_->finish(); // every vCPU thread has ended: the counts are final
     const auto end = Clock::now();
     console_.reset(); // the terminal's own settings again before the VMM's last messages
     std::vector<std::string> audit;
