@@ -13,7 +13,13 @@
  *            protect (read-only), unprotect, merge with the next page,
  *            swap out, age
  *   op 13    invlpg of the page
- *   op 14    pause (a short spin)
+ *   op 14    page byte below 0x80: pause (a short spin). From 0x80: scribble
+ *            on the VMM's table mirror (abi.h, "Shadow paging"): the entry
+ *            on the way to the page at level 1, 2 or 3 (bits 5-6: 0 and 3
+ *            pick the leaf; these levels map only the region) becomes
+ *            not-present, zero or (bit 4) every bit but present. The VMM
+ *            must heal it at the next fault there: the entry it holds is
+ *            still present, so the access cannot fault forever.
  *   op 15    sync: every vCPU waits for all of them (whoever it names)
  *
  * A write to a page the host holds read-only is refused (HV_E_REFUSED): the
@@ -32,7 +38,13 @@
 #define MAX_CPUS 8
 #define MAX_PAGES 64
 
-enum { OP_HOST_FIRST = 6, OP_INVLPG = 13, OP_PAUSE = 14, OP_SYNC = 15 };
+enum { OP_HOST_FIRST = 6, OP_INVLPG = 13, OP_PAUSE_OR_SCRIBBLE = 14, OP_SYNC = 15 };
+
+#define PTE_P 0x1ull
+#define PTE_PS 0x80ull
+#define PTE_ADDR 0x000ffffffffff000ull
+
+static uint64_t scribbles[MAX_CPUS];
 
 struct model {
     uint64_t value;      /* the last stamp written, 0 if none */
@@ -78,6 +90,31 @@ static int decode_prog(const char *cmdline)
         p += 2;
     }
     return 0;
+}
+
+/* Op 14 from 0x80: `value` (not present) into the mirror's entry of `level`
+ * on the way to `addr`, found by walking the mirror from CR3 with our own
+ * tables (rt_identity_cr3) loaded: the VMM maps no table frame for us. Nothing happens when the walk stops above `level` (an
+ * earlier scribble or an absent table). The region is not touched while our
+ * tables are loaded: they would bypass the VMM's. */
+static void scribble(uint64_t addr, int level, uint64_t value)
+{
+    const uint64_t vmm = read_cr3();
+    write_cr3(rt_identity_cr3());
+    uint64_t table = vmm & PTE_ADDR;
+    for (int l = 4;; l--) {
+        volatile uint64_t *e = (volatile uint64_t *)(uintptr_t)table + ((addr >> (12 + 9 * (l - 1))) & 511);
+        if (l == level) {
+            *e = value;
+            scribbles[rt_cpu_index()]++;
+            break;
+        }
+        const uint64_t v = *e;
+        if (!(v & PTE_P) || (v & PTE_PS) || (v & PTE_ADDR) >= (4ull << 30))
+            break;
+        table = v & PTE_ADDR;
+    }
+    write_cr3(vmm);
 }
 
 /* The store, or 0 when the host refused it (a read-only page). */
@@ -169,6 +206,9 @@ int guest_main(const struct guest_boot *boot)
             host_ops[v]++;
         } else if (op == OP_INVLPG) {
             invlpg(addr);
+        } else if (prog[i + 1] & 0x80) {
+            static const int level_of[4] = {1, 2, 3, 1};
+            scribble(addr, level_of[(prog[i + 1] >> 5) & 3], (prog[i + 1] & 0x10) ? ~PTE_P : 0);
         } else {
             for (int k = 0; k < 64; k++)
                 cpu_relax();
@@ -178,7 +218,8 @@ int guest_main(const struct guest_boot *boot)
     if (v != 0)
         halt_forever();
 
-    uint64_t count = 0, total_writes = 0, total_refused = 0, total_reads = 0, total_host = 0, guest_lost = 0;
+    uint64_t count = 0, total_writes = 0, total_refused = 0, total_reads = 0, total_host = 0, guest_lost = 0,
+             total_scribbles = 0;
     for (uint32_t c = 0; c < n; c++) {
         for (uint64_t p = 0; p < pages; p++)
             stamps[count++] = (struct hv_stamp){sh->region_base + p * PAGE + 8ull * c, models[c][p].value,
@@ -188,6 +229,7 @@ int guest_main(const struct guest_boot *boot)
         total_reads += reads[c];
         total_host += host_ops[c];
         guest_lost += lost_seen[c];
+        total_scribbles += scribbles[c];
     }
     struct hv_call_verify call = {
         .hdr = {HV_CALL_VERIFY, sizeof(call)},
@@ -196,10 +238,11 @@ int guest_main(const struct guest_boot *boot)
         .guest_lost = guest_lost,
     };
     const uint32_t status = hv_call(&call.hdr);
-    printf("fuzz: %lu ops on %u vCPUs, %lu writes (%lu refused), %lu reads, %lu host ops, %lu stamps checked, "
-           "%lu losses seen while running, lost_writes=%lu\n",
+    printf("fuzz: %lu ops on %u vCPUs, %lu writes (%lu refused), %lu reads, %lu host ops, %lu table scribbles, "
+           "%lu stamps checked, %lu losses seen while running, lost_writes=%lu\n",
            (unsigned long)(prog_len / 2), n, (unsigned long)total_writes, (unsigned long)total_refused,
-           (unsigned long)total_reads, (unsigned long)total_host, (unsigned long)call.checked,
+           (unsigned long)total_reads, (unsigned long)total_host, (unsigned long)total_scribbles,
+           (unsigned long)call.checked,
            (unsigned long)guest_lost, (unsigned long)call.lost);
     if (status != HV_OK) {
         printf("fuzz: HV_CALL_VERIFY failed with status %u\n", status);

@@ -154,6 +154,20 @@ uint32_t rt_host_op(uint32_t op, uint64_t address, uint64_t address2, uint64_t *
 
 static inline void invlpg(uint64_t address) { __asm__ volatile("invlpg (%0)" : : "r"(address) : "memory"); }
 
+static inline uint64_t read_cr3(void)
+{
+    uint64_t v;
+    __asm__ volatile("mov %%cr3, %0" : "=r"(v));
+    return v;
+}
+static inline void write_cr3(uint64_t v) { __asm__ volatile("mov %0, %%cr3" : : "r"(v) : "memory"); }
+
+/* A CR3 of the guest's own, apart from the VMM's tables: the first 4 GiB
+ * identity-mapped in 2 MiB pages (built on the first call; any vCPU). In
+ * shadow mode it reaches what the VMM's tables leave unmapped, the mirror of
+ * those tables included; nothing of the region is mapped through it. */
+uint64_t rt_identity_cr3(void);
+
 /* ---- serial console -------------------------------------------------------- */
 
 /* Polled 16550 at HV_SERIAL_PORT. printf/puts/putchar each hold the console

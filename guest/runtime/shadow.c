@@ -55,10 +55,31 @@ uint32_t rt_shadow_page_fault(struct rt_frame *f)
     }
 }
 
-static inline void reload_cr3(void)
+static inline void reload_cr3(void) { write_cr3(read_cr3()); }
+
+#define PTE_P 0x1ull
+#define PTE_RW 0x2ull
+#define PTE_PS 0x80ull
+
+uint64_t rt_identity_cr3(void)
 {
-    uint64_t v;
-    __asm__ volatile("mov %%cr3, %0; mov %0, %%cr3" : "=r"(v) : : "memory");
+    static uint64_t pml4[512] __attribute__((aligned(4096)));
+    static uint64_t pdpt[512] __attribute__((aligned(4096)));
+    static uint64_t pd[4][512] __attribute__((aligned(4096)));
+    static rt_spinlock lock;
+    static uint32_t built;
+    rt_spin_lock(&lock);
+    if (!built) {
+        for (uint64_t i = 0; i < 4; i++) {
+            pdpt[i] = (uint64_t)(uintptr_t)pd[i] | PTE_P | PTE_RW;
+            for (uint64_t j = 0; j < 512; j++)
+                pd[i][j] = ((i << 30) | (j << 21)) | PTE_P | PTE_RW | PTE_PS;
+        }
+        pml4[0] = (uint64_t)(uintptr_t)pdpt | PTE_P | PTE_RW;
+        built = 1;
+    }
+    rt_spin_unlock(&lock);
+    return (uint64_t)(uintptr_t)pml4;
 }
 
 /* The seqlock reader of abi.h: flush what the current request lists, or
