@@ -10,7 +10,8 @@
  *                   load page tables of our own, find the tables the VMM's
  *                   CR3 leads to, and overwrite every entry of them with
  *                   all-ones, zeros, pointers to their own frame, or
- *                   pointers to the next table found
+ *                   pointers to the next table found (not executable), then
+ *                   go back to the VMM's CR3 with no IDT: a triple fault
  *   cr3-own         our own tables: read every VMM table, scribble on the
  *                   region's data frames, then go back to the VMM's tables
  *   slots           garbage in every shootdown slot, the mailbox, the shadow
@@ -33,6 +34,7 @@
 #define PTE_RW 0x2ull
 #define PTE_A 0x20ull
 #define PTE_PS 0x80ull
+#define PTE_NX (1ull << 63)
 #define PTE_ADDR 0x000ffffffffff000ull
 #define MAX_TABLES 256
 
@@ -51,13 +53,20 @@ static uint32_t ntables;
 
 static struct hv_stamp stamps[HV_VERIFY_MAX];
 
-static RT_NORETURN void triple_fault(void)
+/* With no IDT, the next exception is a triple fault. */
+static void load_empty_idt(void)
 {
     struct __attribute__((packed)) {
         uint16_t limit;
         uint64_t base;
     } empty = {0, 0};
-    __asm__ volatile("lidt %0\n\tud2" : : "m"(empty) : "memory");
+    __asm__ volatile("lidt %0" : : "m"(empty) : "memory");
+}
+
+static RT_NORETURN void triple_fault(void)
+{
+    load_empty_idt();
+    __asm__ volatile("ud2" ::: "memory");
     for (;;)
         cpu_relax();
 }
@@ -90,7 +99,7 @@ static void find_tables(uint64_t root)
     }
 }
 
-static RT_NORETURN void tables_mode(const struct guest_boot *boot, const char *how)
+static RT_NORETURN void tables_mode(const char *how)
 {
     uint64_t vmm = load_own_tables();
     find_tables(vmm);
@@ -102,16 +111,19 @@ static RT_NORETURN void tables_mode(const struct guest_boot *boot, const char *h
             if (!strcmp(how, "ones"))
                 v = ~0ull;
             else if (!strcmp(how, "self"))
-                v = tables[t].gpa | PTE_P | PTE_RW | PTE_A;
+                v = tables[t].gpa | PTE_P | PTE_RW | PTE_A | PTE_NX;
             else if (!strcmp(how, "cross"))
-                v = tables[(t + 1) % ntables].gpa | PTE_P | PTE_RW | PTE_A;
+                v = tables[(t + 1) % ntables].gpa | PTE_P | PTE_RW | PTE_A | PTE_NX;
             e[i] = v;
         }
     }
     printf("hostile: overwrote %u tables; back to the VMM's CR3\n", ntables);
+    /* Every page now maps a table frame (self, cross: not executable), or
+     * nothing: the next instruction fetch faults, and with no IDT that is a
+     * triple fault. Executable table bytes could loop forever instead (a
+     * clang-built image did, on kvm_pvm). */
+    load_empty_idt();
     write_cr3(vmm);
-    if (boot->shadow)
-        *(volatile uint64_t *)(uintptr_t)boot->shadow->region_base = 1;
     triple_fault();
 }
 
@@ -388,13 +400,13 @@ int guest_main(const struct guest_boot *boot)
     if (boot->vcpu != 0)
         bystander(boot);
     if (rt_arg_word(c, "tables-ones"))
-        tables_mode(boot, "ones");
+        tables_mode("ones");
     if (rt_arg_word(c, "tables-zeros"))
-        tables_mode(boot, "zeros");
+        tables_mode("zeros");
     if (rt_arg_word(c, "tables-self"))
-        tables_mode(boot, "self");
+        tables_mode("self");
     if (rt_arg_word(c, "tables-cross"))
-        tables_mode(boot, "cross");
+        tables_mode("cross");
     if (rt_arg_word(c, "cr3-own"))
         cr3_own_mode(boot);
     if (rt_arg_word(c, "slots"))
