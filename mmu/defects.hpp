@@ -36,4 +36,38 @@ inline constexpr bool kRangeActiveBatchBoundary = true; // range-active ignores 
 inline constexpr bool kRangeActiveBatchBoundary = false;
 #endif
 
+// Reordering defects: two steps of a protocol swapped. The scheduling point
+// between them (sched_point.hpp) is what lets the `schedule` target run
+// another thread in between, in either order.
+
+#ifdef HV_DEFECT_FAULT_SNAPSHOT_LATE
+inline constexpr bool kFaultSnapshotLate = true; // fault() reads the invalidation sequence after the host lookup
+#else
+inline constexpr bool kFaultSnapshotLate = false;
+#endif
+
+#ifdef HV_DEFECT_WALK_READS_BEFORE_JOINING
+inline constexpr bool kWalkReadsBeforeJoining = true; // walk() reads the entry, then joins the table's mask
+#else
+inline constexpr bool kWalkReadsBeforeJoining = false;
+#endif
+
+#ifdef HV_DEFECT_ZAP_BEFORE_BEGIN
+inline constexpr bool kZapBeforeBegin = true; // invalidate start zaps, then marks the range in progress
+#else
+inline constexpr bool kZapBeforeBegin = false;
+#endif
+
+#ifdef HV_DEFECT_END_DROPS_COUNT_FIRST
+inline constexpr bool kEndDropsCountFirst = true; // invalidate end drops the in-progress count, then moves the sequence
+#else
+inline constexpr bool kEndDropsCountFirst = false;
+#endif
+
+#ifdef HV_DEFECT_ZAP_READS_MASKS_FIRST
+inline constexpr bool kZapReadsMasksFirst = true; // a zap batch reads the shootdown masks before it clears entries
+#else
+inline constexpr bool kZapReadsMasksFirst = false;
+#endif
+
 } // namespace hv::mmu::defect

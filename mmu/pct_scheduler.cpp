@@ -99,7 +99,7 @@ void PctScheduler::switch_to(std::uint32_t next, sched::Point at) {
 void PctScheduler::end_control(const std::string& why, bool deadlock) {
     result_.lost_control = why;
     result_.deadlock = deadlock;
-    if (deadlock && on_deadlock) on_deadlock(why);
+    if (on_lost_control) on_lost_control(why);
     free_.store(true, std::memory_order_seq_cst);
     const std::uint32_t me = running_.load(std::memory_order_relaxed);
     // Every other unfinished thread waits on its semaphore (at its start or

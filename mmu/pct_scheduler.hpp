@@ -83,9 +83,11 @@ public:
 
     // Runs the bodies to their ends under the schedule; once per scheduler.
     PctResult run(const std::vector<PctThread>& threads);
-    // Called (on the thread that found it) when every thread waits, before
-    // control ends; tests use it to release the waits they built.
-    std::function<void(const std::string& why)> on_deadlock;
+    // Called (on the thread that found it) when control ends early (every
+    // thread waits, the step limit, the watchdog), before the threads run
+    // freely: what would otherwise wait or retry forever is released here
+    // (the waits a test built, the schedule target's vCPU accesses).
+    std::function<void(const std::string& why)> on_lost_control;
 
     // sched::Scheduler, called by the running thread
     void point(sched::Point p) override;

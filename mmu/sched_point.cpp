@@ -9,12 +9,23 @@ namespace hv::mmu::sched {
 const char* to_string(Point p) {
     switch (p) {
     case Point::Start: return "start";
+    case Point::FaultSequenceRead: return "fault-sequence-read";
     case Point::FaultSnapshot: return "fault-snapshot";
     case Point::FaultInstall: return "fault-install";
+    case Point::InstallRegistered: return "install-registered";
+    case Point::InstallPublished: return "install-published";
+    case Point::WalkRegistered: return "walk-registered";
+    case Point::InvalidateBegun: return "invalidate-begun";
+    case Point::ZapEntryCleared: return "zap-entry-cleared";
+    case Point::ZapMasksRead: return "zap-masks-read";
     case Point::ZapBatchCleared: return "zap-batch-cleared";
     case Point::ZapBatchDone: return "zap-batch-done";
+    case Point::InvalidateSequenced: return "invalidate-sequenced";
+    case Point::MemslotRetired: return "memslot-retired";
     case Point::InvalidateStarted: return "invalidate-started";
     case Point::HostPtesChanged: return "host-ptes-changed";
+    case Point::ShootdownPosted: return "shootdown-posted";
+    case Point::VcpuAnnounced: return "vcpu-announced";
     case Point::AccessAttempt: return "access-attempt";
     case Point::AccessTranslated: return "access-translated";
     case Point::Program: return "program";

@@ -2,12 +2,18 @@
 // Scheduling points: where the `schedule` fuzz target's deterministic
 // scheduler (PctScheduler, pct_scheduler.hpp) may switch threads.
 //
-// The MMU, the host model and the software vCPUs call these at the steps of
-// the fault/invalidate protocol (a fault between its snapshot and its
-// install, a zap between its batches, a host operation between its
-// invalidation start and its PTE changes, an access between its TLB lookup
-// and its load) and wherever they wait for another thread (a busy lock, a
-// fault told to retry, a shootdown waiting for acknowledgements).
+// The MMU, the host model and the software vCPUs call these between every
+// two steps of a protocol whose order matters (a fault's snapshots and its
+// lookups, its install's mask registration, store and rmap link; a walk's
+// registration and its read; an invalidation's start, zap and end; a zap's
+// clears and its mask read; a shootdown's post and its look at the target;
+// a vCPU's announcement and its look for requests; a host operation between
+// its invalidation start and its PTE changes; an access between its TLB
+// lookup and its load), so the `schedule` target can run any other thread
+// in between, and wherever they wait for another thread (a busy lock, a
+// fault told to retry, a shootdown waiting for acknowledgements). The
+// comment at each call names the order it separates; swapping the two
+// steps around a point (mmu/defects.hpp has five such swaps) must be found.
 //
 // Only the hv_mmu_sched library (mmu/CMakeLists.txt) defines HV_SCHEDULE;
 // in every other build each call below is an empty inline function, so the
@@ -26,13 +32,27 @@ namespace hv::mmu::sched {
 
 enum class Point : std::uint8_t {
     // Steps (the thread could go on; the scheduler may prefer another).
+    // Between any two steps of a protocol whose order matters there is one,
+    // so the scheduler can run any other thread in between; the comment at
+    // each call says which order it separates.
     Start,               // a controlled thread's first step
-    FaultSnapshot,       // fault(): sequence and memslot generation read
+    FaultSequenceRead,   // fault(): memslot generation and sequence read, memslot lookup next
+    FaultSnapshot,       // fault(): memslot looked up, host lookup next
     FaultInstall,        // fault(): host translation in hand, before the install
+    InstallRegistered,   // install(): in the leaf table's mask (policy lock held), entry store next
+    InstallPublished,    // install(): entry stored, rmap link next
+    WalkRegistered,      // walk(): in the leaf table's mask, entry read next
+    InvalidateBegun,     // invalidate start: range marked in progress, zap next
+    ZapEntryCleared,     // zap: an entry cleared (policy lock held), next entry or the mask read next
+    ZapMasksRead,        // zap: the batch's masks read (policy lock held), lock drop next
     ZapBatchCleared,     // zap: a batch's entries cleared, lock dropped, shootdown next
     ZapBatchDone,        // zap: the batch's shootdown returned
+    InvalidateSequenced, // invalidate end: sequence advanced, in-progress count drop next
+    MemslotRetired,      // memslot removal: generation advanced, invalidation and zap next
     InvalidateStarted,   // host operation: invalidation started (secondary zapped)
     HostPtesChanged,     // host operation: PTEs changed, invalidation end next
+    ShootdownPosted,     // shootdown: request posted to a vCPU, its announcement read next
+    VcpuAnnounced,       // soft vCPU: announced as in guest mode, pending requests read next
     AccessAttempt,       // soft vCPU: an access attempt begins (flushes honoured here)
     AccessTranslated,    // soft vCPU: TLB entry in hand, the load/store next
     Program,             // a step of a test program between operations

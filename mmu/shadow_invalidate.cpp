@@ -57,6 +57,12 @@ std::size_t ShadowMmu::zap_ranges(std::span<const GuestRange> ranges, ShadowCoun
                 // Global and rw hold everything: keep going across tables up
                 // to the batch; split holds one table at a time.
                 const std::uint64_t stop = config_.lock == LockPolicy::Split ? table_end : r.end;
+                if (defect::kZapReadsMasksFirst) { // every table the batch may reach, before any clear
+                    for (std::size_t k = t; k < tables.size(); ++k)
+                        if (VcpuMask* m = table_masks_[tables[k].first].load(std::memory_order_acquire))
+                            targets.merge(*m);
+                    sched::point(sched::Point::ZapMasksRead);
+                }
                 next = table_.for_each_leaf(from, stop, batch, [&](std::uint64_t addr, const auto& slot) {
                     auto entry = at(slot.entry);
                     const std::uint64_t old = entry.load(std::memory_order_relaxed);
@@ -73,13 +79,15 @@ std::size_t ShadowMmu::zap_ranges(std::span<const GuestRange> ranges, ShadowCoun
                         rmap_.remove(Pte::pfn(old), addr >> 12, rmap_writers);
                     if (batch_tables.empty() || batch_tables.back() != slot.table) batch_tables.push_back(slot.table);
                     pages.push_back(addr);
+                    sched::point(sched::Point::ZapEntryCleared); // cleared; the masks are read after the last
                 });
-                if (!pages.empty()) {
+                if (!pages.empty() && !defect::kZapReadsMasksFirst) {
 #ifndef HV_SHADOW_NO_FENCES
                     std::atomic_thread_fence(std::memory_order_seq_cst);
 #endif
                     for (const Pfn bt : batch_tables)
                         if (VcpuMask* m = table_masks_[bt].load(std::memory_order_acquire)) targets.merge(*m);
+                    sched::point(sched::Point::ZapMasksRead);
                 }
             }
             cursor = next;
@@ -132,10 +140,30 @@ StartResult ShadowMmu::invalidate_range_start(HostRange range, InvalidateEvent, 
         zaps.lock();
     else if (!zaps.try_lock())
         return StartResult::TryAgain;
-    const std::vector<GuestRange> ranges = guest_ranges(range);
-    begin_invalidation(ranges);
-    zap_ranges(ranges, zap_slot());
+    invalidate_guest(guest_ranges(range));
     return StartResult::Ok;
+}
+
+// Marked in progress before the zap: a fault that looked the host up before
+// the host's change and installs after the zap must see the invalidation
+// (its hull or the range-active count) and retry.
+void ShadowMmu::invalidate_guest(std::span<const GuestRange> ranges) {
+    if (defect::kZapBeforeBegin) zap_ranges(ranges, zap_slot());
+    else begin_invalidation(ranges);
+    sched::point(sched::Point::InvalidateBegun);
+    if (defect::kZapBeforeBegin) begin_invalidation(ranges);
+    else zap_ranges(ranges, zap_slot());
+}
+
+// The sequence moves before the count drops: a fault that snapshotted the
+// sequence before this invalidation and checks after the count dropped sees
+// the sequence moved (seq policy).
+void ShadowMmu::end_invalidation() {
+    if (defect::kEndDropsCountFirst) invalidate_in_progress_.fetch_sub(1);
+    else invalidate_seq_.fetch_add(1);
+    sched::point(sched::Point::InvalidateSequenced);
+    if (defect::kEndDropsCountFirst) invalidate_seq_.fetch_add(1);
+    else invalidate_in_progress_.fetch_sub(1);
 }
 
 // Caller holds zap_mutex_, so starts do not race each other; an end may
@@ -174,10 +202,7 @@ bool ShadowMmu::invalidation_covers(std::uint64_t ga) const {
            invalidate_lo_.load(std::memory_order_seq_cst) <= ga && ga < invalidate_hi_.load(std::memory_order_seq_cst);
 }
 
-void ShadowMmu::invalidate_range_end(HostRange, InvalidateEvent) noexcept {
-    invalidate_seq_.fetch_add(1);
-    invalidate_in_progress_.fetch_sub(1);
-}
+void ShadowMmu::invalidate_range_end(HostRange, InvalidateEvent) noexcept { end_invalidation(); }
 
 void ShadowMmu::invalidate_page(std::uint64_t host_address, InvalidateEvent event) {
     const HostRange page{host_address & ~(kPage - 1), (host_address & ~(kPage - 1)) + kPage};

@@ -227,11 +227,10 @@ void ShadowMmu::remove_memslot(std::uint32_t id) {
     std::unique_lock lock(slots_lock_);
     const Memslot s = memslots_.remove(id); // throws for an unknown id, before anything changed
     slots_gen_.fetch_add(1);                // before the zap: see fault()
+    sched::point(sched::Point::MemslotRetired);
     const GuestRange r{s.guest_start, s.guest_end()};
-    begin_invalidation(std::span(&r, 1));
-    zap_ranges(std::span(&r, 1), zap_slot());
-    invalidate_seq_.fetch_add(1);
-    invalidate_in_progress_.fetch_sub(1);
+    invalidate_guest(std::span(&r, 1));
+    end_invalidation();
 }
 
 std::vector<Memslot> ShadowMmu::memslots() const {
@@ -257,12 +256,24 @@ std::uint64_t ShadowMmu::walk(std::uint32_t vcpu, std::uint64_t guest_address) {
     // Register before reading, both sequentially consistent: a zap clears
     // the entry, then fences (sequentially consistent), then reads the
     // mask, so either it sees our bit or we read the cleared entry.
-    if (mask_for_table(leaf->table, vcpu).set(vcpu)) {
-        ShadowCounters& c = counters_[vcpu].c;
-        ++c.walk_registrations;
-        ++c.shared_atomics;
-    }
-    const std::uint64_t e = at(leaf->entry).load(std::memory_order_seq_cst);
+    const auto join = [&] {
+        if (mask_for_table(leaf->table, vcpu).set(vcpu)) {
+            ShadowCounters& c = counters_[vcpu].c;
+            ++c.walk_registrations;
+            ++c.shared_atomics;
+        }
+    };
+    const auto read = [&] { return at(leaf->entry).load(std::memory_order_seq_cst); };
+    std::uint64_t e = 0;
+    if (defect::kWalkReadsBeforeJoining)
+        e = read();
+    else
+        join();
+    sched::point(sched::Point::WalkRegistered); // between the two, in either order
+    if (defect::kWalkReadsBeforeJoining)
+        join();
+    else
+        e = read();
     return Pte::present(e) ? e : 0;
 }
 
@@ -274,7 +285,8 @@ FaultResult ShadowMmu::fault(std::uint32_t vcpu, std::uint64_t guest_address, Ac
     // removal or an invalidation that completes between them and the
     // install changes one of them, and the install is refused.
     const std::uint64_t slots_gen = slots_gen_.load(std::memory_order_acquire);
-    const std::uint64_t seq = invalidate_seq_.load(std::memory_order_acquire);
+    std::uint64_t seq = invalidate_seq_.load(std::memory_order_acquire);
+    sched::point(sched::Point::FaultSequenceRead); // snapshots, then the lookups they guard
     Memslot slot;
     {
         ReaderSlotLock::SharedGuard lock(slots_lock_, vcpu);
@@ -310,6 +322,7 @@ FaultResult ShadowMmu::fault(std::uint32_t vcpu, std::uint64_t guest_address, Ac
                         guard.mark_accessed(access);
                         if (after_host_lookup) after_host_lookup(vcpu, ga);
                         sched::point(sched::Point::FaultInstall); // holding the host PT lock, as the policy says
+                        if (defect::kFaultSnapshotLate) seq = invalidate_seq_.load(std::memory_order_acquire);
                         return install(vcpu, ga, slot, {X86PteFormat::pfn(pte), X86PteFormat::writable(pte)}, access,
                                        {seq, slots_gen}, ha);
                     }
@@ -344,6 +357,7 @@ FaultResult ShadowMmu::fault(std::uint32_t vcpu, std::uint64_t guest_address, Ac
     }
     if (after_host_lookup) after_host_lookup(vcpu, ga);
     sched::point(sched::Point::FaultInstall);
+    if (defect::kFaultSnapshotLate) seq = invalidate_seq_.load(std::memory_order_acquire);
     return install(vcpu, ga, slot, r.translation, access, {seq, slots_gen}, ha);
 }
 
@@ -404,6 +418,7 @@ FaultResult ShadowMmu::install(std::uint32_t vcpu, std::uint64_t ga, const Memsl
     // entry takes the policy lock we hold after we drop it, so it sees the
     // entry and the bit alike.
     if (mask_for_table(leaf->table, vcpu).set(vcpu)) ++c.shared_atomics;
+    sched::point(sched::Point::InstallRegistered); // in the mask, then the entry
     auto entry = at(leaf->entry);
     std::uint64_t old = entry.load(std::memory_order_acquire);
     const std::uint64_t gfn = ga >> 12;
@@ -432,6 +447,7 @@ FaultResult ShadowMmu::install(std::uint32_t vcpu, std::uint64_t ga, const Memsl
             published = entry.compare_exchange_weak(old, fresh, std::memory_order_acq_rel, std::memory_order_acquire);
         if (published) {
             frames().mirror(leaf->entry);
+            sched::point(sched::Point::InstallPublished); // the entry, then its rmap link
             // A frame's rmap head with other writers possible: one
             // compare-exchange (or its bit lock), counted as a lock, and a
             // shared RMW unless the line is ours. Excluded: a plain store.

@@ -207,6 +207,10 @@ private:
     std::vector<GuestRange> guest_ranges(HostRange range) const; // the memslots' view of a host range
     ShadowCounters& zap_slot() { return counters_[config_.vcpus].c; }
     void begin_invalidation(std::span<const GuestRange> ranges); // caller holds zap_mutex_
+    // An invalidation's start: marked in progress, then zapped (caller holds
+    // zap_mutex_); and its end: the sequence advanced, then the count dropped.
+    void invalidate_guest(std::span<const GuestRange> ranges);
+    void end_invalidation();
     bool invalidation_covers(std::uint64_t guest_address) const;
     // Range-active: an invalidation is in progress anywhere, so installs back off.
     bool range_active_blocks() const;

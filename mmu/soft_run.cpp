@@ -178,6 +178,20 @@ SoftRunResult SoftVcpuSystem::run(const SoftRunConfig& cfg) {
 
 // ---- SoftRig -----------------------------------------------------------------------
 
+// ---- SoftFrames ----------------------------------------------------------------
+
+std::size_t SoftFrames::table_frames(std::uint64_t pages, std::uint32_t vcpus) {
+    // Per side: a leaf table per 512 pages, their directories, and the
+    // levels above for an unaligned region; vCPUs' fault paths may each hold
+    // a table frame they took but did not link.
+    const std::uint64_t n = 2 * (pages / 512 + pages / (512 * 512) + 8) + vcpus + 64;
+    return static_cast<std::size_t>((n + kFrameChunk - 1) / kFrameChunk * kFrameChunk); // whole chunks
+}
+
+SoftFrames::SoftFrames(std::size_t total, std::size_t table_frames)
+    : memory(total), tables(std::span(memory.bytes(0).data(), total * kPage), 0, table_frames),
+      data(std::span(memory.bytes(0).data(), total * kPage), table_frames, total) {}
+
 std::size_t SoftRig::auto_frames(const SoftRunConfig& c) {
     const std::uint64_t region = c.region_pages();
     // Data frames, copy-on-write and migration headroom, host and secondary
@@ -186,7 +200,10 @@ std::size_t SoftRig::auto_frames(const SoftRunConfig& c) {
 }
 
 SoftRig::SoftRig(const SoftRunConfig& config, ShadowConfig policies, std::size_t nframes, TlbShootdown* shootdown)
-    : frames(nframes ? nframes : auto_frames(config)), host(frames), system(host, config.vcpus, config.tlb),
+    : frames(nframes ? nframes : auto_frames(config),
+             std::min(SoftFrames::table_frames(config.region_pages(), config.vcpus),
+                      (nframes ? nframes : auto_frames(config)) / 4)),
+      host(frames.tables, frames.data), system(host, config.vcpus, config.tlb),
       mmu(host, [&] {
           policies.vcpus = config.vcpus;
           return policies;

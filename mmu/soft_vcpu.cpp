@@ -25,6 +25,7 @@ using Pte = X86PteFormat;
 
 const char* to_string(AccessPattern p) { return p == AccessPattern::Sequential ? "seq" : "random"; }
 const char* to_string(Sharing s) { return s == Sharing::Disjoint ? "disjoint" : "shared"; }
+const char* to_string(TlbModel m) { return m == TlbModel::Recheck ? "recheck" : "hardware"; }
 
 SoftVcpuCounters& SoftVcpuCounters::operator+=(const SoftVcpuCounters& o) {
     accesses += o.accesses; reads += o.reads; writes += o.writes; tlb_hits += o.tlb_hits; tlb_misses += o.tlb_misses;
@@ -135,13 +136,24 @@ void SoftVcpuSystem::check_boundary(Vcpu& s) {
 void SoftVcpuSystem::enter(std::uint32_t v) {
     Vcpu& s = cpu_[v];
     s.in_access.store(true, std::memory_order_seq_cst);
+    sched::point(sched::Point::VcpuAnnounced); // announced, then the requests read
     if (s.flush_pending.load(std::memory_order_seq_cst)) {
         std::lock_guard lock(s.m);
         honour(s);
     }
 }
 
-void SoftVcpuSystem::leave(std::uint32_t v) { cpu_[v].in_access.store(false, std::memory_order_release); }
+// Leaving announces first and then looks for requests, the mirror image of
+// enter(): a sender that saw us in access (and waits for our
+// acknowledgement) posted before it looked, so we see its request here.
+void SoftVcpuSystem::leave(std::uint32_t v) {
+    Vcpu& s = cpu_[v];
+    s.in_access.store(false, std::memory_order_seq_cst);
+    if (s.flush_pending.load(std::memory_order_seq_cst)) {
+        std::lock_guard lock(s.m);
+        honour(s);
+    }
+}
 
 void SoftVcpuSystem::shootdown(const VcpuMask& targets, std::span<const std::uint64_t> pages) {
     sd_shootdowns_.fetch_add(1, std::memory_order_relaxed);
@@ -165,6 +177,7 @@ void SoftVcpuSystem::shootdown(const VcpuMask& targets, std::span<const std::uin
             seq = ++s.posted;
             s.flush_pending.store(true, std::memory_order_seq_cst);
         }
+        sched::point(sched::Point::ShootdownPosted); // posted, then the announcement read
         if (s.in_access.load(std::memory_order_seq_cst))
             waits.push_back({v, seq});
         else
@@ -183,12 +196,17 @@ void SoftVcpuSystem::shootdown(const VcpuMask& targets, std::span<const std::uin
         for (;;) {
             const std::uint32_t seen = acked.load(std::memory_order_acquire);
             if (static_cast<std::int32_t>(seen - seq) >= 0) break;
+            const bool unbounded = tlb_.model == TlbModel::Hardware || ack_wait_.count() == 0;
             if (sched::controlled()) {
-                // The schedule fuzzer's scheduler decides when the wait ends.
-                if (sched::wait_timed_out(sched::Point::AckWait)) break;
+                // The schedule fuzzer's scheduler decides when a bounded wait
+                // ends; an unbounded one waits for the target to act.
+                if (unbounded)
+                    sched::blocked(sched::Point::AckWait);
+                else if (sched::wait_timed_out(sched::Point::AckWait))
+                    break;
                 continue;
             }
-            if (ack_wait_.count() == 0) {
+            if (unbounded) {
                 futex_wait(acked, seen);
                 continue;
             }
@@ -251,8 +269,10 @@ void SoftVcpuSystem::detail(std::string text) {
     if (details_.size() < kMaxDetails) details_.push_back(std::move(text));
 }
 
-// One attempt at the load/store through TLB entry `e`, under the host PT
-// lock of the page so the host cannot move the page under it.
+// One attempt at the load/store through TLB entry `e`: in the Recheck model
+// under the host PT lock of the page (the host cannot move the page under
+// it) and only while the entry agrees with the host PTE; in the Hardware
+// model through the entry as it is.
 SoftVcpuSystem::Step SoftVcpuSystem::try_access(Vcpu& s, std::uint32_t v, std::uint64_t page, Access access,
                                                 TlbEntry& e) {
     const std::uint64_t ga = guest_base_ + page * kPage;
@@ -261,7 +281,17 @@ SoftVcpuSystem::Step SoftVcpuSystem::try_access(Vcpu& s, std::uint32_t v, std::u
     const std::uint64_t local = sharing_ == Sharing::Disjoint ? page - std::uint64_t{v} * model_pages_ : page;
     std::uint8_t* slot = host_.data_frames().bytes(e.pfn).data() + 8 * (v % kSlots);
     std::uint64_t cur = 0, stamp = 0, unmap_done = 0;
-    {
+    const auto load_and_store = [&] {
+        cur = load_slot(slot);
+        if (owner && access == Access::Write) {
+            stamp = (std::uint64_t{v} + 1) << 40 | (++s.seq & ((1ull << 40) - 1));
+            std::memcpy(slot, &stamp, 8);
+            unmap_done = unmap_done_[page].load(std::memory_order_acquire);
+        }
+    };
+    if (tlb_.model == TlbModel::Hardware) {
+        load_and_store(); // through the entry as it is, stale or not
+    } else {
         // Only the load and the store happen under the PT lock: every
         // nanosecond held here is one a preempted vCPU makes the host wait.
         auto guard = host_.lock_pte(ha, v);
@@ -270,12 +300,7 @@ SoftVcpuSystem::Step SoftVcpuSystem::try_access(Vcpu& s, std::uint32_t v, std::u
             stale_entry(s, v, ga, e, hp);
             return Step::Refault;
         }
-        cur = load_slot(slot);
-        if (owner && access == Access::Write) {
-            stamp = (std::uint64_t{v} + 1) << 40 | (++s.seq & ((1ull << 40) - 1));
-            std::memcpy(slot, &stamp, 8);
-            unmap_done = unmap_done_[page].load(std::memory_order_acquire);
-        }
+        load_and_store();
     }
     if (!owner) return Step::Done;
     Model& m = s.model[local];
@@ -326,6 +351,10 @@ bool SoftVcpuSystem::do_access(Vcpu& s, std::uint32_t v, std::uint64_t page, Acc
     ++(access == Access::Write ? s.c.writes : s.c.reads);
     bool first = true;
     for (unsigned attempt = 0;; ++attempt) {
+        // A run that is over abandons an access that keeps refaulting (a
+        // broken protocol can leave a stale entry for good): its counters
+        // report it instead of a hang.
+        if (attempt > 0 && stop_.load(std::memory_order_relaxed)) return false;
         sched::point(sched::Point::AccessAttempt);
         check_boundary(s);
         TlbEntry* e = tlb_find(s, gpn);
@@ -352,7 +381,6 @@ bool SoftVcpuSystem::do_access(Vcpu& s, std::uint32_t v, std::uint64_t page, Acc
                 case FaultResult::Installed: continue;
                 case FaultResult::Retry:
                     ++s.c.retries;
-                    if (stop_.load(std::memory_order_relaxed)) return false; // the run is over
                     if (sched::controlled())
                         sched::yield(sched::Point::FaultRetry);
                     else

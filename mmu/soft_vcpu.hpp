@@ -6,14 +6,23 @@
 // host_churn.hpp) that moves pages under them, and a checker that proves no
 // write was lost or misdirected.
 //
-// The model of a CPU writing through its TLB. There is no real CPU, so an
-// access does its load/store while holding the host PT lock of the page
-// (HostAddressSpace::lock_pte) and first checks that the TLB's frame is
-// still the frame of the host PTE: the host cannot move the page between
-// that check and the store. A TLB entry that disagrees with the host is a
-// stale translation: if the vCPU had honoured every flush request sent to
-// it, the shootdown protocol failed (a `violation`); otherwise (a request is
-// pending) the entry is dropped and the access refaults.
+// The model of a CPU writing through its TLB, one of two (TlbModel):
+//   Recheck (the default): an access does its load/store while holding the
+//     host PT lock of the page (HostAddressSpace::lock_pte) and first checks
+//     that the TLB's frame is still the frame of the host PTE: the host
+//     cannot move the page between that check and the store. A TLB entry
+//     that disagrees with the host is a stale translation: if the vCPU had
+//     honoured every flush request sent to it, the shootdown protocol failed
+//     (a `violation`); otherwise (a request is pending) the entry is dropped
+//     and the access refaults. Stronger than a CPU: a stale entry is caught
+//     at its first use, whatever the protocol did.
+//   Hardware: as a CPU does, the access loads and stores through the entry
+//     until a flush drops it, without looking at the host. A flush that was
+//     never sent, or acknowledged before it was done, then shows as what it
+//     causes: a lost or misdirected write, a read of another page's stamp,
+//     a TLB entry the audit finds. A store through a stale entry lands in a
+//     frame the host freed or gave to another page: SoftFrames keeps the
+//     tables in a pool of their own so that it can only be a data frame.
 //
 // Stamps. Writes store an 8-byte stamp ((vcpu + 1) << 40 | sequence) into
 // the vCPU's own slot of the page (offset 8 * vcpu, 512 slots per page), so
@@ -34,8 +43,9 @@
 // under the target's mutex; an outside vCPU honours it when it enters again
 // (before it uses its TLB) and is not waited for, and an in-access vCPU
 // honours it at its next access boundary (flush, then acknowledge).
-// shootdown() waits for the
-// acknowledgements, but at most set_ack_wait() (200 us by default): a vCPU
+// A vCPU that leaves honours what is pending first, so a sender never waits
+// on one that went outside. In the Recheck model shootdown() waits for the
+// acknowledgements at most set_ack_wait() (200 us by default): a vCPU
 // that has not answered by then is not running (the OS preempted its
 // thread), which is the case KVM handles by leaving a request that the vCPU
 // processes before it re-enters the guest. That is sound here because an
@@ -45,7 +55,9 @@
 // a violation), and one preempted while it holds the PT lock finishes its
 // store before the host can move the page. Without the bound, a shootdown
 // to 1024 threads on 2 cores waits a whole scheduler round for the one
-// target that was preempted inside an access.
+// target that was preempted inside an access. The Hardware model has no
+// such re-check, so there shootdown() waits until every target has
+// acknowledged or left, however long that takes (as KVM's does).
 //
 // Shadow MMU shootdown targets are the vCPUs that installed into or walked
 // a leaf table: a TLB refill goes through ShadowMmu::walk(), which records
@@ -72,9 +84,28 @@ enum class Sharing { Disjoint, Shared };
 const char* to_string(AccessPattern p);
 const char* to_string(Sharing s);
 
+// How an access trusts its TLB entry (see the header comment).
+enum class TlbModel { Recheck, Hardware };
+const char* to_string(TlbModel m);
+
 struct TlbConfig {
     std::uint32_t entries = 64; // rounded to a multiple of `ways`
     std::uint32_t ways = 4;     // 1 = direct mapped
+    TlbModel model = TlbModel::Recheck;
+};
+
+// The frames of a software run: one anonymous mapping, the host and shadow
+// tables in its first `table_frames`, data pages in the rest
+// (HostAddressSpace's two pools), so that a store through a stale
+// translation (TlbModel::Hardware) can only reach a data frame.
+struct SoftFrames {
+    // Table frames for a region of `pages` pages and `vcpus` vCPUs: a leaf
+    // table per 512 pages on each side, the upper levels, and slack.
+    static std::size_t table_frames(std::uint64_t pages, std::uint32_t vcpus);
+    // Throws (FrameSpace's exceptions) unless 0 < table_frames < total.
+    SoftFrames(std::size_t total, std::size_t table_frames);
+    FrameSpace memory; // owns the mapping; nothing is allocated from it
+    FrameSpace tables, data;
 };
 
 struct SoftRunConfig {
@@ -159,6 +190,7 @@ public:
 
     // How long shootdown() waits for an in-access vCPU's acknowledgement
     // before it leaves the request pending and returns; zero waits forever.
+    // The Hardware model always waits until the vCPU acknowledges or leaves.
     void set_ack_wait(std::chrono::microseconds wait) { ack_wait_ = wait; }
 
     // ---- Single steps, for tests (the calling thread acts as vCPU v) -----
@@ -175,9 +207,14 @@ public:
     std::uint64_t verify_stamps(std::uint32_t vcpus) { return verify_final(vcpus); }
     // The first kMaxDetails lost writes and violations found so far.
     std::vector<std::string> details();
-    // Marks v in access / outside, as the stream loop does.
+    // Marks v in access / outside, as the stream loop does (leaving honours
+    // pending requests).
     void enter(std::uint32_t v);
     void leave(std::uint32_t v);
+    // From now on an access that has to fault again or retry gives up
+    // (returns false) instead: for a harness whose schedule ended early,
+    // where a broken protocol could keep one refaulting forever.
+    void stop_accesses() { stop_.store(true, std::memory_order_relaxed); }
     // An access boundary of an in-access vCPU: honours pending flush requests.
     void boundary(std::uint32_t v) { check_boundary(cpu_[v]); }
     bool tlb_contains(std::uint32_t v, std::uint64_t guest_address);
@@ -265,9 +302,11 @@ struct SoftRig {
     static constexpr std::uint64_t kHostBase = 0x7f0000000000;
     static std::size_t auto_frames(const SoftRunConfig& config);
 
+    // `frames`: the total (tables and data; SoftFrames::table_frames of it
+    // go to tables, at most a quarter).
     SoftRig(const SoftRunConfig& config, ShadowConfig policies, std::size_t frames = 0,
             TlbShootdown* shootdown = nullptr);
-    FrameSpace frames;
+    SoftFrames frames;
     HostAddressSpace host;
     SoftVcpuSystem system;
     ShadowMmu mmu;

@@ -76,6 +76,11 @@ SoftCommandOptions parse_soft_args(const SoftCommandArgs& a) {
         r.tlb.entries = static_cast<std::uint32_t>(t);
         r.tlb.ways = t % 4 == 0 ? 4 : 1; // 4-way set associative, or direct mapped for odd sizes
     }
+    if (!a.tlb_model.empty()) {
+        if (a.tlb_model == "recheck") r.tlb.model = TlbModel::Recheck;
+        else if (a.tlb_model == "hardware") r.tlb.model = TlbModel::Hardware;
+        else fail("--tlb-model: expected recheck or hardware, got '" + a.tlb_model + "'");
+    }
     parse_mmu_policies({a.lock, a.coherence, a.batch, a.churn}, o.shadow, r.churn_rate);
     if (!a.seed.empty()) {
         const auto s = parse_u64(a.seed);
@@ -98,6 +103,9 @@ CLI::App* add_soft_subcommand(CLI::App& app, SoftCommandArgs& a) {
     s->add_option("--writes", a.writes, "Fraction of accesses that write, 0..1 (default 0.3)");
     s->add_option("--pages", a.pages, "Working set: pages per vCPU (disjoint) or in total (shared) (default 256)");
     s->add_option("--tlb", a.tlb, "TLB entries per vCPU (default 64; 4-way when a multiple of 4)");
+    s->add_option("--tlb-model", a.tlb_model,
+                  "recheck (an access checks its TLB entry against the host PTE) or hardware (used until flushed, "
+                  "as a CPU does) (default recheck)");
     s->add_option("--lock", a.lock, "Shadow MMU lock policy: global, rw or split (default rw)");
     s->add_option("--coherence", a.coherence, "seq, ptlock or range-active (default seq)");
     s->add_option("--batch", a.batch, "Entries zapped per lock hold; 0 = unlimited (default 512)");
@@ -128,6 +136,7 @@ std::vector<Row> rows(const SoftCommandOptions& o, const SoftRunResult& r) {
         {"lock", "lock policy", to_string(o.shadow.lock), true},
         {"coherence", "coherence policy", to_string(o.shadow.coherence), true},
         {"batch", "batch (0 = unlimited)", u(o.shadow.batch)},
+        {"tlb_model", "tlb model", to_string(o.run.tlb.model), true},
         {"pattern", "pattern", to_string(o.run.pattern), true},
         {"sharing", "sharing", to_string(o.run.sharing), true},
         {"pages", "region pages", u(o.run.region_pages())},

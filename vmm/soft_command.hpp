@@ -16,8 +16,8 @@ namespace hv {
 
 // The options as typed; empty = not given (the default applies).
 struct SoftCommandArgs {
-    std::string vcpus, seconds, ops, pattern, sharing, writes, pages, tlb, lock, coherence, batch, churn, seed, json,
-        frames;
+    std::string vcpus, seconds, ops, pattern, sharing, writes, pages, tlb, tlb_model, lock, coherence, batch, churn,
+        seed, json, frames;
 };
 
 struct SoftCommandOptions {

@@ -23,8 +23,12 @@
 // input runs twice and must give the same trace digest: the replay of a
 // saved input is the same interleaving.
 //
+// The vCPUs' TLBs follow either model of soft_vcpu.hpp (the input picks):
+// Recheck catches a stale entry at its first use (a violation); Hardware
+// uses it, and the stamps and the TLB audit find what that did.
+//
 // Input layout: 3 bytes of configuration (lock, coherence, batch; shape:
-// page-at-a-time, vCPUs, host threads), 5 priority bytes, 4 change points
+// page-at-a-time, vCPUs, host threads, TLB model), 5 priority bytes, 4 change points
 // of 2 bytes (0 = none), 4 bytes of timeout bits, then each thread's
 // program (ByteChoices): a count, then the operations.
 #include "choices.hpp"
@@ -115,12 +119,13 @@ Program decode(ByteChoices& in, bool host, std::uint32_t vcpu) {
 }
 
 struct Rig {
-    FrameSpace frames{kFrames};
+    SoftFrames frames{kFrames, 128};
     HostAddressSpace host;
     SoftVcpuSystem system;
     ShadowMmu mmu;
-    Rig(const ShadowConfig& c, bool page_at_a_time, std::uint32_t vcpus)
-        : host(frames, page_at_a_time), system(host, vcpus, TlbConfig{8, 2}), mmu(host, c, &system) {
+    Rig(const ShadowConfig& c, bool page_at_a_time, std::uint32_t vcpus, TlbModel model)
+        : host(frames.tables, frames.data, page_at_a_time), system(host, vcpus, TlbConfig{8, 2, model}),
+          mmu(host, c, &system) {
         host.map_anonymous({kHostBase, kHostBase + kPages * kPage}, true);
         mmu.add_memslot({1, kGuestBase, kPages * kPage, kHostBase, true});
         system.attach(mmu, kGuestBase, kHostBase, kPages);
@@ -186,6 +191,7 @@ Outcome run_once(const std::uint8_t* data, std::size_t size) {
     const bool page_at_a_time = shape & 1;
     const std::uint32_t vcpus = 1 + static_cast<std::uint32_t>((shape >> 1) % 3);
     const std::uint32_t hosts = 1 + static_cast<std::uint32_t>((shape >> 3) & 1);
+    const TlbModel tlb_model = (shape >> 4) & 1 ? TlbModel::Hardware : TlbModel::Recheck;
     c.vcpus = vcpus;
 
     PctConfig pct;
@@ -205,9 +211,9 @@ Outcome run_once(const std::uint8_t* data, std::size_t size) {
 
     Outcome out;
     out.setup = std::string(to_string(c.lock)) + "/" + to_string(c.coherence) + "/batch " + std::to_string(c.batch) +
-                "/" + (page_at_a_time ? "page-at-a-time" : "range") + ", " + std::to_string(hosts) + " host and " +
-                std::to_string(vcpus) + " vCPU threads\n";
-    Rig rig(c, page_at_a_time, vcpus);
+                "/" + (page_at_a_time ? "page-at-a-time" : "range") + "/tlb " + to_string(tlb_model) + ", " +
+                std::to_string(hosts) + " host and " + std::to_string(vcpus) + " vCPU threads\n";
+    Rig rig(c, page_at_a_time, vcpus, tlb_model);
     for (std::size_t i = 0; i < programs.size(); ++i) {
         const Program& p = programs[i];
         const std::string name = p.host ? "host" + std::to_string(i) : "vcpu" + std::to_string(p.vcpu);
@@ -226,6 +232,9 @@ Outcome run_once(const std::uint8_t* data, std::size_t size) {
     out.setup += bits;
 
     PctScheduler scheduler(pct);
+    // Once the threads run freely (a deadlock, the step limit), an access
+    // that a broken protocol keeps refaulting must give up so the run ends.
+    scheduler.on_lost_control = [&rig](const std::string&) { rig.system.stop_accesses(); };
     out.schedule = scheduler.run(out.threads);
 
     const PctResult& r = out.schedule;

@@ -168,13 +168,16 @@ TEST_CASE("soft vcpus: a host migrate is seen through refault, with the same con
     CHECK(counters.faults == 2);
 }
 
-TEST_CASE("soft vcpus: each churn operation alone, 8 vCPUs, loses no writes") {
+TEST_CASE("soft vcpus: each churn operation alone, 8 vCPUs, loses no writes (both TLB models)") {
     for (std::size_t op = 0; op < kChurnOps; ++op) {
-        for (Sharing sharing : {Sharing::Disjoint, Sharing::Shared}) {
-            const std::string name = std::string(to_string(static_cast<ChurnOp>(op))) + "/" + to_string(sharing);
+        for (Sharing sharing : {Sharing::Disjoint, Sharing::Shared})
+        for (TlbModel model : {TlbModel::Recheck, TlbModel::Hardware}) {
+            const std::string name = std::string(to_string(static_cast<ChurnOp>(op))) + "/" + to_string(sharing) +
+                                     "/" + to_string(model);
             CAPTURE(name);
             SoftRunConfig c = small(8, 24, 600);
             c.sharing = sharing;
+            c.tlb.model = model;
             c.churn_rate[op] = 5000;
             c.min_churn_ops = 20;
             SoftRig rig(c, {});
@@ -187,12 +190,14 @@ TEST_CASE("soft vcpus: each churn operation alone, 8 vCPUs, loses no writes") {
     }
 }
 
-TEST_CASE("soft vcpus: all churn together under every lock and coherence policy") {
+TEST_CASE("soft vcpus: all churn together under every lock and coherence policy (both TLB models)") {
     for (LockPolicy lock : {LockPolicy::Global, LockPolicy::Rw, LockPolicy::Split})
-        for (CoherencePolicy coh : {CoherencePolicy::Seq, CoherencePolicy::PtLock, CoherencePolicy::RangeActive}) {
-            const std::string policy = std::string(to_string(lock)) + "/" + to_string(coh);
+        for (CoherencePolicy coh : {CoherencePolicy::Seq, CoherencePolicy::PtLock, CoherencePolicy::RangeActive})
+        for (TlbModel model : {TlbModel::Recheck, TlbModel::Hardware}) {
+            const std::string policy = std::string(to_string(lock)) + "/" + to_string(coh) + "/" + to_string(model);
             CAPTURE(policy);
             SoftRunConfig c = small(8, 24, 500);
+            c.tlb.model = model;
             c.sharing = coh == CoherencePolicy::PtLock ? Sharing::Shared : Sharing::Disjoint;
             all_churn(c, 10000);
             c.min_churn_ops = 10;
@@ -232,22 +237,70 @@ TEST_CASE("soft vcpus: 1024 vCPUs with all churn for 3 seconds lose no writes") 
     CHECK(r.shootdown.targets > r.shootdown.shootdowns);
 }
 
-TEST_CASE("soft vcpus: the checker catches a shootdown that is dropped") {
-    // Without shootdowns the vCPUs keep stale TLB entries across migrations:
-    // the run must report it, or "zero lost writes" elsewhere proves nothing.
-    SoftRunConfig c = small(2, 8, 4000);
-    c.churn_rate[static_cast<std::size_t>(ChurnOp::Migrate)] = 20000;
-    c.min_churn_ops = 50;
-    DroppingShootdown broken;
-    SoftRig rig(c, {}, 0, &broken);
+TEST_CASE("soft vcpus: 64 vCPUs with all churn for 1 second lose no writes in the hardware TLB model") {
+    // Every shootdown waits for each target in access: the model's cost.
+    SoftRunConfig c = small(64, 64, 0);
+    c.seconds = 1;
+    c.sharing = Sharing::Shared;
+    c.tlb.model = TlbModel::Hardware;
+    all_churn(c, 2000);
+    c.min_churn_ops = 1;
+    SoftRig rig(c, {});
     const SoftRunResult r = rig.run(c);
     INFO(describe(r));
-    CHECK(broken.dropped > 0);
-    CHECK(r.churn.done[static_cast<std::size_t>(ChurnOp::Migrate)] > 0);
-    // Caught during the run (a stale read or write) or, when the scheduler
-    // let no vCPU use a stale entry before the end, by the final TLB audit.
-    CHECK(r.violations + r.lost_writes + r.audit.size() > 0);
-    CHECK_FALSE(r.ok());
+    CHECK(r.ok());
+    for (std::size_t op = 0; op < kChurnOps; ++op) CHECK(r.churn.attempted[op] >= 1);
+    CHECK(r.shootdown.deferred == 0); // nothing is left pending: every wait ends in an ack or a leave
+    CHECK(r.vcpu.stale_dropped == 0);  // nothing looks at the host PTE
+}
+
+TEST_CASE("soft vcpus: the checker catches a shootdown that is dropped (both TLB models)") {
+    // Without shootdowns the vCPUs keep stale TLB entries across migrations:
+    // the run must report it, or "zero lost writes" elsewhere proves nothing.
+    for (TlbModel model : {TlbModel::Recheck, TlbModel::Hardware}) {
+        CAPTURE(to_string(model));
+        SoftRunConfig c = small(2, 8, 4000);
+        c.tlb.model = model;
+        c.churn_rate[static_cast<std::size_t>(ChurnOp::Migrate)] = 20000;
+        c.min_churn_ops = 50;
+        DroppingShootdown broken;
+        SoftRig rig(c, {}, 0, &broken);
+        const SoftRunResult r = rig.run(c);
+        INFO(describe(r));
+        CHECK(broken.dropped > 0);
+        CHECK(r.churn.done[static_cast<std::size_t>(ChurnOp::Migrate)] > 0);
+        // Caught during the run (a stale read or write) or, when the scheduler
+        // let no vCPU use a stale entry before the end, by the final TLB audit.
+        CHECK(r.violations + r.lost_writes + r.audit.size() > 0);
+        CHECK_FALSE(r.ok());
+        if (model == TlbModel::Hardware) CHECK(r.violations == 0); // only the re-check counts those
+    }
+}
+
+// One stale store, step by step: vCPU 0 writes page 2, the host migrates it
+// and the flush never comes, vCPU 0 writes again through its TLB.
+TEST_CASE("soft vcpus: a store through a stale entry is a violation (recheck) or a lost write (hardware)") {
+    for (TlbModel model : {TlbModel::Recheck, TlbModel::Hardware}) {
+        CAPTURE(to_string(model));
+        SoftRunConfig c = small(1, 8, 1);
+        c.sharing = Sharing::Shared;
+        c.tlb.model = model;
+        DroppingShootdown broken;
+        SoftRig rig(c, {}, 0, &broken);
+        REQUIRE(rig.system.access_once(0, 2, Access::Write));
+        REQUIRE(rig.host.migrate(SoftRig::kHostBase + 2 * kPage));
+        CHECK(broken.dropped == 1);
+        REQUIRE(rig.system.access_once(0, 2, Access::Write));
+        const SoftVcpuCounters v = rig.system.vcpu_counters(0);
+        if (model == TlbModel::Recheck) {
+            CHECK(v.violations == 1);
+            CHECK(rig.system.verify_stamps(1) == 0); // the re-check sent the store to the new frame
+        } else {
+            CHECK(v.violations == 0);
+            CHECK(v.tlb_hits == 1);                  // the second store used the stale entry
+            CHECK(rig.system.verify_stamps(1) == 1); // and went to the old frame: lost
+        }
+    }
 }
 
 TEST_CASE("soft vcpus: the TLB audit finds a zapped translation no flush reached") {
@@ -272,8 +325,10 @@ TEST_CASE("soft vcpus: the TLB audit finds a zapped translation no flush reached
 }
 
 TEST_CASE("soft vcpus: bad configurations are refused") {
-    FrameSpace frames(64);
-    HostAddressSpace host(frames);
+    SoftFrames frames(128, 64);
+    HostAddressSpace host(frames.tables, frames.data);
+    CHECK_THROWS(SoftFrames(128, 0));
+    CHECK_THROWS(SoftFrames(128, 128));
     CHECK_THROWS_AS(SoftVcpuSystem(host, 0), std::invalid_argument);
     CHECK_THROWS_AS(SoftVcpuSystem(host, kMaxVcpus + 1), std::invalid_argument);
     SoftRunConfig c = small(2, 8, 10);

@@ -190,7 +190,7 @@ TEST_CASE("PctScheduler: every thread waiting without a bound is a deadlock, rep
     PctConfig cfg;
     cfg.priorities = {1, 2};
     PctScheduler s(cfg);
-    s.on_deadlock = [&](const std::string& why) {
+    s.on_lost_control = [&](const std::string& why) {
         seen = why;
         release = true;
     };

@@ -44,6 +44,7 @@ TEST_CASE("vmm soft: defaults") {
     CHECK(o.run.write_fraction == doctest::Approx(0.3));
     CHECK(o.run.pages == 256);
     CHECK(o.run.tlb.entries == 64);
+    CHECK(o.run.tlb.model == mmu::TlbModel::Recheck);
     CHECK(o.shadow.lock == mmu::LockPolicy::Rw);
     CHECK(o.shadow.coherence == mmu::CoherencePolicy::Seq);
     CHECK(o.shadow.batch == 512);
@@ -61,6 +62,7 @@ TEST_CASE("vmm soft: every value is parsed") {
     a.writes = "1";
     a.pages = "100";
     a.tlb = "16";
+    a.tlb_model = "hardware";
     a.lock = "split";
     a.coherence = "range-active";
     a.batch = "0";
@@ -76,6 +78,7 @@ TEST_CASE("vmm soft: every value is parsed") {
     CHECK(o.run.sharing == mmu::Sharing::Shared);
     CHECK(o.run.region_pages() == 100);
     CHECK(o.run.tlb.entries == 16);
+    CHECK(o.run.tlb.model == mmu::TlbModel::Hardware);
     CHECK(o.shadow.lock == mmu::LockPolicy::Split);
     CHECK(o.shadow.coherence == mmu::CoherencePolicy::RangeActive);
     CHECK(o.shadow.batch == 0);
@@ -111,6 +114,7 @@ TEST_CASE("vmm soft: bad values give one-line errors") {
     CHECK(error_of(with(&A::ops, "0")).find("--ops") == 0);
     CHECK(error_of(with(&A::pages, "0")).find("--pages") == 0);
     CHECK(error_of(with(&A::tlb, "0")).find("--tlb") == 0);
+    CHECK(error_of(with(&A::tlb_model, "cpu")) == "--tlb-model: expected recheck or hardware, got 'cpu'");
     CHECK(error_of(with(&A::lock, "mutex")) == "--lock: expected global, rw or split, got 'mutex'");
     CHECK(error_of(with(&A::coherence, "none")) == "--coherence: expected seq, ptlock or range-active, got 'none'");
     CHECK(error_of(with(&A::seed, "-3")).find("--seed") == 0);
@@ -139,38 +143,43 @@ TEST_CASE("vmm soft: the CLI subcommand stores what is typed") {
     CHECK(parse_soft_args(a).run.vcpus == 1);
 }
 
-TEST_CASE("vmm soft: a short run prints the summary and writes JSON with the required keys") {
-    SoftCommandArgs a;
-    a.vcpus = "4";
-    a.ops = "300";
-    a.pages = "16";
-    a.churn = "migrate=5000,unmap=2000,protect=2000,merge=1000,swap=2000,age=1000";
-    const std::string path = "/tmp/hv_test_soft_command_" + std::to_string(::getpid()) + ".json";
-    a.json = path;
-    const SoftCommandOptions o = parse_soft_args(a);
-    std::FILE* out = std::tmpfile();
-    REQUIRE(out);
-    const int status = run_soft_command(o, out);
-    std::rewind(out);
-    std::string summary;
-    for (int ch; (ch = std::fgetc(out)) != EOF;) summary += static_cast<char>(ch);
-    std::fclose(out);
-    CHECK(status == 0);
-    CHECK(summary.find("faults/s") != std::string::npos);
-    CHECK(summary.find("zaps per lock hold") != std::string::npos);
-    CHECK(summary.find("result: ok") != std::string::npos);
-    std::ifstream f(path);
-    REQUIRE(f);
-    std::stringstream ss;
-    ss << f.rdbuf();
-    const std::string json = ss.str();
-    std::remove(path.c_str());
-    for (const char* key : {"faults", "retries", "zaps", "batches", "shootdowns", "lost_writes", "violations",
-                            "faults_per_second", "zaps_per_lock_hold", "shootdown_targets",
-                            "lock_acquisitions_per_fault", "shared_atomics_per_fault", "churn_migrate",
-                            "audit_problems", "vcpus", "lock", "coherence", "batch", "seconds"})
-        CHECK_MESSAGE(json.find("\"" + std::string(key) + "\": ") != std::string::npos, key);
-    CHECK(json.front() == '{');
-    CHECK(json.find("\"lost_writes\": 0,") != std::string::npos);
-    CHECK(json.find("\"ok\": true") != std::string::npos);
+TEST_CASE("vmm soft: a short run prints the summary and writes JSON with the required keys (both TLB models)") {
+    for (const char* model : {"recheck", "hardware"}) {
+        CAPTURE(model);
+        SoftCommandArgs a;
+        a.tlb_model = model;
+        a.vcpus = "4";
+        a.ops = "300";
+        a.pages = "16";
+        a.churn = "migrate=5000,unmap=2000,protect=2000,merge=1000,swap=2000,age=1000";
+        const std::string path = "/tmp/hv_test_soft_command_" + std::to_string(::getpid()) + ".json";
+        a.json = path;
+        const SoftCommandOptions o = parse_soft_args(a);
+        std::FILE* out = std::tmpfile();
+        REQUIRE(out);
+        const int status = run_soft_command(o, out);
+        std::rewind(out);
+        std::string summary;
+        for (int ch; (ch = std::fgetc(out)) != EOF;) summary += static_cast<char>(ch);
+        std::fclose(out);
+        CHECK(status == 0);
+        CHECK(summary.find("faults/s") != std::string::npos);
+        CHECK(summary.find("zaps per lock hold") != std::string::npos);
+        CHECK(summary.find("result: ok") != std::string::npos);
+        std::ifstream f(path);
+        REQUIRE(f);
+        std::stringstream ss;
+        ss << f.rdbuf();
+        const std::string json = ss.str();
+        std::remove(path.c_str());
+        for (const char* key : {"faults", "retries", "zaps", "batches", "shootdowns", "lost_writes", "violations",
+                                "faults_per_second", "zaps_per_lock_hold", "shootdown_targets",
+                                "lock_acquisitions_per_fault", "shared_atomics_per_fault", "churn_migrate",
+                                "audit_problems", "vcpus", "lock", "coherence", "batch", "tlb_model", "seconds"})
+            CHECK_MESSAGE(json.find("\"" + std::string(key) + "\": ") != std::string::npos, key);
+        CHECK(json.front() == '{');
+        CHECK(json.find("\"tlb_model\": \"" + std::string(model) + "\"") != std::string::npos);
+        CHECK(json.find("\"lost_writes\": 0,") != std::string::npos);
+        CHECK(json.find("\"ok\": true") != std::string::npos);
+    }
 }
