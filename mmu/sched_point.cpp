@@ -26,6 +26,7 @@ const char* to_string(Point p) {
     case Point::HostPtesChanged: return "host-ptes-changed";
     case Point::ShootdownPosted: return "shootdown-posted";
     case Point::VcpuAnnounced: return "vcpu-announced";
+    case Point::TlbEntriesDropped: return "tlb-entries-dropped";
     case Point::AccessAttempt: return "access-attempt";
     case Point::AccessTranslated: return "access-translated";
     case Point::Program: return "program";

@@ -53,6 +53,7 @@ enum class Point : std::uint8_t {
     HostPtesChanged,     // host operation: PTEs changed, invalidation end next
     ShootdownPosted,     // shootdown: request posted to a vCPU, its announcement read next
     VcpuAnnounced,       // soft vCPU: announced as in guest mode, pending requests read next
+    TlbEntriesDropped,   // soft vCPU: TLB entries dropped, leaving their tables' masks next
     AccessAttempt,       // soft vCPU: an access attempt begins (flushes honoured here)
     AccessTranslated,    // soft vCPU: TLB entry in hand, the load/store next
     Program,             // a step of a test program between operations

@@ -60,7 +60,8 @@ ShadowCounters& ShadowCounters::operator+=(const ShadowCounters& o) {
     refused += o.refused; out_of_frames += o.out_of_frames; lock_acquisitions += o.lock_acquisitions;
     shared_atomics += o.shared_atomics; host_lock_acquisitions += o.host_lock_acquisitions;
     host_shared_atomics += o.host_shared_atomics; zaps += o.zaps; batches += o.batches; shootdowns += o.shootdowns;
-    shootdown_targets += o.shootdown_targets; walk_registrations += o.walk_registrations; max_batch = std::max(max_batch, o.max_batch);
+    shootdown_targets += o.shootdown_targets; walk_registrations += o.walk_registrations;
+    mask_departures += o.mask_departures; max_batch = std::max(max_batch, o.max_batch);
     return *this;
 }
 
@@ -72,6 +73,7 @@ ShadowCounters ShadowCounters::since(const ShadowCounters& b) const {
     d.host_shared_atomics -= b.host_shared_atomics; d.zaps -= b.zaps; d.batches -= b.batches;
     d.shootdowns -= b.shootdowns; d.shootdown_targets -= b.shootdown_targets;
     d.walk_registrations -= b.walk_registrations;
+    d.mask_departures -= b.mask_departures;
     return d;
 }
 
@@ -275,6 +277,17 @@ std::uint64_t ShadowMmu::walk(std::uint32_t vcpu, std::uint64_t guest_address) {
     else
         e = read();
     return Pte::present(e) ? e : 0;
+}
+
+void ShadowMmu::leave_table(std::uint32_t vcpu, std::uint64_t guest_address) {
+    const auto leaf = table_.find_leaf(guest_address);
+    if (!leaf) return;
+    VcpuMask* m = table_masks_[leaf->table].load(std::memory_order_acquire);
+    if (m && m->reset(vcpu)) {
+        ShadowCounters& c = counters_[vcpu].c;
+        ++c.mask_departures;
+        ++c.shared_atomics;
+    }
 }
 
 FaultResult ShadowMmu::fault(std::uint32_t vcpu, std::uint64_t guest_address, Access access) {

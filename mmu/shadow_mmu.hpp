@@ -104,6 +104,7 @@ struct ShadowCounters {
     std::uint64_t host_lock_acquisitions = 0, host_shared_atomics = 0;
     std::uint64_t zaps = 0, batches = 0, shootdowns = 0, shootdown_targets = 0, max_batch = 0;
     std::uint64_t walk_registrations = 0; // walk() added the vCPU to a leaf table's shootdown targets
+    std::uint64_t mask_departures = 0;    // leave_table() took the vCPU out of a leaf table's targets
     ShadowCounters& operator+=(const ShadowCounters& o);
     // What happened since the snapshot `before` of the same counters: every
     // count minus before's; max_batch, a high-water mark, stays this one's.
@@ -137,6 +138,13 @@ public:
     // page, or 0. The vCPU joins the leaf table's shootdown targets first, so
     // every later zap of an entry it may cache reaches it.
     std::uint64_t walk(std::uint32_t vcpu, std::uint64_t guest_address);
+    // The vCPU holds no translation from the leaf table that maps
+    // `guest_address` and is not walking it: it leaves the table's shootdown
+    // targets, so zaps there stop interrupting it until its next walk joins
+    // again. Only for a vCPU whose TLB the caller keeps (the software vCPUs,
+    // ShadowConfig::cpu_walks false); a CPU that walks the tables itself
+    // joins only through its faults and must stay.
+    void leave_table(std::uint32_t vcpu, std::uint64_t guest_address);
 
     Pfn root() const { return table_.root(); }
     const RadixTable<Pte>& table() const { return table_; }

@@ -82,17 +82,38 @@ void SoftVcpuSystem::tlb_fill(Vcpu& s, std::uint64_t gpn, Pfn pfn, bool writable
         const std::uint32_t w = s.next_way[set];
         s.next_way[set] = (w + 1) % tlb_.ways;
         e = &s.tlb[set * tlb_.ways + w];
+        if (e->tag) s.dropped.push_back(e->tag - 1); // evicted
     }
     *e = {gpn + 1, pfn, writable};
 }
 
 void SoftVcpuSystem::tlb_invalidate(Vcpu& s, std::span<const std::uint64_t> pages, bool all) {
+    const auto drop = [&s](TlbEntry& e) {
+        s.dropped.push_back(e.tag - 1);
+        e.tag = 0;
+    };
     if (all) {
-        for (auto& e : s.tlb) e.tag = 0;
+        for (auto& e : s.tlb)
+            if (e.tag) drop(e);
         return;
     }
     for (std::uint64_t ga : pages)
-        if (TlbEntry* e = tlb_find(s, ga >> 12)) e->tag = 0;
+        if (TlbEntry* e = tlb_find(s, ga >> 12)) drop(*e);
+}
+
+void SoftVcpuSystem::release_tables(Vcpu& s, std::uint32_t v) {
+    constexpr unsigned kLeafShift = 9; // a leaf table maps 512 pages
+    std::sort(s.dropped.begin(), s.dropped.end());
+    std::uint64_t last_table = ~0ull;
+    for (const std::uint64_t gpn : s.dropped) {
+        const std::uint64_t table = gpn >> kLeafShift;
+        if (table == last_table) continue;
+        last_table = table;
+        const bool held = std::any_of(s.tlb.begin(), s.tlb.end(),
+                                      [&](const TlbEntry& e) { return e.tag && (e.tag - 1) >> kLeafShift == table; });
+        if (!held) mmu_->leave_table(v, gpn << 12);
+    }
+    s.dropped.clear();
 }
 
 bool SoftVcpuSystem::tlb_contains(std::uint32_t v, std::uint64_t guest_address) {
@@ -332,7 +353,10 @@ void SoftVcpuSystem::stale_entry(Vcpu& s, std::uint32_t v, std::uint64_t ga, con
         honour(s);
         TlbEntry* now = tlb_find(s, ga >> 12);
         survived = now && now->pfn == before.pfn && now->writable == before.writable;
-        if (now) now->tag = 0;
+        if (now) {
+            s.dropped.push_back(now->tag - 1);
+            now->tag = 0;
+        }
     }
     if (survived) {
         ++s.c.violations;
@@ -357,6 +381,10 @@ bool SoftVcpuSystem::do_access(Vcpu& s, std::uint32_t v, std::uint64_t page, Acc
         if (attempt > 0 && stop_.load(std::memory_order_relaxed)) return false;
         sched::point(sched::Point::AccessAttempt);
         check_boundary(s);
+        if (!s.dropped.empty() && !mmu_->config().cpu_walks) {
+            sched::point(sched::Point::TlbEntriesDropped); // dropped, then the masks left
+            release_tables(s, v);
+        }
         TlbEntry* e = tlb_find(s, gpn);
         if (e && (access == Access::Read || e->writable)) {
             if (first) ++s.c.tlb_hits;

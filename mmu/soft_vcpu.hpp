@@ -61,7 +61,11 @@
 //
 // Shadow MMU shootdown targets are the vCPUs that installed into or walked
 // a leaf table: a TLB refill goes through ShadowMmu::walk(), which records
-// the vCPU before it reads the entry.
+// the vCPU before it reads the entry. A vCPU whose TLB loses its last entry
+// of a leaf table (a flush, an eviction, a stale entry dropped) leaves that
+// table's targets at its next access boundary (ShadowMmu::leave_table), so
+// every later walk there joins again: the join is exercised all the time,
+// not once per vCPU and table.
 #include "host_address_space.hpp"
 #include "host_churn.hpp"
 #include "shadow_mmu.hpp"
@@ -245,7 +249,8 @@ private:
         bool pending_all = false;                 // under m
         std::uint32_t posted = 0;                 // under m: requests posted (wraps)
         std::atomic<std::uint32_t> acked{0};      // requests acknowledged (a futex word)
-        // Owned by the vCPU thread.
+        // Owned by the vCPU thread (and by honour(), under m).
+        std::vector<std::uint64_t> dropped; // guest page numbers of entries gone since release_tables()
         std::vector<TlbEntry> tlb;
         std::vector<std::uint32_t> next_way;
         std::vector<Model> model;           // by region page
@@ -266,6 +271,9 @@ private:
     void tlb_fill(Vcpu& s, std::uint64_t gpn, Pfn pfn, bool writable);
     void tlb_invalidate(Vcpu& s, std::span<const std::uint64_t> pages, bool all);
     void honour(Vcpu& s); // caller holds s.m
+    // On the vCPU's thread, between accesses: leaves the shootdown mask of
+    // every leaf table whose last TLB entry was dropped (ShadowMmu::leave_table).
+    void release_tables(Vcpu& s, std::uint32_t v);
     void check_boundary(Vcpu& s);
     bool slot_owner(std::uint32_t v) const;
     void detail(std::string text);

@@ -30,6 +30,16 @@ public:
         if (!(w.fetch_or(bit, std::memory_order_seq_cst) & bit)) members_.fetch_add(1, std::memory_order_relaxed);
         return true;
     }
+    // Returns true when the bit was set. Sequentially consistent, like
+    // set(): the vCPU dropped its translations before it leaves.
+    bool reset(std::uint32_t vcpu) {
+        auto& w = words_[vcpu / 64];
+        const std::uint64_t bit = 1ull << (vcpu % 64);
+        if (!(w.load(std::memory_order_relaxed) & bit)) return false;
+        if (!(w.fetch_and(~bit, std::memory_order_seq_cst) & bit)) return false;
+        members_.fetch_sub(1, std::memory_order_relaxed);
+        return true;
+    }
     bool test(std::uint32_t vcpu) const { return words_[vcpu / 64].load(std::memory_order_relaxed) >> (vcpu % 64) & 1; }
     // True when a vCPU other than `vcpu` is in the set. O(1): a count of
     // members kept by set(), which a vCPU joining at this very moment may
@@ -72,7 +82,7 @@ public:
 private:
     static constexpr std::size_t kWords = kMaxVcpus / 64;
     std::array<std::atomic<std::uint64_t>, kWords> words_{};
-    std::atomic<std::uint32_t> members_{0}; // bits set, by set(); recomputed by merge()
+    std::atomic<std::uint32_t> members_{0}; // bits set, by set() and reset()
 };
 
 } // namespace hv::mmu

@@ -162,6 +162,7 @@ std::vector<Row> rows(const SoftCommandOptions& o, const SoftRunResult& r) {
         {"idle_requests", "requests to idle vCPUs (not waited)", u(r.shootdown.idle_requests)},
         {"shootdown_deferred", "requests left pending (vCPU not running)", u(r.shootdown.deferred)},
         {"walk_registrations", "walk registrations", u(m.walk_registrations)},
+        {"mask_departures", "mask departures (TLB held nothing of the table)", u(m.mask_departures)},
         {"flushes_honoured", "flushes honoured by vCPUs", u(v.flushes_honoured)},
         {"lock_acquisitions", "fault: shadow lock acquisitions", u(f.lock_acquisitions)},
         {"lock_acquisitions_per_fault", "fault: shadow locks per fault", fmt(per(f.lock_acquisitions, f.faults))},

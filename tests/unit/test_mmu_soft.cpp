@@ -324,6 +324,34 @@ TEST_CASE("soft vcpus: the TLB audit finds a zapped translation no flush reached
     }
 }
 
+// Pages 2 and 3 are in the region's first leaf table, page 520 in its second.
+TEST_CASE("soft vcpus: a vCPU whose TLB lost its last entry of a leaf table leaves its shootdown mask") {
+    SoftRunConfig c = small(2, 600, 1);
+    c.sharing = Sharing::Shared;
+    SoftRig rig(c, {});
+    const auto zap_first_table = [&] { rig.mmu.zap_guest_range(SoftRig::kGuestBase, SoftRig::kGuestBase + 512 * kPage); };
+    REQUIRE(rig.system.access_once(0, 2, Access::Write)); // vCPU 0 joins the first table
+    zap_first_table();                                    // a request for it (idle: not waited for)
+    CHECK(rig.system.shootdown_counters().targets == 1);
+    CHECK(rig.mmu.counters().mask_departures == 0);
+    // Entering honours the request (the entry for page 2 goes); the access
+    // boundary then finds no entry of the first table left.
+    REQUIRE(rig.system.access_once(0, 520, Access::Read));
+    CHECK(rig.mmu.counters().mask_departures == 1);
+    REQUIRE(rig.system.access_once(1, 3, Access::Write)); // vCPU 1 joins the first table
+    zap_first_table();
+    CHECK(rig.system.shootdown_counters().targets == 2); // vCPU 1 only
+    // vCPU 0 walks there again: it joins again before it reads the entry.
+    REQUIRE(rig.system.access_once(1, 3, Access::Write));
+    const std::uint64_t walks_before = rig.mmu.counters().walk_registrations;
+    REQUIRE(rig.system.access_once(0, 3, Access::Read));
+    CHECK(rig.mmu.counters().walk_registrations == walks_before + 1);
+    zap_first_table();
+    CHECK(rig.system.shootdown_counters().targets == 4); // both
+    CHECK(rig.system.audit_tlbs(2).empty());
+    CHECK(rig.system.verify_stamps(2) == 0);
+}
+
 TEST_CASE("soft vcpus: bad configurations are refused") {
     SoftFrames frames(128, 64);
     HostAddressSpace host(frames.tables, frames.data);
