@@ -70,4 +70,10 @@ inline constexpr bool kZapReadsMasksFirst = true; // a zap batch reads the shoot
 inline constexpr bool kZapReadsMasksFirst = false;
 #endif
 
+#ifdef HV_DEFECT_SHOOTDOWN_LOOKS_BEFORE_POSTING
+inline constexpr bool kShootdownLooksBeforePosting = true; // a shootdown reads the target's announcement, then posts
+#else
+inline constexpr bool kShootdownLooksBeforePosting = false;
+#endif
+
 } // namespace hv::mmu::defect

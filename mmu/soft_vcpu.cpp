@@ -2,6 +2,7 @@
 // soft_vcpu.hpp for the model and the stamps; soft_run.cpp runs them.
 #include "soft_vcpu.hpp"
 
+#include "defects.hpp"
 #include "futex.hpp"
 #include "hex.hpp"
 #include "sched_point.hpp"
@@ -186,8 +187,8 @@ void SoftVcpuSystem::shootdown(const VcpuMask& targets, std::span<const std::uin
         if (v >= vcpus_) return;
         ++ntargets;
         Vcpu& s = cpu_[v];
-        std::uint32_t seq;
-        {
+        std::uint32_t seq = 0;
+        const auto post = [&] {
             std::lock_guard lock(s.m);
             if (all || s.pending_all || s.pending_pages.size() + pages.size() > kFlushAllThreshold) {
                 s.pending_all = true;
@@ -197,9 +198,18 @@ void SoftVcpuSystem::shootdown(const VcpuMask& targets, std::span<const std::uin
             }
             seq = ++s.posted;
             s.flush_pending.store(true, std::memory_order_seq_cst);
-        }
+        };
+        bool in_access = false;
+        if (defect::kShootdownLooksBeforePosting)
+            in_access = s.in_access.load(std::memory_order_seq_cst);
+        else
+            post();
         sched::point(sched::Point::ShootdownPosted); // posted, then the announcement read
-        if (s.in_access.load(std::memory_order_seq_cst))
+        if (defect::kShootdownLooksBeforePosting)
+            post();
+        else
+            in_access = s.in_access.load(std::memory_order_seq_cst);
+        if (in_access)
             waits.push_back({v, seq});
         else
             ++idle; // idle, finished or inside fault(): it honours the request when it enters
