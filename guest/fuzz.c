@@ -40,10 +40,6 @@
 
 enum { OP_HOST_FIRST = 6, OP_INVLPG = 13, OP_PAUSE_OR_SCRIBBLE = 14, OP_SYNC = 15 };
 
-#define PTE_P 0x1ull
-#define PTE_PS 0x80ull
-#define PTE_ADDR 0x000ffffffffff000ull
-
 static uint64_t scribbles[MAX_CPUS];
 
 struct model {

@@ -30,12 +30,6 @@
 #include "internal.h"
 #include "rt.h"
 
-#define PTE_P 0x1ull
-#define PTE_RW 0x2ull
-#define PTE_A 0x20ull
-#define PTE_PS 0x80ull
-#define PTE_NX (1ull << 63)
-#define PTE_ADDR 0x000ffffffffff000ull
 #define MAX_TABLES 256
 
 static struct rt_barrier barrier;

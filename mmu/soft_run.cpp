@@ -176,8 +176,6 @@ SoftRunResult SoftVcpuSystem::run(const SoftRunConfig& cfg) {
     return res;
 }
 
-// ---- SoftRig -----------------------------------------------------------------------
-
 // ---- SoftFrames ----------------------------------------------------------------
 
 std::size_t SoftFrames::table_frames(std::uint64_t pages, std::uint32_t vcpus) {
@@ -191,6 +189,8 @@ std::size_t SoftFrames::table_frames(std::uint64_t pages, std::uint32_t vcpus) {
 SoftFrames::SoftFrames(std::size_t total, std::size_t table_frames)
     : memory(total), tables(std::span(memory.bytes(0).data(), total * kPage), 0, table_frames),
       data(std::span(memory.bytes(0).data(), total * kPage), table_frames, total) {}
+
+// ---- SoftRig -----------------------------------------------------------------------
 
 std::size_t SoftRig::auto_frames(const SoftRunConfig& c) {
     const std::uint64_t region = c.region_pages();

@@ -154,6 +154,14 @@ uint32_t rt_host_op(uint32_t op, uint64_t address, uint64_t address2, uint64_t *
 
 static inline void invlpg(uint64_t address) { __asm__ volatile("invlpg (%0)" : : "r"(address) : "memory"); }
 
+/* x86-64 page-table entry bits, for guests that read or write tables. */
+#define PTE_P 0x1ull
+#define PTE_RW 0x2ull
+#define PTE_A 0x20ull
+#define PTE_PS 0x80ull
+#define PTE_NX (1ull << 63)
+#define PTE_ADDR 0x000ffffffffff000ull
+
 static inline uint64_t read_cr3(void)
 {
     uint64_t v;

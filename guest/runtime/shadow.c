@@ -57,10 +57,6 @@ uint32_t rt_shadow_page_fault(struct rt_frame *f)
 
 static inline void reload_cr3(void) { write_cr3(read_cr3()); }
 
-#define PTE_P 0x1ull
-#define PTE_RW 0x2ull
-#define PTE_PS 0x80ull
-
 uint64_t rt_identity_cr3(void)
 {
     static uint64_t pml4[512] __attribute__((aligned(4096)));
