@@ -113,8 +113,14 @@ std::size_t HostAddressSpace::protect(HostRange range, bool writable) {
 
 // The shape migrate and swap_out share: bracket one page with start/end (or
 // fire invalidate_page under its PT lock in page-at-a-time mode) and let
-// `change` rewrite a present, unshared PTE under its PT lock. `change`
-// returns the frame that stops being mapped there, or nullopt to leave it.
+// `change` copy the contents and rewrite a present, unshared PTE under its
+// PT lock. `change` returns the frame that stops being mapped there, or
+// nullopt to leave it. In page-at-a-time mode the PTE is cleared and the
+// page invalidated before `change` reads the contents (as the kernel
+// clears, flushes and notifies before it copies): a secondary TLB that
+// still held the translation could otherwise store after the copy, and
+// the store would be lost. Nothing maps the page in between: faults wait
+// for the PT lock.
 template <class Change>
 std::optional<Pfn> HostAddressSpace::change_page(std::uint64_t address, InvalidateEvent event, Change&& change) {
     const HostRange page{address, address + kPage};
@@ -131,8 +137,12 @@ std::optional<Pfn> HostAddressSpace::change_page(std::uint64_t address, Invalida
             // Shared (merged) frames are left alone, as the kernel's migration
             // and swapping of KSM pages are special cases.
             if (Pte::present(pte) && !(pte & kMergedBit)) {
+                if (page_at_a_time_) {
+                    entry.store(0, std::memory_order_release);
+                    fire_page(address, event);
+                }
                 old = change(entry, pte);
-                if (old && page_at_a_time_) fire_page(address, event);
+                if (!old && page_at_a_time_) entry.store(pte, std::memory_order_release); // left as it was
             }
         }
     }
