@@ -36,11 +36,9 @@ std::string PctResult::describe(const std::vector<PctThread>& threads, std::size
 }
 
 PctScheduler::PctScheduler(PctConfig config) : config_(std::move(config)) {
-    change_points_ = config_.change_points;
-    std::sort(change_points_.begin(), change_points_.end());
     std::int64_t lowest = 0;
     for (std::int64_t p : config_.priorities) lowest = std::min(lowest, p);
-    lowered_ = lowest - 1 - static_cast<std::int64_t>(change_points_.size());
+    lowered_ = lowest - static_cast<std::int64_t>(config_.change_points.size());
     bottom_ = lowered_ - 1;
 }
 
@@ -136,9 +134,11 @@ void PctScheduler::point(sched::Point p) {
     Thread* me = step(p, false);
     if (!me) return;
     progress();
-    while (next_change_ < change_points_.size() && change_points_[next_change_] <= result_.steps) {
-        if (change_points_[next_change_] == result_.steps) me->priority = lowered_++;
-        ++next_change_;
+    const std::uint64_t nth = ++kind_steps_[static_cast<std::size_t>(p)];
+    for (std::size_t i = 0; i < config_.change_points.size(); ++i) {
+        const PctChangePoint& c = config_.change_points[i];
+        if (c.kind == sched::Point::Count ? c.step == result_.steps : c.kind == p && c.step == nth)
+            me->priority = lowered_ + static_cast<std::int64_t>(i);
     }
     switch_to(static_cast<std::uint32_t>(pick()), p);
 }

@@ -6,9 +6,15 @@
 // time: a thread runs until it reaches a scheduling point
 // (sched_point.hpp), where the scheduler hands the CPU to the enabled
 // thread of highest priority, and waits until it is handed back. The
-// priorities are the configuration's; at each change point (a step number:
-// the count of points passed so far) the running thread drops below every
-// other thread. A thread that waits for another (blocked()) is not enabled
+// priorities are the configuration's; at each change point the running
+// thread drops below every configured priority: the i-th change point of
+// the list to rank i (the first listed lowest), whichever of them comes
+// first in time, as in PCT, so the input decides both where the changes
+// fall and which of the dropped threads runs first. A change point is a
+// step number (the count of points passed so far, over all threads) or a
+// kind point: the n-th step at one kind of point ("the first
+// invalidate-sequenced"), which names a place in a protocol whatever the
+// programs did before it. A thread that waits for another (blocked()) is not enabled
 // until some thread takes a step; one that retries (yield()) drops below
 // every other thread (so the others run until they end or wait, and a retry
 // loop cannot starve the thread it waits for); a bounded wait (wait_timed_out()) either
@@ -29,6 +35,7 @@
 // prints where and aborts, since nothing can unblock it.
 #include "sched_point.hpp"
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -40,9 +47,16 @@
 
 namespace hv::mmu {
 
+// The step numbered `step` (from 1, over all threads), or, with a `kind`
+// other than Count, the step-th step at points of that kind.
+struct PctChangePoint {
+    std::uint64_t step = 0;
+    sched::Point kind = sched::Point::Count;
+};
+
 struct PctConfig {
-    std::vector<std::int64_t> priorities;   // one per thread, higher runs first; ties go to the lower index
-    std::vector<std::uint64_t> change_points; // step numbers (any order)
+    std::vector<std::int64_t> priorities;     // one per thread, higher runs first; ties go to the lower index
+    std::vector<PctChangePoint> change_points; // the i-th gives rank i (see above)
     std::uint32_t timeouts = 0;             // bit i % 32: the i-th bounded wait gives up at once
     std::uint32_t bounded_rounds = 4;       // a bounded wait gives up after this many fruitless re-checks
     std::uint64_t max_steps = 200000;       // then control ends (a livelock, or a program too long)
@@ -119,9 +133,8 @@ private:
     std::string where() const;
 
     PctConfig config_;
-    std::vector<std::uint64_t> change_points_; // sorted
-    std::size_t next_change_ = 0;
-    std::int64_t lowered_ = 0; // the next priority a change point gives (below every configured one)
+    std::int64_t lowered_ = 0; // the priority the first change point gives (below every configured one)
+    std::array<std::uint64_t, static_cast<std::size_t>(sched::Point::Count)> kind_steps_{}; // steps per kind so far
     std::int64_t bottom_ = 0;  // the next priority yield() gives (below every other)
     std::vector<std::unique_ptr<Thread>> threads_;
     const std::vector<PctThread>* bodies_ = nullptr;

@@ -27,10 +27,14 @@
 // Recheck catches a stale entry at its first use (a violation); Hardware
 // uses it, and the stamps and the TLB audit find what that did.
 //
-// Input layout: 3 bytes of configuration (lock, coherence, batch; shape:
-// page-at-a-time, vCPUs, host threads, TLB model), 5 priority bytes, 4 change points
-// of 2 bytes (0 = none), 4 bytes of timeout bits, then each thread's
-// program (ByteChoices): a count, then the operations.
+// Input layout: 4 bytes of configuration (lock, coherence, batch; shape:
+// page-at-a-time, vCPUs, host threads, TLB model), 5 priority bytes, 4
+// change points of 2 bytes, 4 bytes of timeout bits, then each thread's
+// program (ByteChoices): a count, then the operations. A change point is
+// none (0), a step number (below 0x8000) or a kind point (from 0x8000: the
+// first byte's low 7 bits pick the point kind, the second the occurrence,
+// 1 to 16), which names a place like "the first invalidate-sequenced"
+// whatever ran before; the slot order is the PCT rank (pct_scheduler.hpp).
 #include "choices.hpp"
 #include "pct_scheduler.hpp"
 #include "soft_vcpu.hpp"
@@ -61,6 +65,17 @@ constexpr std::uint64_t kMaxSteps = 100000;
 constexpr LockPolicy kLocks[] = {LockPolicy::Global, LockPolicy::Rw, LockPolicy::Split};
 constexpr CoherencePolicy kCoherences[] = {CoherencePolicy::Seq, CoherencePolicy::PtLock, CoherencePolicy::RangeActive};
 constexpr std::size_t kBatches[] = {1, 2, 3, 64, 512, 0}; // 0: unlimited
+
+// The points a kind change point can name: every step between protocol
+// steps (sched_point.hpp), not the start, the end or a wait.
+constexpr sched::Point kStepKinds[] = {
+    sched::Point::FaultSequenceRead, sched::Point::FaultSnapshot,     sched::Point::FaultInstall,
+    sched::Point::InstallRegistered, sched::Point::InstallPublished,  sched::Point::WalkRegistered,
+    sched::Point::InvalidateBegun,   sched::Point::ZapEntryCleared,   sched::Point::ZapMasksRead,
+    sched::Point::ZapBatchCleared,   sched::Point::ZapBatchDone,      sched::Point::InvalidateSequenced,
+    sched::Point::MemslotRetired,    sched::Point::InvalidateStarted, sched::Point::HostPtesChanged,
+    sched::Point::ShootdownPosted,   sched::Point::VcpuAnnounced,     sched::Point::TlbEntriesDropped,
+    sched::Point::AccessAttempt,     sched::Point::AccessTranslated,  sched::Point::Program};
 
 enum class HostOp : std::uint8_t { Unmap, Protect, Migrate, Merge, SwapOut, Age, ZapGuest, ZapFrame, HostRead, N };
 enum class VcpuOp : std::uint8_t { Read, Write, Exit, N };
@@ -198,8 +213,11 @@ Outcome run_once(const std::uint8_t* data, std::size_t size) {
     std::int64_t priority[5];
     for (std::int64_t& p : priority) p = static_cast<std::int64_t>(in.below(256));
     for (int i = 0; i < 4; ++i) {
-        const std::uint64_t step = in.below(256) << 8 | in.below(256);
-        if (step) pct.change_points.push_back(step);
+        const std::uint64_t hi = in.below(256), lo = in.below(256);
+        if (hi & 0x80) // a kind point: the 1st..16th step at one of the step kinds
+            pct.change_points.push_back({1 + lo % 16, kStepKinds[(hi & 0x7f) % std::size(kStepKinds)]});
+        else if (const std::uint64_t step = hi << 8 | lo)
+            pct.change_points.push_back({step});
     }
     for (int i = 0; i < 4; ++i) pct.timeouts = pct.timeouts << 8 | static_cast<std::uint32_t>(in.below(256));
     pct.max_steps = kMaxSteps;
@@ -225,7 +243,9 @@ Outcome run_once(const std::uint8_t* data, std::size_t size) {
                                             : std::function<void()>([&rig, &p] { run_vcpu(rig, p); })});
     }
     std::string points;
-    for (const std::uint64_t s : pct.change_points) points += " " + std::to_string(s);
+    for (const PctChangePoint& p : pct.change_points)
+        points += p.kind == sched::Point::Count ? " " + std::to_string(p.step)
+                                                : std::string(" ") + sched::to_string(p.kind) + "#" + std::to_string(p.step);
     out.setup += "  change points:" + (points.empty() ? std::string(" none") : points) + "; timeout bits 0x";
     char bits[16];
     std::snprintf(bits, sizeof bits, "%08x\n", pct.timeouts);

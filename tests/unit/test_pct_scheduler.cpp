@@ -51,7 +51,7 @@ TEST_CASE("PctScheduler: a change point drops the running thread below every oth
     Log log;
     PctConfig cfg;
     cfg.priorities = {2, 1};
-    cfg.change_points = {2}; // at a's second point, before its second step
+    cfg.change_points = {{2}}; // at a's second point, before its second step
     PctScheduler s(cfg);
     const PctResult r = s.run({{"a", steps(log, 'a', 3)}, {"b", steps(log, 'b', 3)}});
     CHECK(log.text == "abbbaa");
@@ -60,6 +60,47 @@ TEST_CASE("PctScheduler: a change point drops the running thread below every oth
     CHECK(r.trace[0].step == 2);
     CHECK(r.trace[0].at == Point::Program);
     CHECK(r.trace[1].at == Point::Finished);
+}
+
+TEST_CASE("PctScheduler: the change points' order in the list, not in time, ranks the threads they drop") {
+    const auto once = [](std::vector<PctChangePoint> change_points) {
+        Log log;
+        PctConfig cfg;
+        cfg.priorities = {3, 2, 1};
+        cfg.change_points = std::move(change_points);
+        PctScheduler s(cfg);
+        s.run({{"a", steps(log, 'a', 3)}, {"b", steps(log, 'b', 3)}, {"c", steps(log, 'c', 3)}});
+        return log.text;
+    };
+    // a drops at step 1, b at step 2; c runs out, then the higher rank.
+    CHECK(once({{1}, {2}}) == "cccbbbaaa");
+    CHECK(once({{2}, {1}}) == "cccaaabbb");
+}
+
+TEST_CASE("PctScheduler: a kind point drops the thread that takes the n-th step of that kind, whoever it is") {
+    // a: program, fault-install, program; b: fault-install, program. With
+    // a first, the second fault-install step overall is b's.
+    Log log;
+    const auto body = [&log](char c, std::vector<Point> points) {
+        return [&log, c, points] {
+            for (const Point p : points) {
+                sched::detail::point(p);
+                log.add(c);
+            }
+        };
+    };
+    PctConfig cfg;
+    cfg.priorities = {2, 1, 0};
+    cfg.change_points = {{2, Point::FaultInstall}, {9, Point::FaultInstall}}; // the 9th never comes
+    PctScheduler s(cfg);
+    const PctResult r = s.run({{"a", body('a', {Point::Program, Point::FaultInstall, Point::Program})},
+                               {"b", body('b', {Point::FaultInstall, Point::Program})},
+                               {"c", body('c', {Point::FaultInstall, Point::Program})}});
+    // a runs out (1 fault-install), b starts and takes the 2nd: b drops below c.
+    CHECK(log.text == "aaaccbb");
+    REQUIRE(r.trace.size() >= 2);
+    CHECK(r.trace[1].at == Point::FaultInstall);
+    CHECK(r.trace[1].step == 4);
 }
 
 TEST_CASE("PctScheduler: a waiting thread lets the others run until one of them takes a step") {
@@ -240,7 +281,7 @@ TEST_CASE("PctScheduler: an exception leaving a body is reported and the others 
 TEST_CASE("PctScheduler: the same configuration gives the same interleaving, another one a different one") {
     // Three threads that mix steps, waits and bounded waits over shared
     // counters; the log records the order of their effects.
-    const auto once = [](std::vector<std::uint64_t> change_points, std::uint32_t timeouts) {
+    const auto once = [](std::vector<PctChangePoint> change_points, std::uint32_t timeouts) {
         Log log;
         int tokens = 0;
         PctConfig cfg;
@@ -269,14 +310,14 @@ TEST_CASE("PctScheduler: the same configuration gives the same interleaving, ano
                                     }}});
         return std::pair(log.text, r.digest);
     };
-    const auto first = once({3, 17, 40}, 0x5);
+    const auto first = once({{3}, {17}, {40}}, 0x5);
     for (int i = 0; i < 10; ++i) {
         CAPTURE(i);
-        const auto again = once({40, 3, 17}, 0x5); // the same points in another order
+        const auto again = once({{3}, {17}, {40}}, 0x5);
         CHECK(again.first == first.first);
         CHECK(again.second == first.second);
     }
-    const auto other = once({4, 17, 40}, 0x5);
+    const auto other = once({{4}, {17}, {40}}, 0x5);
     CHECK(other.first != first.first);
     CHECK(other.second != first.second);
 }
