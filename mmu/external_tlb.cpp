@@ -1,5 +1,6 @@
 #include "external_tlb.hpp"
 
+#include "hex.hpp"
 #include "vcpu_mask.hpp"
 
 #include <stdexcept>
@@ -294,6 +295,33 @@ void ExternalTlb::release() {
     released_.store(true, std::memory_order_seq_cst);
     flush_all_contexts(0, kAddressLimit);
     bump(inv_.range_flushes);
+}
+
+std::vector<std::string> ExternalTlb::audit() const {
+    std::vector<std::string> problems;
+    for (std::uint32_t v = 0; v < vcpus_; ++v) {
+        // Copied under the TLB lock, compared after it: nothing calls into
+        // the host with a TLB lock held (see the header's lock order).
+        std::vector<Entry> usable;
+        {
+            std::lock_guard lock(contexts_[v].lock);
+            for (std::size_t i = 0; i < sets_ * ways_; ++i)
+                if (contexts_[v].entries[i].valid && !contexts_[v].entries[i].pending)
+                    usable.push_back(contexts_[v].entries[i]);
+        }
+        for (const Entry& e : usable) {
+            const auto now = host_.lookup(e.page);
+            const std::string what = "external TLB context " + std::to_string(v) + " maps host " + hex(e.page) +
+                                     " -> frame " + hex(e.pfn) + (e.writable ? " (rw)" : " (ro)");
+            if (!now)
+                problems.push_back(what + " but the host page is not present");
+            else if (now->pfn != e.pfn)
+                problems.push_back(what + " but the host maps frame " + hex(now->pfn));
+            else if (e.writable && !now->writable)
+                problems.push_back(what + " but the host page is read-only");
+        }
+    }
+    return problems;
 }
 
 ExternalTlbCounters ExternalTlb::counters() const {

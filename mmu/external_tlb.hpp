@@ -61,6 +61,8 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <string>
+#include <vector>
 
 namespace hv::mmu {
 
@@ -133,6 +135,11 @@ public:
     bool released() const { return released_.load(std::memory_order_acquire); }
     ExternalTlbCounters counters() const;
     HostAddressSpace& host() { return host_; }
+    // For quiescent states (no translation or host operation running):
+    // every usable entry agrees with the host's present PTE for its page
+    // (same frame; writable only while the host PTE is). One that does not
+    // outlived an invalidation that should have flushed it. One line per problem.
+    std::vector<std::string> audit() const;
 
     // Test hooks, each called with (vcpu, host_address) during a refill:
     //  after_host_lookup  after host.fault() answered, before the reservation

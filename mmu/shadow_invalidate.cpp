@@ -44,6 +44,7 @@ std::size_t ShadowMmu::zap_ranges(std::span<const GuestRange> ranges, ShadowCoun
         table_.for_each_leaf_table(r.start, r.end, [&](Pfn pfn, std::uint64_t start) { tables.push_back({pfn, start}); });
         std::size_t t = 0;
         std::uint64_t cursor = r.start;
+        bool batch_full = false; // the last lock hold stopped inside the range at the batch limit
         while (t < tables.size()) {
             const Pfn table = tables[t].first;
             const std::uint64_t table_end = std::min(r.end, tables[t].second + kTableSpan);
@@ -51,12 +52,12 @@ std::size_t ShadowMmu::zap_ranges(std::span<const GuestRange> ranges, ShadowCoun
             VcpuMask targets;
             pages.clear();
             batch_tables.clear();
-            std::uint64_t next;
+            std::uint64_t next, stop;
             {
                 PolicyLock lock(*this, table, c, PolicyLock::Mode::Zap, config_.vcpus);
                 // Global and rw hold everything: keep going across tables up
                 // to the batch; split holds one table at a time.
-                const std::uint64_t stop = config_.lock == LockPolicy::Split ? table_end : r.end;
+                stop = config_.lock == LockPolicy::Split ? table_end : r.end;
                 if (defect::kZapReadsMasksFirst) { // every table the batch may reach, before any clear
                     for (std::size_t k = t; k < tables.size(); ++k)
                         if (VcpuMask* m = table_masks_[tables[k].first].load(std::memory_order_acquire))
@@ -90,9 +91,12 @@ std::size_t ShadowMmu::zap_ranges(std::span<const GuestRange> ranges, ShadowCoun
                     sched::point(sched::Point::ZapMasksRead);
                 }
             }
+            const bool resumed = batch_full;
+            batch_full = next < stop; // for_each_leaf stops early only at the batch limit
             cursor = next;
             while (t < tables.size() && cursor >= std::min(r.end, tables[t].second + kTableSpan)) ++t;
             if (pages.empty()) continue;
+            if (resumed) ++c.resumed_batches;
             sched::point(sched::Point::ZapBatchCleared);
             total += pages.size();
             c.zaps += pages.size();

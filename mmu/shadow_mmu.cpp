@@ -61,6 +61,7 @@ ShadowCounters& ShadowCounters::operator+=(const ShadowCounters& o) {
     shared_atomics += o.shared_atomics; host_lock_acquisitions += o.host_lock_acquisitions;
     host_shared_atomics += o.host_shared_atomics; zaps += o.zaps; batches += o.batches; shootdowns += o.shootdowns;
     shootdown_targets += o.shootdown_targets; walk_registrations += o.walk_registrations;
+    resumed_batches += o.resumed_batches;
     mask_departures += o.mask_departures; max_batch = std::max(max_batch, o.max_batch);
     return *this;
 }
@@ -71,9 +72,8 @@ ShadowCounters ShadowCounters::since(const ShadowCounters& b) const {
     d.refused -= b.refused; d.out_of_frames -= b.out_of_frames; d.lock_acquisitions -= b.lock_acquisitions;
     d.shared_atomics -= b.shared_atomics; d.host_lock_acquisitions -= b.host_lock_acquisitions;
     d.host_shared_atomics -= b.host_shared_atomics; d.zaps -= b.zaps; d.batches -= b.batches;
-    d.shootdowns -= b.shootdowns; d.shootdown_targets -= b.shootdown_targets;
-    d.walk_registrations -= b.walk_registrations;
-    d.mask_departures -= b.mask_departures;
+    d.shootdowns -= b.shootdowns; d.shootdown_targets -= b.shootdown_targets; d.resumed_batches -= b.resumed_batches;
+    d.walk_registrations -= b.walk_registrations; d.mask_departures -= b.mask_departures;
     return d;
 }
 

@@ -105,6 +105,7 @@ struct ShadowCounters {
     std::uint64_t zaps = 0, batches = 0, shootdowns = 0, shootdown_targets = 0, max_batch = 0;
     std::uint64_t walk_registrations = 0; // walk() added the vCPU to a leaf table's shootdown targets
     std::uint64_t mask_departures = 0;    // leave_table() took the vCPU out of a leaf table's targets
+    std::uint64_t resumed_batches = 0;    // zap batches that went on with a range the previous batch left full
     ShadowCounters& operator+=(const ShadowCounters& o);
     // What happened since the snapshot `before` of the same counters: every
     // count minus before's; max_batch, a high-water mark, stays this one's.

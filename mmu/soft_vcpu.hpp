@@ -59,6 +59,13 @@
 // such re-check, so there shootdown() waits until every target has
 // acknowledged or left, however long that takes (as KVM's does).
 //
+// Memslots and the end of a run. An access whose memslot is removed for
+// the moment (SoftChurn) gets FaultResult::NoMemslot: it is counted
+// (no_memslot) and does not happen, so its write is not expected after. A
+// run ends at its time limit whatever its threads do: past it every
+// refaulting access gives up, every unbounded shootdown wait is abandoned
+// (abandon_waits()) and the result says so (timed_out, a failure).
+//
 // Shadow MMU shootdown targets are the vCPUs that installed into or walked
 // a leaf table: a TLB refill goes through ShadowMmu::walk(), which records
 // the vCPU before it reads the entry. A vCPU whose TLB loses its last entry
@@ -69,12 +76,15 @@
 #include "host_address_space.hpp"
 #include "host_churn.hpp"
 #include "shadow_mmu.hpp"
+#include "soft_churn.hpp"
+#include "soft_device.hpp"
 
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <span>
@@ -129,6 +139,13 @@ struct SoftRunConfig {
     // attempted this many operations of every enabled kind, so a short run
     // is sure to overlap the churn.
     std::uint64_t min_churn_ops = 0;
+    SoftChurnConfig soft_churn;   // memslot removals, zero-page merges, ranges (soft_churn.hpp); min_churn_ops too
+    double device_rate = 0;       // > 0: an external-TLB device translates this often per second (soft_device.hpp)
+    std::uint32_t memslots = 1;   // SoftRig: the region in this many memslots, one large and small ones (soft_run.cpp)
+    // Wall-clock bound of the whole run: past it every vCPU abandons its
+    // access, every shootdown wait gives up and the run fails (timed_out).
+    // 0: `seconds` + kChurnQuotaWait + kTimeLimitSlack, or kOpsTimeLimit with ops_per_vcpu.
+    double time_limit = 0;
     // Region pages for the configuration.
     std::uint64_t region_pages() const { return sharing == Sharing::Disjoint ? pages * vcpus : pages; }
 };
@@ -138,6 +155,7 @@ struct SoftVcpuCounters {
     std::uint64_t accesses = 0, reads = 0, writes = 0, tlb_hits = 0, tlb_misses = 0, walks = 0, walk_fills = 0;
     std::uint64_t faults = 0, retries = 0, refused = 0, out_of_frames = 0;
     std::uint64_t flushes_honoured = 0, stale_dropped = 0, violations = 0, lost_writes = 0, unmap_excused = 0;
+    std::uint64_t no_memslot = 0; // accesses that found no memslot (removed for now): not done, not expected
     SoftVcpuCounters& operator+=(const SoftVcpuCounters& o);
 };
 
@@ -146,22 +164,28 @@ struct ShootdownCounters {
     // outside, honoured when they enter, not waited for.
     std::uint64_t shootdowns = 0, targets = 0, requests = 0, acks = 0, idle_requests = 0, flush_all = 0;
     std::uint64_t deferred = 0; // requests left pending past the ack wait (the vCPU was not running)
+    std::uint64_t abandoned = 0; // unbounded waits given up past the run's time limit
 };
 
 struct SoftRunResult {
     SoftVcpuCounters vcpu;
     ShootdownCounters shootdown;
     ChurnCounters churn;
+    SoftChurnCounters soft_churn;
+    SoftDeviceCounters device;       // the external-TLB device's translations (none without device_rate)
+    ExternalTlbCounters external_tlb; // its TLB's, invalidations included
+    std::uint64_t cow_breaks = 0, host_merges = 0; // host copy-on-write breaks and merges during the run
+    bool timed_out = false;          // the time limit ended the run
     ShadowCounters mmu;        // everything
     ShadowCounters mmu_faults; // the vCPUs' fault paths only
     ShadowCounters mmu_zaps;   // zaps and memslot changes only
     std::uint64_t lost_writes = 0; // during the run plus the final verification
     std::uint64_t final_lost_writes = 0;
     std::uint64_t violations = 0;
-    std::vector<std::string> audit;   // ShadowMmu::audit() after the run
+    std::vector<std::string> audit;   // ShadowMmu::audit(), the TLB audits (vCPUs', the device's) after the run
     std::vector<std::string> details; // the first few lost writes / violations
     double seconds = 0;               // wall time of the access phase
-    bool ok() const { return lost_writes == 0 && violations == 0 && audit.empty(); }
+    bool ok() const { return lost_writes == 0 && violations == 0 && audit.empty() && !timed_out; }
 };
 
 class SoftVcpuSystem final : public TlbShootdown {
@@ -172,6 +196,10 @@ public:
     static constexpr std::chrono::microseconds kAckSpin{20};
     // How long a timed run waits past `seconds` for the churn quota.
     static constexpr std::chrono::seconds kChurnQuotaWait{120};
+    static constexpr std::chrono::seconds kTimeLimitSlack{60}; // SoftRunConfig::time_limit's default
+    static constexpr std::chrono::seconds kOpsTimeLimit{600};
+    // How often an unbounded shootdown wait looks at abandon_waits().
+    static constexpr std::chrono::milliseconds kAbandonPoll{10};
 
     // `vcpus` in 1..kMaxVcpus; throws std::invalid_argument otherwise.
     SoftVcpuSystem(HostAddressSpace& host, std::uint32_t vcpus, TlbConfig tlb = {});
@@ -219,6 +247,10 @@ public:
     // (returns false) instead: for a harness whose schedule ended early,
     // where a broken protocol could keep one refaulting forever.
     void stop_accesses() { stop_.store(true, std::memory_order_relaxed); }
+    // From now on every shootdown wait gives up (counted as abandoned)
+    // instead of waiting for a vCPU that may never answer: for a run past
+    // its time limit. run() clears it when it starts.
+    void abandon_waits() { abandon_waits_.store(true, std::memory_order_release); }
     // An access boundary of an in-access vCPU: honours pending flush requests.
     void boundary(std::uint32_t v) { check_boundary(cpu_[v]); }
     bool tlb_contains(std::uint32_t v, std::uint64_t guest_address);
@@ -277,8 +309,9 @@ private:
     void check_boundary(Vcpu& s);
     bool slot_owner(std::uint32_t v) const;
     void detail(std::string text);
-    void stream(std::uint32_t v, const SoftRunConfig& config, const HostChurn& churn);
+    void stream(std::uint32_t v, const SoftRunConfig& config, const std::function<bool()>& quotas_met);
     ChurnConfig churn_config(const SoftRunConfig& config);
+    void time_out(const SoftRunConfig& config, std::uint32_t still_running, const char* what, SoftRunResult& res);
     std::uint64_t verify_final(std::uint32_t vcpus);
 
     HostAddressSpace& host_;
@@ -292,11 +325,11 @@ private:
     std::unique_ptr<Vcpu[]> cpu_;
     // Per region page: unmaps started / completed (the excuse for a zeroed slot).
     std::unique_ptr<std::atomic<std::uint64_t>[]> unmap_started_, unmap_done_;
-    std::atomic<bool> stop_{false}, churn_stop_{false};
+    std::atomic<bool> stop_{false}, churn_stop_{false}, abandon_waits_{false};
 
     std::chrono::microseconds ack_wait_{kDefaultAckWait};
     std::atomic<std::uint64_t> sd_shootdowns_{0}, sd_targets_{0}, sd_requests_{0}, sd_acks_{0}, sd_idle_{0},
-        sd_flush_all_{0}, sd_deferred_{0};
+        sd_flush_all_{0}, sd_deferred_{0}, sd_abandoned_{0};
     std::mutex details_mutex_;
     std::vector<std::string> details_;
 };

@@ -7,7 +7,9 @@
 
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <fstream>
 
 namespace hv {
@@ -33,7 +35,58 @@ std::string fmt(double v, int prec = 2) {
     return b;
 }
 
+std::string number(double v) {
+    char b[32];
+    std::snprintf(b, sizeof b, "%g", v);
+    return b;
+}
+
 double per(std::uint64_t a, std::uint64_t b) { return b ? static_cast<double>(a) / static_cast<double>(b) : 0.0; }
+
+// A rate option: operations per second, 0 = off.
+double rate_option(const char* name, const std::string& text, const char* what) {
+    const auto v = parse_double(text);
+    if (!v || !std::isfinite(*v) || *v < 0 || *v > 1e7)
+        fail(std::string(name) + " must be " + what + " per second in 0..10000000 (0 = off), got '" + text + "'");
+    return *v;
+}
+
+// The defaults of the software vCPUs' own churn and the device, so that a
+// plain `vmm soft` exercises every one of them.
+constexpr double kDefaultMemslotRate = 20, kDefaultZeroMergeRate = 200, kDefaultRangeRate = 20;
+constexpr double kDefaultDeviceRate = 20000;
+constexpr std::uint32_t kDefaultMemslots = 4, kMaxMemslots = 64;
+
+void parse_soft_churn(const SoftCommandArgs& a, SoftRunConfig& r) {
+    auto& rate = r.soft_churn.rate;
+    rate[static_cast<std::size_t>(SoftChurnOp::Memslot)] =
+        a.churn_memslot.empty() ? kDefaultMemslotRate
+                                : rate_option("--churn-memslot", a.churn_memslot, "memslot removals");
+    rate[static_cast<std::size_t>(SoftChurnOp::ZeroMerge)] =
+        a.churn_zero_merge.empty() ? kDefaultZeroMergeRate
+                                   : rate_option("--churn-zero-merge", a.churn_zero_merge, "zero-page merges");
+    rate[static_cast<std::size_t>(SoftChurnOp::Range)] =
+        a.churn_range.empty() ? kDefaultRangeRate : rate_option("--churn-range", a.churn_range, "range operations");
+    r.device_rate = a.external_tlb.empty() ? kDefaultDeviceRate
+                                           : rate_option("--external-tlb", a.external_tlb, "device translations");
+    // The default divides small regions into fewer slots: one page at least each.
+    r.memslots = static_cast<std::uint32_t>(std::min<std::uint64_t>(kDefaultMemslots, r.region_pages()));
+    if (!a.memslots.empty()) {
+        r.memslots = static_cast<std::uint32_t>(uint_option("--memslots", a.memslots, 1, kMaxMemslots));
+        if (r.memslots > r.region_pages())
+            fail("--memslots: expected at most one memslot per region page (" + std::to_string(r.region_pages()) +
+                 " pages), got " + a.memslots);
+    }
+    if (!a.time_limit.empty()) {
+        const auto t = parse_double(a.time_limit);
+        if (!t || !std::isfinite(*t) || *t <= 0 || *t > 2 * 86400)
+            fail("--time-limit must be a number of seconds in (0, 172800], got '" + a.time_limit + "'");
+        if (!r.ops_per_vcpu && *t <= r.seconds)
+            fail("--time-limit must be more than the run's --seconds (" + number(r.seconds) + "), got '" +
+                 a.time_limit + "'");
+        r.time_limit = *t;
+    }
+}
 
 } // namespace
 
@@ -88,6 +141,7 @@ SoftCommandOptions parse_soft_args(const SoftCommandArgs& a) {
         r.seed = *s;
     }
     if (!a.frames.empty()) o.frames = uint_option("--frames", a.frames, 64, std::uint64_t{1} << 24);
+    parse_soft_churn(a, r);
     o.json = a.json;
     o.shadow.vcpus = r.vcpus;
     return o;
@@ -113,6 +167,19 @@ CLI::App* add_soft_subcommand(CLI::App& app, SoftCommandArgs& a) {
     s->add_option("--seed", a.seed, "Random seed (default 1)");
     s->add_option("--json", a.json, "Write the results as JSON to FILE");
     s->add_option("--frames", a.frames, "Frame space size in 4 KiB frames (default: sized automatically)");
+    s->add_option("--churn-memslot", a.churn_memslot,
+                  "Memslot removals per second, each added back at least 1 ms later; 0 = off (default 20)");
+    s->add_option("--churn-zero-merge", a.churn_zero_merge,
+                  "Per second: two pages zeroed (as unmap does) and merged; 0 = off (default 200)");
+    s->add_option("--churn-range", a.churn_range,
+                  "Range unmaps/protects per second, 1-3 zap batches long across a batch boundary; 0 = off "
+                  "(default 20)");
+    s->add_option("--external-tlb", a.external_tlb,
+                  "Device translations per second through an external TLB beside the shadow MMU; 0 = none "
+                  "(default 20000)");
+    s->add_option("--memslots", a.memslots, "Memslots the region is split into, 1..64 (default 4)");
+    s->add_option("--time-limit", a.time_limit,
+                  "Fail the run if it is not over after S seconds (default: --seconds + 180, or 600 with --ops)");
     return s;
 }
 
@@ -178,6 +245,34 @@ std::vector<Row> rows(const SoftCommandOptions& o, const SoftRunResult& r) {
         out.push_back({"churn_" + n, "churn " + n + " (done/attempted)", u(r.churn.done[k])});
         out.push_back({"churn_" + n + "_attempted", "", u(r.churn.attempted[k])});
     }
+    for (std::size_t k = 0; k < kSoftChurnOps; ++k) {
+        const auto op = static_cast<SoftChurnOp>(k);
+        std::string key = to_string(op);
+        std::replace(key.begin(), key.end(), '-', '_');
+        const char* done = op == SoftChurnOp::Memslot ? "removed" : op == SoftChurnOp::ZeroMerge ? "merged" : "done";
+        out.push_back({"churn_" + key, std::string("churn ") + to_string(op) + " (" + done + "/attempted)",
+                       u(r.soft_churn.done[k])});
+        out.push_back({"churn_" + key + "_attempted", "", u(r.soft_churn.attempted[k])});
+    }
+    const auto& x = r.external_tlb;
+    const std::vector<Row> more = {
+        {"memslot_readds", "memslots added back", u(r.soft_churn.memslot_readds)},
+        {"no_memslot", "accesses with no memslot (removed)", u(v.no_memslot)},
+        {"cow_breaks", "copy-on-write breaks (host)", u(r.cow_breaks)},
+        {"range_pages", "range pages", u(r.soft_churn.range_pages)},
+        {"range_crossings", "ranges across a batch boundary", u(r.soft_churn.range_crossings)},
+        {"resumed_batches", "zap batches resumed mid-range", u(m.resumed_batches)},
+        {"external_tlb_rate", "external TLB translations/s (0 = off)", number(o.run.device_rate)},
+        {"device_translations", "device translations (ok/attempted)", u(r.device.ok)},
+        {"device_translations_attempted", "", u(r.device.translations)},
+        {"device_retries", "device retries (invalidation active)", u(r.device.retries)},
+        {"external_tlb_refills", "external TLB refills", u(x.refills)},
+        {"external_tlb_invalidations", "external TLB invalidations", u(x.range_flushes + x.page_flushes)},
+        {"external_tlb_entries_dropped", "external TLB entries flushed", u(x.entries_dropped)},
+        {"shootdown_abandoned", "shootdown waits abandoned", u(r.shootdown.abandoned)},
+        {"timed_out", "time limit reached", r.timed_out ? "true" : "false"},
+    };
+    out.insert(out.end(), more.begin(), more.end());
     out.push_back({"stale_dropped", "stale TLB entries dropped", u(v.stale_dropped)});
     out.push_back({"unmap_excused", "slots zeroed by unmap", u(v.unmap_excused)});
     out.push_back({"lost_writes", "lost writes", u(r.lost_writes)});
@@ -196,7 +291,7 @@ std::string soft_summary(const SoftCommandOptions& o, const SoftRunResult& r) {
         const Row& row = all[i];
         if (row.label.empty()) continue;
         std::string value = row.value;
-        if (row.key.rfind("churn_", 0) == 0 && i + 1 < all.size()) value += " / " + all[i + 1].value;
+        if (i + 1 < all.size() && all[i + 1].label.empty()) value += " / " + all[i + 1].value; // done / attempted
         std::snprintf(line, sizeof line, "%-34s %s\n", row.label.c_str(), value.c_str());
         out += line;
     }

@@ -18,6 +18,7 @@ namespace hv {
 struct SoftCommandArgs {
     std::string vcpus, seconds, ops, pattern, sharing, writes, pages, tlb, tlb_model, lock, coherence, batch, churn,
         seed, json, frames;
+    std::string churn_memslot, churn_zero_merge, churn_range, external_tlb, memslots, time_limit;
 };
 
 struct SoftCommandOptions {

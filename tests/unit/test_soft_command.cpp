@@ -51,6 +51,54 @@ TEST_CASE("vmm soft: defaults") {
     CHECK(o.run.seed == 1);
     CHECK(o.frames == 0);
     for (double r : o.run.churn_rate) CHECK(r == 0);
+    // The software vCPUs' own churn and the device are on unless turned off.
+    CHECK(o.run.soft_churn.rate[static_cast<std::size_t>(mmu::SoftChurnOp::Memslot)] == 20);
+    CHECK(o.run.soft_churn.rate[static_cast<std::size_t>(mmu::SoftChurnOp::ZeroMerge)] == 200);
+    CHECK(o.run.soft_churn.rate[static_cast<std::size_t>(mmu::SoftChurnOp::Range)] == 20);
+    CHECK(o.run.device_rate == 20000);
+    CHECK(o.run.memslots == 4);
+    CHECK(o.run.time_limit == 0);
+    CHECK(parse_soft_args(with(&SoftCommandArgs::pages, "2")).run.memslots == 4); // 4 vCPUs x 2 pages
+    SoftCommandArgs one_page;
+    one_page.vcpus = "1";
+    one_page.pages = "1";
+    CHECK(parse_soft_args(one_page).run.memslots == 1); // the default shrinks to the region
+}
+
+TEST_CASE("vmm soft: the churn, device, memslot and time-limit options") {
+    SoftCommandArgs a;
+    a.churn_memslot = "5";
+    a.churn_zero_merge = "0";
+    a.churn_range = "7.5";
+    a.external_tlb = "0";
+    a.memslots = "64";
+    a.time_limit = "30";
+    const SoftCommandOptions o = parse_soft_args(a);
+    CHECK(o.run.soft_churn.rate[0] == 5);
+    CHECK(o.run.soft_churn.rate[1] == 0);
+    CHECK(o.run.soft_churn.rate[2] == doctest::Approx(7.5));
+    CHECK(o.run.device_rate == 0);
+    CHECK(o.run.memslots == 64);
+    CHECK(o.run.time_limit == 30);
+    using A = SoftCommandArgs;
+    CHECK(error_of(with(&A::churn_memslot, "x")) ==
+          "--churn-memslot must be memslot removals per second in 0..10000000 (0 = off), got 'x'");
+    CHECK(error_of(with(&A::churn_zero_merge, "-1")).find("--churn-zero-merge must be zero-page merges") == 0);
+    CHECK(error_of(with(&A::churn_range, "inf")).find("--churn-range must be range operations") == 0);
+    CHECK(error_of(with(&A::external_tlb, "1e8")).find("--external-tlb must be device translations") == 0);
+    CHECK(error_of(with(&A::memslots, "0")) == "--memslots must be 1..64, got '0'");
+    CHECK(error_of(with(&A::memslots, "65")) == "--memslots must be 1..64, got '65'");
+    SoftCommandArgs tiny;
+    tiny.vcpus = "1";
+    tiny.pages = "3";
+    tiny.memslots = "4";
+    CHECK(error_of(tiny) == "--memslots: expected at most one memslot per region page (3 pages), got 4");
+    CHECK(error_of(with(&A::time_limit, "0")) == "--time-limit must be a number of seconds in (0, 172800], got '0'");
+    CHECK(error_of(with(&A::time_limit, "2")) == "--time-limit must be more than the run's --seconds (2), got '2'");
+    SoftCommandArgs bounded;
+    bounded.ops = "10";
+    bounded.time_limit = "1";
+    CHECK(error_of(bounded).empty()); // --ops runs have no --seconds to exceed
 }
 
 TEST_CASE("vmm soft: every value is parsed") {
@@ -166,6 +214,12 @@ TEST_CASE("vmm soft: a short run prints the summary and writes JSON with the req
         CHECK(summary.find("faults/s") != std::string::npos);
         CHECK(summary.find("zaps per lock hold") != std::string::npos);
         CHECK(summary.find("result: ok") != std::string::npos);
+        for (const char* label : {"churn memslot (removed/attempted)", "churn zero-merge (merged/attempted)",
+                                  "churn range (done/attempted)", "accesses with no memslot (removed)",
+                                  "copy-on-write breaks (host)", "zap batches resumed mid-range",
+                                  "device translations (ok/attempted)", "external TLB invalidations",
+                                  "time limit reached                 false"})
+            CHECK_MESSAGE(summary.find(label) != std::string::npos, label);
         std::ifstream f(path);
         REQUIRE(f);
         std::stringstream ss;
@@ -175,11 +229,17 @@ TEST_CASE("vmm soft: a short run prints the summary and writes JSON with the req
         for (const char* key : {"faults", "retries", "zaps", "batches", "shootdowns", "lost_writes", "violations",
                                 "faults_per_second", "zaps_per_lock_hold", "shootdown_targets",
                                 "lock_acquisitions_per_fault", "shared_atomics_per_fault", "churn_migrate",
-                                "audit_problems", "vcpus", "lock", "coherence", "batch", "tlb_model", "seconds"})
+                                "audit_problems", "vcpus", "lock", "coherence", "batch", "tlb_model", "seconds",
+                                "churn_memslot", "churn_memslot_attempted", "churn_zero_merge", "churn_range",
+                                "memslot_readds", "no_memslot", "cow_breaks", "range_pages", "range_crossings",
+                                "resumed_batches", "external_tlb_rate", "device_translations",
+                                "external_tlb_invalidations", "external_tlb_entries_dropped", "shootdown_abandoned",
+                                "timed_out"})
             CHECK_MESSAGE(json.find("\"" + std::string(key) + "\": ") != std::string::npos, key);
         CHECK(json.front() == '{');
         CHECK(json.find("\"tlb_model\": \"" + std::string(model) + "\"") != std::string::npos);
         CHECK(json.find("\"lost_writes\": 0,") != std::string::npos);
         CHECK(json.find("\"ok\": true") != std::string::npos);
+        CHECK(json.find("\"timed_out\": false,") != std::string::npos);
     }
 }
