@@ -137,7 +137,7 @@ void PctScheduler::point(sched::Point p) {
     const std::uint64_t nth = ++kind_steps_[static_cast<std::size_t>(p)];
     for (std::size_t i = 0; i < config_.change_points.size(); ++i) {
         const PctChangePoint& c = config_.change_points[i];
-        if (c.kind == sched::Point::Count ? c.step == result_.steps : c.kind == p && c.step == nth)
+        if (c.kind == sched::Point::Count ? c.step == result_.steps : c.kind == p && (c.step == 0 || c.step == nth))
             me->priority = lowered_ + static_cast<std::int64_t>(i);
     }
     switch_to(static_cast<std::uint32_t>(pick()), p);

@@ -13,8 +13,9 @@
 // fall and which of the dropped threads runs first. A change point is a
 // step number (the count of points passed so far, over all threads) or a
 // kind point: the n-th step at one kind of point ("the first
-// invalidate-sequenced"), which names a place in a protocol whatever the
-// programs did before it. A thread that waits for another (blocked()) is not enabled
+// invalidate-sequenced") or every step there ("whoever reaches
+// fault-install"), which names a place in a protocol whatever the programs
+// did before it. A thread that waits for another (blocked()) is not enabled
 // until some thread takes a step; one that retries (yield()) drops below
 // every other thread (so the others run until they end or wait, and a retry
 // loop cannot starve the thread it waits for); a bounded wait (wait_timed_out()) either
@@ -48,7 +49,8 @@
 namespace hv::mmu {
 
 // The step numbered `step` (from 1, over all threads), or, with a `kind`
-// other than Count, the step-th step at points of that kind.
+// other than Count, the step-th step at points of that kind (every step at
+// that kind when `step` is 0: whichever thread gets there drops).
 struct PctChangePoint {
     std::uint64_t step = 0;
     sched::Point kind = sched::Point::Count;

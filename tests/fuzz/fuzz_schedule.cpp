@@ -31,10 +31,14 @@
 // page-at-a-time, vCPUs, host threads, TLB model), 5 priority bytes, 4
 // change points of 2 bytes, 4 bytes of timeout bits, then each thread's
 // program (ByteChoices): a count, then the operations. A change point is
-// none (0), a step number (below 0x8000) or a kind point (from 0x8000: the
-// first byte's low 7 bits pick the point kind, the second the occurrence,
-// 1 to 16), which names a place like "the first invalidate-sequenced"
-// whatever ran before; the slot order is the PCT rank (pct_scheduler.hpp).
+// none (0), a step number (below 0x4000: programs take a few hundred steps)
+// or a kind point (from 0x4000: the first byte's low 6 bits pick the point
+// kind, the second's low 3 bits the occurrence, 1 to 7, or 0 for every
+// step there), which names a place like "the first invalidate-sequenced"
+// or "whoever reaches fault-install" whatever ran before; the slot order
+// is the PCT rank (pct_scheduler.hpp). Most change points are kind points,
+// and early occurrences, because a window between two protocol steps is
+// what they are for.
 #include "choices.hpp"
 #include "pct_scheduler.hpp"
 #include "soft_vcpu.hpp"
@@ -214,8 +218,8 @@ Outcome run_once(const std::uint8_t* data, std::size_t size) {
     for (std::int64_t& p : priority) p = static_cast<std::int64_t>(in.below(256));
     for (int i = 0; i < 4; ++i) {
         const std::uint64_t hi = in.below(256), lo = in.below(256);
-        if (hi & 0x80) // a kind point: the 1st..16th step at one of the step kinds
-            pct.change_points.push_back({1 + lo % 16, kStepKinds[(hi & 0x7f) % std::size(kStepKinds)]});
+        if (hi >= 0x40) // a kind point: every step (0) or the 1st..7th step at one of the step kinds
+            pct.change_points.push_back({lo % 8, kStepKinds[(hi & 0x3f) % std::size(kStepKinds)]});
         else if (const std::uint64_t step = hi << 8 | lo)
             pct.change_points.push_back({step});
     }
@@ -245,7 +249,8 @@ Outcome run_once(const std::uint8_t* data, std::size_t size) {
     std::string points;
     for (const PctChangePoint& p : pct.change_points)
         points += p.kind == sched::Point::Count ? " " + std::to_string(p.step)
-                                                : std::string(" ") + sched::to_string(p.kind) + "#" + std::to_string(p.step);
+                                                : std::string(" ") + sched::to_string(p.kind) + "#" +
+                                                      (p.step ? std::to_string(p.step) : std::string("every"));
     out.setup += "  change points:" + (points.empty() ? std::string(" none") : points) + "; timeout bits 0x";
     char bits[16];
     std::snprintf(bits, sizeof bits, "%08x\n", pct.timeouts);

@@ -62,6 +62,30 @@ TEST_CASE("PctScheduler: a change point drops the running thread below every oth
     CHECK(r.trace[1].at == Point::Finished);
 }
 
+TEST_CASE("PctScheduler: a kind point of occurrence 0 drops every thread that reaches that kind") {
+    const auto once = [](PctChangePoint change) {
+        Log log;
+        PctConfig cfg;
+        cfg.priorities = {3, 2, 1};
+        cfg.change_points = {change};
+        PctScheduler s(cfg);
+        const auto body = [&log](char c, Point first) {
+            return [&log, c, first] {
+                sched::detail::point(first);
+                log.add(c);
+                sched::detail::point(Point::Program);
+                log.add(c);
+            };
+        };
+        s.run({{"a", body('a', Point::FaultInstall)},
+               {"b", body('b', Point::FaultInstall)},
+               {"c", body('c', Point::Program)}});
+        return log.text;
+    };
+    CHECK(once({1, Point::FaultInstall}) == "bbccaa"); // only a, at the first
+    CHECK(once({0, Point::FaultInstall}) == "ccaabb"); // a, then b; the tie goes to a
+}
+
 TEST_CASE("PctScheduler: the change points' order in the list, not in time, ranks the threads they drop") {
     const auto once = [](std::vector<PctChangePoint> change_points) {
         Log log;
