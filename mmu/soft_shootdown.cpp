@@ -14,7 +14,6 @@ namespace hv::mmu {
 
 namespace {
 
-constexpr std::uint64_t kPage = 4096;
 using Pte = X86PteFormat;
 
 } // namespace
