@@ -70,6 +70,12 @@ inline constexpr bool kZapReadsMasksFirst = true; // a zap batch reads the shoot
 inline constexpr bool kZapReadsMasksFirst = false;
 #endif
 
+#ifdef HV_DEFECT_ZAP_FLUSHES_BEFORE_CLEARING
+inline constexpr bool kZapFlushesBeforeClearing = true; // a zap batch shoots down its pages, then clears them
+#else
+inline constexpr bool kZapFlushesBeforeClearing = false;
+#endif
+
 #ifdef HV_DEFECT_SHOOTDOWN_LOOKS_BEFORE_POSTING
 inline constexpr bool kShootdownLooksBeforePosting = true; // a shootdown reads the target's announcement, then posts
 #else

@@ -64,6 +64,18 @@ std::size_t ShadowMmu::zap_ranges(std::span<const GuestRange> ranges, ShadowCoun
                             targets.merge(*m);
                     sched::point(sched::Point::ZapMasksRead);
                 }
+                if (defect::kZapFlushesBeforeClearing && shootdown_) { // the batch flushed first, cleared below
+                    std::vector<std::uint64_t> present;
+                    VcpuMask early;
+                    table_.for_each_leaf(from, stop, batch, [&](std::uint64_t addr, const auto& slot) {
+                        const std::uint64_t e = at(slot.entry).load(std::memory_order_relaxed);
+                        if (!Pte::present(e) || (e & kStaticBit)) return;
+                        present.push_back(addr);
+                        if (VcpuMask* m = table_masks_[slot.table].load(std::memory_order_acquire)) early.merge(*m);
+                    });
+                    if (!present.empty() && !early.empty()) shootdown_->shootdown(early, present);
+                    sched::point(sched::Point::ZapBatchCleared);
+                }
                 next = table_.for_each_leaf(from, stop, batch, [&](std::uint64_t addr, const auto& slot) {
                     auto entry = at(slot.entry);
                     const std::uint64_t old = entry.load(std::memory_order_relaxed);
@@ -109,7 +121,7 @@ std::size_t ShadowMmu::zap_ranges(std::span<const GuestRange> ranges, ShadowCoun
             }
             ++c.batches;
             c.max_batch = std::max<std::uint64_t>(c.max_batch, pages.size());
-            if (shootdown_ && !targets.empty() && !defect::kSkipShootdown) {
+            if (shootdown_ && !targets.empty() && !defect::kSkipShootdown && !defect::kZapFlushesBeforeClearing) {
                 ++c.shootdowns;
                 c.shootdown_targets += targets.count();
                 shootdown_->shootdown(targets, pages);
