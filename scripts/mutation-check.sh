@@ -311,7 +311,13 @@ if ((fast)); then
   done
   tests_list=$(IFS=';'; echo "${files[*]}")
   t0=$(now_us)
-  CC=${CC:-gcc} CXX=${CXX:-g++} cmake -S "$root/tests/mutations" -B "$fbuild" -G Ninja -DCMAKE_BUILD_TYPE= "-DHV_ROOT=$src" \
+  # A tree configured from another source directory (an older version of
+  # this script configured from the checkout) cannot be reused.
+  if [[ -f $fbuild/CMakeCache.txt ]] &&
+    ! grep -qx "CMAKE_HOME_DIRECTORY:INTERNAL=$src/tests/mutations" "$fbuild/CMakeCache.txt"; then
+    rm -rf "$fbuild"
+  fi
+  CC=${CC:-gcc} CXX=${CXX:-g++} cmake -S "$src/tests/mutations" -B "$fbuild" -G Ninja -DCMAKE_BUILD_TYPE= "-DHV_ROOT=$src" \
     -DCMAKE_CXX_FLAGS=-O1 "-DHV_MUTATION_TESTS=$tests_list" >"$logs/fast-configure.log" 2>&1 ||
     { cat "$logs/fast-configure.log" >&2; bad "cannot configure $fbuild (log above)"; }
   build_fast() { ninja -C "$fbuild" mutation_tests >"$1" 2>&1; }
