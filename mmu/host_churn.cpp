@@ -35,11 +35,7 @@ const ChurnConfig& validated(const ChurnConfig& c) {
     if (c.pages > (std::numeric_limits<std::uint64_t>::max() - c.host_base) / kPage)
         throw std::invalid_argument("HostChurn: expected the region to end inside the address space, got " +
                                     std::to_string(c.pages) + " pages from " + hex(c.host_base));
-    for (std::size_t op = 0; op < kChurnOps; ++op)
-        if (!std::isfinite(c.rate[op]) || c.rate[op] < 0)
-            throw std::invalid_argument(std::string("HostChurn: expected a finite ") +
-                                        to_string(static_cast<ChurnOp>(op)) + " rate >= 0 operations per second, got " +
-                                        number(c.rate[op]));
+    check_churn_rates("HostChurn", c.rate, [](std::size_t op) { return to_string(static_cast<ChurnOp>(op)); });
     if (c.protect_hold.count() < 0)
         throw std::invalid_argument("HostChurn: expected protect_hold >= 0, got " +
                                     std::to_string(c.protect_hold.count()) + " ns");
@@ -47,6 +43,14 @@ const ChurnConfig& validated(const ChurnConfig& c) {
 }
 
 } // namespace
+
+void check_churn_rates(const char* who, std::span<const double> rates,
+                       const std::function<const char*(std::size_t)>& name) {
+    for (std::size_t i = 0; i < rates.size(); ++i)
+        if (!std::isfinite(rates[i]) || rates[i] < 0)
+            throw std::invalid_argument(std::string(who) + ": expected a finite " + name(i) +
+                                        " rate >= 0 operations per second, got " + number(rates[i]));
+}
 
 const char* to_string(ChurnOp op) {
     switch (op) {

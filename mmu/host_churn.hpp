@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <functional>
 #include <mutex>
+#include <span>
 
 namespace hv::mmu {
 
@@ -47,6 +48,12 @@ struct ChurnConfig {
     // a user that checks page contents excuses a zeroed page by them. May be empty.
     std::function<void(std::uint64_t page)> before_unmap, after_unmap;
 };
+
+// The rate check both churn threads make: throws std::invalid_argument
+// ("WHO: expected a finite NAME rate >= 0 operations per second, got X")
+// for the first rate that is negative or not finite; name(i) names rate i.
+void check_churn_rates(const char* who, std::span<const double> rates,
+                       const std::function<const char*(std::size_t)>& name);
 
 class HostChurn {
 public:

@@ -3,9 +3,8 @@
 #include "soft_churn.hpp"
 
 #include "hex.hpp"
+#include "host_churn.hpp"
 
-#include <cmath>
-#include <cstdio>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -16,19 +15,9 @@ namespace {
 
 constexpr std::uint64_t kPage = 4096;
 
-std::string number(double v) {
-    char b[32];
-    std::snprintf(b, sizeof b, "%g", v);
-    return b;
-}
-
 const SoftChurnConfig& validated(const SoftChurnConfig& c, std::uint64_t pages) {
     if (pages == 0) throw std::invalid_argument("SoftChurn: expected a region of at least 1 page, got 0 pages");
-    for (std::size_t op = 0; op < kSoftChurnOps; ++op)
-        if (!std::isfinite(c.rate[op]) || c.rate[op] < 0)
-            throw std::invalid_argument(std::string("SoftChurn: expected a finite ") +
-                                        to_string(static_cast<SoftChurnOp>(op)) +
-                                        " rate >= 0 operations per second, got " + number(c.rate[op]));
+    check_churn_rates("SoftChurn", c.rate, [](std::size_t op) { return to_string(static_cast<SoftChurnOp>(op)); });
     if (c.memslot_hold.count() < 0 || c.protect_hold.count() < 0)
         throw std::invalid_argument("SoftChurn: expected memslot_hold and protect_hold >= 0, got " +
                                     std::to_string(c.memslot_hold.count()) + " and " +
