@@ -176,8 +176,8 @@ SoftRunResult SoftVcpuSystem::run(const SoftRunConfig& cfg) {
     SoftRunResult res;
     // Built (and their rates checked) before any thread starts, so a bad
     // configuration throws with nothing to join.
-    HostChurn churn(host_, churn_config(cfg));
-    const ChurnConfig hooks = churn_config(cfg);
+    const ChurnConfig hooks = churn_config(cfg); // its unmap hooks serve SoftChurn too
+    HostChurn churn(host_, hooks);
     std::optional<SoftChurn> soft_churn;
     if (cfg.soft_churn.any())
         soft_churn.emplace(*mmu_, cfg.soft_churn, host_base_, cfg.region_pages(), cfg.seed, cfg.min_churn_ops,
