@@ -1,4 +1,4 @@
-#include "acpi_pm.hpp"
+#include "devices/acpi_pm.hpp"
 
 #include <array>
 #include <utility>

@@ -5,11 +5,11 @@
 #include <mutex>
 #include <span>
 
-#include "io_device.hpp"
+#include "devices/io_device.hpp"
 
 namespace hv {
 
-// The ACPI PM1a fixed-hardware registers the FADT points at (vmm/acpi_tables.hpp):
+// The ACPI PM1a fixed-hardware registers the FADT points at (vmm/platform/acpi_tables.hpp):
 // the event block (PM1_STS, PM1_EN) and right after it the control block
 // (PM1_CNT), 16 bits each. Register it at AcpiPlatform::pm_base with
 // size 6:

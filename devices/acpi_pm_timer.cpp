@@ -1,4 +1,4 @@
-#include "acpi_pm_timer.hpp"
+#include "devices/acpi_pm_timer.hpp"
 
 #include <ctime>
 #include <utility>

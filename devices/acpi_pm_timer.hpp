@@ -4,7 +4,7 @@
 #include <functional>
 #include <span>
 
-#include "io_device.hpp"
+#include "devices/io_device.hpp"
 
 namespace hv {
 

@@ -1,10 +1,10 @@
-#include "bus.hpp"
+#include "devices/bus.hpp"
 
 #include <cstdio>
 #include <iostream>
 #include <utility>
 
-#include "little_endian.hpp"
+#include "devices/little_endian.hpp"
 
 namespace hv {
 namespace {

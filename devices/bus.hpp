@@ -11,8 +11,8 @@
 #include <string_view>
 #include <unordered_set>
 
-#include "bus_error.hpp"
-#include "io_device.hpp"
+#include "devices/bus_error.hpp"
+#include "devices/io_device.hpp"
 
 namespace hv {
 

@@ -1,10 +1,10 @@
-#include "cmos_rtc.hpp"
+#include "devices/cmos_rtc.hpp"
 
 #include <algorithm>
 #include <chrono>
 #include <utility>
 
-#include "little_endian.hpp"
+#include "devices/little_endian.hpp"
 
 namespace hv {
 namespace {

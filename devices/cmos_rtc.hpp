@@ -9,7 +9,7 @@
 #include <optional>
 #include <span>
 
-#include "io_device.hpp"
+#include "devices/io_device.hpp"
 
 namespace hv {
 

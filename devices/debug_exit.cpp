@@ -1,8 +1,8 @@
-#include "debug_exit.hpp"
+#include "devices/debug_exit.hpp"
 
 #include <utility>
 
-#include "little_endian.hpp"
+#include "devices/little_endian.hpp"
 
 namespace hv {
 

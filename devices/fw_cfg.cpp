@@ -1,10 +1,10 @@
-#include "fw_cfg.hpp"
+#include "devices/fw_cfg.hpp"
 
 #include <algorithm>
 #include <cstddef>
 #include <cstring>
 
-#include "little_endian.hpp"
+#include "devices/little_endian.hpp"
 
 namespace hv {
 namespace {

@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "io_device.hpp"
+#include "devices/io_device.hpp"
 
 namespace hv {
 
@@ -70,7 +70,7 @@ struct FwCfgConfig {
 // as QEMU masks it off: 0x4005 reads the CPU count. Bit 15 selects QEMU's
 // architecture-local table (ACPI tables, E820, IRQ0 override on x86), of
 // which only 0x8002, the IRQ0 override, is here: u32 1, ISA IRQ 0 is on
-// IOAPIC pin 2, as the MADT says (vmm/acpi_madt.cpp); the other
+// IOAPIC pin 2, as the MADT says (vmm/platform/acpi_madt.cpp); the other
 // architecture-local keys read zeros.
 //
 // Where this differs from QEMU on purpose: QEMU's combined port takes a byte

@@ -1,4 +1,4 @@
-#include "i8042.hpp"
+#include "devices/i8042.hpp"
 
 #include <utility>
 

@@ -7,7 +7,7 @@
 #include <mutex>
 #include <span>
 
-#include "io_device.hpp"
+#include "devices/io_device.hpp"
 
 namespace hv {
 

@@ -1,4 +1,4 @@
-#include "serial16550.hpp"
+#include "devices/serial16550.hpp"
 
 #include <utility>
 

@@ -8,7 +8,7 @@
 #include <span>
 #include <vector>
 
-#include "io_device.hpp"
+#include "devices/io_device.hpp"
 
 namespace hv {
 

@@ -13,7 +13,7 @@
 # executions per second, coverage (edges and features), corpus size.
 #
 # --defect NAME builds the target with one deliberate defect compiled in
-# (mmu/defects.hpp; tree build-fuzz-NAME, output fuzz-out/TARGET-NAME) and
+# (mmu/base/defects.hpp; tree build-fuzz-NAME, output fuzz-out/TARGET-NAME) and
 # fuzzes from an empty corpus: the evidence that the target finds it. The
 # elapsed time is printed either way.
 #
@@ -80,7 +80,7 @@ runner=()   # what runs the binary: nothing, or the nested KVM host
 timeout=25  # libFuzzer's limit per input, seconds
 if [[ $target == guest ]]; then
   timeout=300 # a VM boot in the nested host takes seconds
-  # Inputs up to FuzzGuestInput::kMaxInput (vmm/fuzz_guest_command.hpp), all lengths from the start:
+  # Inputs up to FuzzGuestInput::kMaxInput (vmm/cli/fuzz_guest_command.hpp), all lengths from the start:
   # at a few inputs per second, libFuzzer's slow growth of the length limit would keep
   # the programs empty for minutes.
   extra=(-max_len=1028 -len_control=0 "${extra[@]}")

@@ -24,7 +24,7 @@
 # first. Then per mutation: apply it, build incrementally, and run the
 # catchers in this order until one fails:
 #   corpus     the fuzz corpus replays (ops, schedule, formats)
-#   unit       the MMU unit tests (tests/unit/test_mmu_*.cpp; doctest
+#   unit       the MMU unit tests (tests/unit/mmu/test_mmu_*.cpp; doctest
 #              --abort-after=1)
 #   soft       `vmm soft`, SOFT-SECONDS each (default 3), all churn, 4 vCPUs
 #              sharing 1024 pages: both TLB models x (seq/rw,
@@ -116,7 +116,7 @@ check_block() { # index
     malformed "$at" "mutation ${M_NAME[i]}: expected 'kind:' swapped-step, missing-step, early-end or weakened-order, found '${M_KIND[i]}'"
   [[ -n ${M_BREAKS[i]} ]] || malformed "$at" "mutation ${M_NAME[i]} has no 'breaks:' sentence"
   [[ -z ${M_FAST[i]} || ${M_FAST[i]} =~ ^test_[A-Za-z0-9_]+\.cpp$ ]] ||
-    malformed "$at" "mutation ${M_NAME[i]}: expected 'fast:' a test file name of tests/unit (test_*.cpp), found '${M_FAST[i]}'"
+    malformed "$at" "mutation ${M_NAME[i]}: expected 'fast:' a test file name of tests/unit/mmu (test_*.cpp), found '${M_FAST[i]}'"
   ((M_HASORIG[i])) || malformed "$at" "mutation ${M_NAME[i]} has no '-' line (the original line)"
   [[ -n ${M_ORIG[i]//[[:space:]]/} ]] || malformed "$at" "mutation ${M_NAME[i]}: the original line is blank"
   ((!M_HASREPL[i])) || [[ ${M_REPL[i]} != "${M_ORIG[i]}" ]] ||
@@ -296,7 +296,7 @@ failed_case() {
             /: (FATAL )?ERROR: / && tc != "" { print tc; exit }' "$1")
   if [[ -z $tc ]]; then # a sanitizer ended the process before doctest could say
     what=$(sed -n 's/^==[0-9]*==ERROR: \([A-Za-z]*Sanitizer: [a-z-]*\).*/\1/p' "$1" | head -1)
-    where=$(grep -o 'tests/unit/test_[a-z0-9_]*\.cpp:[0-9]*' "$1" | head -1 || true)
+    where=$(grep -o 'tests/unit/[a-z]*/test_[a-z0-9_]*\.cpp:[0-9]*' "$1" | head -1 || true)
     [[ -z $what ]] || tc="$what${where:+ in $where}"
   fi
   echo "$tc"

@@ -78,8 +78,7 @@ ctest --test-dir build-tsan -L unit -E '^(bench|plot|fuzz)\.' -j "$jobs" --outpu
 #    these targets are 85% of its compile time (about +185 s). What they
 #    leave out clang already compiles, with the same -Wall -Wextra -Werror,
 #    in the ASan tree: the guest images (guest/ flags ignore the build type,
-#    so they are the same compile), the test images, the fuzz replays and
-#    hv_mmu_sched.
+#    so they are the same compile), the test images and the fuzz replays.
 stage "normal build (g++, Release)"
 CC=gcc CXX=g++ scripts/build.sh build -DCMAKE_BUILD_TYPE=Release
 stage "Release build (clang): libraries, vmm, unit tests (build only)"

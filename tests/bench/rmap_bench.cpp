@@ -7,7 +7,7 @@
 // order rotating) so that every N of one repeat runs under the same load.
 //
 //   rmap_bench [--links 2000000] [--repeats 5] [--seed 1] [--json FILE]
-#include "rmap.hpp"
+#include "mmu/secondary/rmap.hpp"
 
 #include <algorithm>
 #include <array>

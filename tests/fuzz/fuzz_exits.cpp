@@ -11,16 +11,16 @@
 // Rules: nothing crashes; guest RAM sits between guard pages (Mapping), so
 // touching outside it faults; an action that stops the VM has stopped the
 // StopLatch; the MMU passes its audit after every exit.
-#include "bus.hpp"
-#include "choices.hpp"
-#include "debug_exit.hpp"
-#include "exit_dispatch.hpp"
-#include "exit_record.hpp"
-#include "guest_memory.hpp"
+#include "devices/bus.hpp"
+#include "devices/debug_exit.hpp"
+#include "devices/serial16550.hpp"
 #include "hv/abi.h"
-#include "serial16550.hpp"
-#include "shadow_pager.hpp"
-#include "stop_latch.hpp"
+#include "mmu/check/choice_source.hpp"
+#include "vmm/kvm/exit_record.hpp"
+#include "vmm/kvm/guest_memory.hpp"
+#include "vmm/kvm/stop_latch.hpp"
+#include "vmm/run/exit_dispatch.hpp"
+#include "vmm/shadow/shadow_pager.hpp"
 
 #include <cstdint>
 #include <cstdio>

@@ -12,11 +12,11 @@
 //    and walked again: a wild pfn must end in std::out_of_range, never in a
 //    read or write outside the frame space (ASan would say).
 // Any broken rule prints what was expected and found and aborts.
-#include "choices.hpp"
-#include "entry_format.hpp"
-#include "frame_space.hpp"
-#include "hex.hpp"
-#include "radix_table.hpp"
+#include "mmu/base/frame_space.hpp"
+#include "mmu/base/units.hpp"
+#include "mmu/check/choice_source.hpp"
+#include "mmu/table/entry_format.hpp"
+#include "mmu/table/radix_table.hpp"
 
 #include <algorithm>
 #include <cstdint>

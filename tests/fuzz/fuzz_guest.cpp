@@ -1,5 +1,5 @@
 // Fuzz target `guest`: an input runs as `vmm fuzz-guest --input FILE` runs
-// it (vmm/fuzz_guest_command.hpp): 4 bytes of configuration (vCPUs,
+// it (vmm/cli/fuzz_guest_command.hpp): 4 bytes of configuration (vCPUs,
 // policies, batch) and a program for the fuzz guest (guest/fuzz.c), under
 // KVM in shadow mode, in this process. The oracle is the run's exit status:
 // the guest's read-back of its stamps, the VMM's read of every stamp
@@ -10,8 +10,8 @@
 // the nested KVM host when this machine has none. Not linked for replay in
 // normal builds: the committed corpus runs as the kvm test
 // kvm.fuzz-guest.corpus through `vmm fuzz-guest`.
-#include "file_util.hpp"
-#include "fuzz_guest_command.hpp"
+#include "vmm/cli/fuzz_guest_command.hpp"
+#include "vmm/kvm/file_util.hpp"
 
 #include <cstdint>
 #include <cstdio>

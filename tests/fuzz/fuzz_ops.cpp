@@ -9,8 +9,8 @@
 //
 // Input layout: 4 bytes of configuration (lock, coherence, batch, shape),
 // then OpGenerator's choices (ByteChoices), until the bytes run out.
-#include "op_generator.hpp"
-#include "reference_model.hpp"
+#include "mmu/check/op_generator.hpp"
+#include "mmu/check/reference_model.hpp"
 
 #include <cstdint>
 #include <cstdio>

@@ -5,11 +5,11 @@
 // merge, swap-out, aging, host faults) and the shadow MMU's own zaps; one
 // to three software vCPUs (SoftVcpuSystem: a TLB each, the shootdown
 // protocol, stamps in their slots of each page) read and write a 24-page
-// region that straddles a leaf table boundary. Everything is built with
-// the scheduling points of sched_point.hpp compiled in (hv_mmu_sched), and
-// PctScheduler runs the threads one at a time: the input gives their
-// priorities, the change points and which bounded waits (a shootdown
-// waiting for an acknowledgement) give up at once.
+// region that straddles a leaf table boundary. PctScheduler takes control
+// of each thread at the MMU's scheduling points (sched_point.hpp) and runs
+// the threads one at a time: the input gives their priorities, the change
+// points and which bounded waits (a shootdown waiting for an
+// acknowledgement) give up at once.
 //
 // The oracle, after the threads end: no vCPU used a translation whose
 // flush was never requested (violations), no stamp was lost or misdirected
@@ -39,9 +39,9 @@
 // is the PCT rank (pct_scheduler.hpp). Most change points are kind points,
 // and early occurrences, because a window between two protocol steps is
 // what they are for.
-#include "choices.hpp"
-#include "pct_scheduler.hpp"
-#include "soft_vcpu.hpp"
+#include "mmu/check/choice_source.hpp"
+#include "mmu/check/pct_scheduler.hpp"
+#include "mmu/soft/soft_vcpu.hpp"
 
 #include <chrono>
 #include <cstdint>
