@@ -10,6 +10,7 @@
 // guest pages, present host pages), so faults install, merges find present
 // pages with equal tokens (there are three token values) and writes hit
 // merged pages.
+#include "mmu/base/units.hpp"
 #include "mmu/check/choice_source.hpp"
 #include "mmu/check/reference_model.hpp"
 
@@ -24,7 +25,6 @@
 namespace hv::mmu {
 
 namespace op_window {
-inline constexpr std::uint64_t kPage = 4096;
 inline constexpr std::uint64_t kTableSpan = 512 * kPage;
 // Both windows straddle a 2 MiB boundary, so ranges cross leaf tables (split
 // locks, batch cursors moving from one table to the next).

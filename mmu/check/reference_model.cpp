@@ -1,4 +1,5 @@
 #include "mmu/check/reference_model.hpp"
+#include "mmu/base/units.hpp"
 
 #include <algorithm>
 #include <tuple>
@@ -6,8 +7,6 @@
 namespace hv::mmu {
 using namespace detail;
 namespace {
-
-constexpr std::uint64_t kPage = 4096;
 constexpr std::uint64_t kLimit = MemslotTable::kAddressLimit;
 
 bool page_range_ok(std::uint64_t start, std::uint64_t end) {
@@ -324,7 +323,6 @@ std::string ReferenceModel::apply_op(const op::ZapGuestRange& o) { return count_
 // ---- Comparison -------------------------------------------------------------
 
 namespace {
-
 using Pte = X86PteFormat;
 
 void check_memslots(DifferentialRig& rig, const ReferenceModel& model, std::vector<std::string>& out) {

@@ -10,12 +10,7 @@
 
 namespace hv::mmu {
 namespace {
-
-constexpr std::uint64_t kPage = 4096;
 constexpr std::uint64_t kAddressLimit = 1ull << 47;
-
-std::atomic_ref<std::uint64_t> at(std::uint64_t* e) { return std::atomic_ref<std::uint64_t>(*e); }
-
 
 } // namespace
 
@@ -28,7 +23,6 @@ const char* to_string(HostFaultStatus s) {
     }
     return "?";
 }
-
 
 HostAddressSpace::HostAddressSpace(FrameSpace& frames, bool page_at_a_time)
     : HostAddressSpace(frames, frames, page_at_a_time) {}

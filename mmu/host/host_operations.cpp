@@ -4,6 +4,7 @@
 // are in host_address_space.cpp.
 #include "mmu/host/host_address_space.hpp"
 
+#include "mmu/base/units.hpp"
 #include "mmu/sync/sched_point.hpp"
 
 #include <algorithm>
@@ -13,11 +14,7 @@
 
 namespace hv::mmu {
 namespace {
-
-constexpr std::uint64_t kPage = 4096;
 constexpr std::uint64_t kTableSpan = 512 * kPage; // what one leaf table maps
-
-std::atomic_ref<std::uint64_t> at(std::uint64_t* e) { return std::atomic_ref<std::uint64_t>(*e); }
 
 // Calls fn(table_pfn, first_address, entries) for each existing leaf table
 // overlapping [start, end), with `entries` limited to the part inside the range.

@@ -8,8 +8,6 @@
 
 namespace hv::mmu {
 namespace {
-
-constexpr std::uint64_t kPage = 4096;
 constexpr std::uint64_t kAddressLimit = 1ull << 47;
 
 void bump(std::atomic<std::uint64_t>& c, std::uint64_t n = 1) { c.fetch_add(n, std::memory_order_relaxed); }

@@ -1,7 +1,7 @@
 #pragma once
-// What the fault path (shadow_mmu.cpp) and the invalidation path
-// (shadow_invalidate.cpp) share: ShadowMmu::PolicyLock and two small
-// helpers. Internal to those two files.
+// ShadowMmu::PolicyLock: the lock a fault or a zap batch holds, and what
+// the lock policy implies for the writers of an entry and of the rmap.
+// Internal to the shadow MMU's sources.
 #include "mmu/secondary/shadow_mmu.hpp"
 
 #include <atomic>
@@ -19,11 +19,6 @@ namespace hv::mmu {
 #define HV_SHADOW_NO_FENCES 1
 #endif
 #endif
-
-namespace shadow_detail {
-inline constexpr std::uint64_t kPage = 4096;
-inline std::atomic_ref<std::uint64_t> at(std::uint64_t* e) { return std::atomic_ref<std::uint64_t>(*e); }
-} // namespace shadow_detail
 
 // The lock the policy prescribes. A fault holds it while it checks coherence
 // and publishes an entry: everything (global), shared (rw) or the entry's leaf
@@ -78,6 +73,28 @@ public:
     }
     PolicyLock(const PolicyLock&) = delete;
     PolicyLock& operator=(const PolicyLock&) = delete;
+
+    // Split holds one leaf table: a zap batch ends at that table's end.
+    // Global and rw hold everything: a batch goes on across tables.
+    bool holds_one_table() const { return m_.config_.lock == LockPolicy::Split; }
+    // Global and split faults hold the only lock under which anything
+    // installs into this table: the entry is published with a plain store
+    // (aging's lock-free accessed-bit update either lands before it and is
+    // overwritten, or fails on it and retries on the new entry). Rw faults
+    // install side by side under the shared lock: a compare-exchange.
+    bool sole_installer() const { return m_.config_.lock != LockPolicy::Rw; }
+    // Who else may write an rmap head while this lock is held. A global
+    // fault excludes every other rmap writer (zaps too take the mutex);
+    // split and rw faults do not (a fault into another table, or beside
+    // this one, may map the frame). Global and rw zaps hold the lock every
+    // install holds (and zaps are serialised by zap_mutex_), so an inline
+    // link goes with a plain store; a split zap holds one table's lock while
+    // faults into other tables may map the same frame.
+    Rmap::Writers rmap_writers() const {
+        const bool excluded = mode_ == Mode::Fault ? m_.config_.lock == LockPolicy::Global
+                                                   : m_.config_.lock != LockPolicy::Split;
+        return excluded ? Rmap::Writers::Excluded : Rmap::Writers::Concurrent;
+    }
 
 private:
     ShadowMmu& m_;

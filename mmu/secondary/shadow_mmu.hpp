@@ -1,32 +1,27 @@
 #pragma once
 // The secondary MMU: x86-64 shadow tables over the frame space, filled by
 // fault() from memslots plus the host tables, kept coherent by the notifier
-// callbacks, with a reverse map per 4 KiB frame and zaps in batches.
+// callbacks, with a reverse map per 4 KiB frame and zaps in batches. The
+// policies are in shadow_types.hpp; the lock a fault or a zap batch holds
+// in policy_lock.hpp, what a fault checks before it installs in
+// coherence.hpp.
 //
-// Policies (DESIGN.md), chosen at construction:
-//  lock       Global: one mutex for faults and zaps (KVM's 2008 mmu_lock).
-//             Rw: faults share a reader lock and publish entries with
-//                 compare-exchange; zaps take it exclusively (the TDP MMU).
-//             Split: one lock per 512-entry leaf table (Linux split PT locks).
-//  coherence  Seq: invalidate_range_start bumps an in-progress count and
-//                 widens the hull of in-progress guest ranges, _end bumps a
-//                 sequence number; a fault snapshots the sequence before
-//                 resolving the host address and retries if an invalidation
-//                 in progress covers its page or the sequence moved (KVM).
-//             PtLock: the host lookup and the install happen under the host
-//                 PT lock (the 2008 #v5 patch); range invalidations still
-//                 refuse installs in their hull while in progress.
-//             RangeActive: any active range makes faults back off (the GRU
-//                 driver); before installing, the fault re-reads the host
-//                 translation under the secondary lock and retries if it changed.
 // A zap clears at most `batch` entries per lock hold (0 = unlimited), drops
 // the lock, and sends one shootdown per batch to the vCPUs that may cache a
 // zapped entry: every vCPU that installed into, or walked, the entry's leaf
 // table (a vCPU's bit is set before it can read an entry of the table).
+//
+// The code, by job: shadow_setup.cpp (construction, memslots, static
+// ranges, counters), shadow_fault.cpp (fault, install, walk),
+// shadow_zap.cpp (zaps on a ZapIterator), shadow_invalidate.cpp (the
+// notifier callbacks and aging), shadow_audit.cpp (audit).
 #include "mmu/base/vcpu_mask.hpp"
 #include "mmu/host/host_address_space.hpp"
+#include "mmu/secondary/coherence.hpp"
+#include "mmu/secondary/fault.hpp"
 #include "mmu/secondary/memslots.hpp"
 #include "mmu/secondary/rmap.hpp"
+#include "mmu/secondary/shadow_types.hpp"
 #include "mmu/sync/hand_over_mutex.hpp"
 #include "mmu/sync/reader_slot_lock.hpp"
 #include "mmu/sync/sched_point.hpp"
@@ -43,74 +38,6 @@
 #include <vector>
 
 namespace hv::mmu {
-
-enum class LockPolicy { Global, Rw, Split };
-enum class CoherencePolicy { Seq, PtLock, RangeActive };
-const char* to_string(LockPolicy p);
-const char* to_string(CoherencePolicy p);
-// The policy whose to_string() is `name`; nullopt for any other text.
-std::optional<LockPolicy> lock_policy_named(std::string_view name);
-std::optional<CoherencePolicy> coherence_policy_named(std::string_view name);
-
-enum class FaultResult {
-    Installed,  // the entry is present (installed by this call or already there)
-    Retry,      // raced with an invalidation; fault again
-    NoMemslot,  // the guest address is outside every memslot
-    Refused,    // the host mapping refuses the access (e.g. write to read-only)
-    OutOfFrames // no frame for a host page or a shadow table
-};
-const char* to_string(FaultResult r);
-
-struct ShadowConfig {
-    LockPolicy lock = LockPolicy::Rw;
-    CoherencePolicy coherence = CoherencePolicy::Seq;
-    std::size_t batch = 512; // entries per lock hold during a zap; 0 = unlimited
-    std::uint32_t vcpus = 1;
-    // The tables are walked by real CPUs (a KVM guest): entries are installed
-    // accessed and, when writable, dirty, so the CPU never writes them; an
-    // A/D update racing a zap could otherwise write a zapped entry back (on
-    // CPUs or emulators that do not update A/D bits with a locked compare).
-    // Aging then cannot see the guest's accesses: every present entry counts
-    // as young and keeps its bit. (Zapping young entries instead, as KVM
-    // does without A/D bits, costs a shootdown to every vCPU per aged range;
-    // under the nested host's 100 ms shootdowns that starved the guests.)
-    bool cpu_walks = false;
-};
-
-// Receives one TLB shootdown per zap batch. `pages` are the guest addresses
-// whose entries were cleared; implementations flush them (or everything) on
-// each target and return only when every target acknowledged.
-class TlbShootdown {
-public:
-    virtual ~TlbShootdown() = default;
-    virtual void shootdown(const VcpuMask& targets, std::span<const std::uint64_t> pages) = 0;
-};
-
-// Per-vCPU counters, written only by that vCPU's faults (no shared writes);
-// zap counters live in the zapping thread's slot (index `vcpus`).
-// lock_acquisitions and shared_atomics count the shadow MMU's own work
-// (policy lock, rmap, shootdown masks, creating leaf tables); host_* count
-// what the host fault underneath cost (PT locks; on a fresh page the region
-// lock, the frame allocator and new host tables). "Shared" means a cache
-// line more than one vCPU writes by design. Per-frame data (the rmap's head,
-// a leaf table's split lock and mask pointer) sits in line-aligned
-// arrays, 8 to 16 frames to a line; a line counts as private to a vCPU only
-// while FrameSpace::line_owner() says its frames all came to that vCPU in
-// one aligned chunk, so false sharing between neighbouring frames of
-// different vCPUs is counted as the sharing it is.
-struct ShadowCounters {
-    std::uint64_t faults = 0, installs = 0, retries = 0, no_memslot = 0, refused = 0, out_of_frames = 0;
-    std::uint64_t lock_acquisitions = 0, shared_atomics = 0;
-    std::uint64_t host_lock_acquisitions = 0, host_shared_atomics = 0;
-    std::uint64_t zaps = 0, batches = 0, shootdowns = 0, shootdown_targets = 0, max_batch = 0;
-    std::uint64_t walk_registrations = 0; // walk() added the vCPU to a leaf table's shootdown targets
-    std::uint64_t mask_departures = 0;    // leave_table() took the vCPU out of a leaf table's targets
-    std::uint64_t resumed_batches = 0;    // zap batches that went on with a range the previous batch left full
-    ShadowCounters& operator+=(const ShadowCounters& o);
-    // What happened since the snapshot `before` of the same counters: every
-    // count minus before's; max_batch, a high-water mark, stays this one's.
-    ShadowCounters since(const ShadowCounters& before) const;
-};
 
 class ShadowMmu final : public MmuNotifier {
 public:
@@ -200,13 +127,28 @@ private:
         std::size_t slab_used = kMaskSlab;
         LeafCache leaf; // the vCPU's last leaf table (leaf tables are never freed while the MMU lives)
     };
-    class PolicyLock; // the lock a fault or a zap batch holds, per policy
-    struct Snapshot {
-        std::uint64_t seq, slots_gen; // taken when the fault began
-    };
-    FaultResult install(std::uint32_t vcpu, std::uint64_t ga, const Memslot& slot, HostTranslation t, Access access,
-                        Snapshot snap, std::uint64_t ha);
+    class PolicyLock;  // the lock a fault or a zap batch holds (policy_lock.hpp)
+    class ZapIterator; // a zap's walk, a batch per lock hold (zap_iterator.hpp)
+    struct ZapBatch;   // what one batch cleared (shadow_zap.cpp)
+
+    // The fault path, top to bottom (shadow_fault.cpp).
+    FaultResult handle_fault(ShadowFault& f);
+    std::optional<FaultResult> find_memslot(ShadowFault& f); // fills f.slot and f.ha
+    FaultResult install(ShadowFault& f);
+    // The leaf-table slot for f.ga, from the vCPU's leaf cache or a walk
+    // that creates missing tables; nullopt when no frame was left.
+    std::optional<RadixTable<Pte>::Slot> leaf_for(ShadowFault& f);
+    // Publishes `fresh` at the slot unless an equal or better entry is there.
+    void publish(ShadowFault& f, const RadixTable<Pte>::Slot& leaf, std::uint64_t fresh, const PolicyLock& lock);
+
+    // The zap path (shadow_zap.cpp).
     std::size_t zap_ranges(std::span<const GuestRange> ranges, ShadowCounters& c);
+    void clear_batch(ZapIterator& it, ZapBatch& batch);
+    static void count_batch(const ZapBatch& batch, Rmap::Writers rmap_writers, ShadowCounters& c);
+    // An invalidation's start (caller holds zap_mutex_): marked in
+    // progress, then zapped.
+    void invalidate_guest(std::span<const GuestRange> ranges);
+
     // The table's shootdown mask, created (from `vcpu`'s slab) if it has none.
     VcpuMask& mask_for_table(Pfn table, std::uint32_t vcpu);
     // True when `pfn`'s per-frame lines hold only frames `vcpu` was given.
@@ -215,15 +157,6 @@ private:
     const FrameSpace& frames() const { return host_.frames(); }
     std::vector<GuestRange> guest_ranges(HostRange range) const; // the memslots' view of a host range
     ShadowCounters& zap_slot() { return counters_[config_.vcpus].c; }
-    void begin_invalidation(std::span<const GuestRange> ranges); // caller holds zap_mutex_
-    // An invalidation's start: marked in progress, then zapped (caller holds
-    // zap_mutex_); and its end: the sequence advanced, then the count dropped.
-    void invalidate_guest(std::span<const GuestRange> ranges);
-    void end_invalidation();
-    bool invalidation_covers(std::uint64_t guest_address) const;
-    // Range-active: an invalidation is in progress anywhere, so installs back off.
-    bool range_active_blocks() const;
-    void wait_no_invalidation(); // caller holds zap_mutex_
     void refuse_static_overlap(std::uint64_t start, std::uint64_t end, const char* what) const; // holds slots_lock_
     struct StaticRange {
         std::uint64_t start, end;
@@ -253,10 +186,7 @@ private:
     // go through the scheduler.
     sched::Mutex zap_mutex_;
 
-    std::atomic<std::uint64_t> invalidate_seq_{0};
-    std::atomic<std::uint64_t> slots_gen_{0}; // memslot removals
-    std::atomic<std::int64_t> invalidate_in_progress_{0};
-    std::atomic<std::uint64_t> invalidate_lo_{0}, invalidate_hi_{0}; // hull of in-progress guest ranges
+    std::unique_ptr<Coherence> coherence_;
     std::unique_ptr<PaddedCounters[]> counters_; // vcpus + 1 (the last is for zaps)
     bool subscribed_ = false;
 };

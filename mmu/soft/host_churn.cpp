@@ -17,9 +17,6 @@
 namespace hv::mmu {
 
 namespace {
-
-constexpr std::uint64_t kPage = 4096;
-
 using Rng = SplitMix;
 
 std::string number(double v) {

@@ -12,9 +12,6 @@
 namespace hv::mmu {
 
 namespace {
-
-constexpr std::uint64_t kPage = 4096;
-
 const SoftChurnConfig& validated(const SoftChurnConfig& c, std::uint64_t pages) {
     if (pages == 0) throw std::invalid_argument("SoftChurn: expected a region of at least 1 page, got 0 pages");
     check_churn_rates("SoftChurn", c.rate, [](std::size_t op) { return to_string(static_cast<SoftChurnOp>(op)); });

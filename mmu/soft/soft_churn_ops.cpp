@@ -1,14 +1,13 @@
 // SoftChurn's operations: memslot removal, zero-page merges and ranges
 // across zap batch boundaries. See soft_churn.hpp.
 #include "mmu/soft/soft_churn.hpp"
+#include "mmu/base/units.hpp"
 
 #include <algorithm>
 
 namespace hv::mmu {
 
 namespace {
-
-constexpr std::uint64_t kPage = 4096;
 // Range lengths when the MMU zaps without a batch limit (there is no
 // boundary to straddle then; the ranges are still several pages).
 constexpr std::uint64_t kUnbatchedRange = 64;

@@ -1,5 +1,6 @@
 // The pseudo-device's translation loop. See soft_device.hpp.
 #include "mmu/soft/soft_device.hpp"
+#include "mmu/base/units.hpp"
 
 #include <chrono>
 #include <cmath>
@@ -9,9 +10,6 @@
 namespace hv::mmu {
 
 namespace {
-
-constexpr std::uint64_t kPage = 4096;
-
 const SoftDeviceConfig& validated(const SoftDeviceConfig& c) {
     if (!std::isfinite(c.rate) || c.rate <= 0)
         throw std::invalid_argument("SoftDevice: expected a finite rate > 0 translations per second, got " +

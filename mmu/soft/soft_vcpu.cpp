@@ -16,8 +16,6 @@
 namespace hv::mmu {
 
 namespace {
-
-constexpr std::uint64_t kPage = 4096;
 constexpr std::uint32_t kSlots = kPage / 8;
 using Pte = X86PteFormat;
 

@@ -20,8 +20,6 @@
 namespace hv::mmu {
 
 namespace {
-
-constexpr std::uint64_t kPage = 4096;
 constexpr std::uint32_t kSlots = kPage / 8;
 
 using Rng = SplitMix;

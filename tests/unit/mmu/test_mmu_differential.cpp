@@ -18,7 +18,6 @@ namespace {
 
 using op_window::guest_page;
 using op_window::host_page;
-using op_window::kPage;
 using op_window::kVcpus;
 using OpGen = OpGenerator<RandomChoices>;
 
