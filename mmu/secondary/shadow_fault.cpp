@@ -1,6 +1,7 @@
-// The shadow MMU's fault path, top to bottom: fault() -> find_memslot() ->
-// Coherence::resolve() (the host lookup) -> install() -> publish(); and the
-// vCPUs' table walks, which join a leaf table's shootdown targets.
+// The shadow MMU's fault path: fault() -> handle_fault() -> find_memslot(),
+// the rule's resolve() (the host lookup), install() -> leaf_for(),
+// the rule's stale(), publish(); and the vCPUs' table walks, which join a
+// leaf table's shootdown targets.
 #include "mmu/base/defects.hpp"
 #include "mmu/base/units.hpp"
 #include "mmu/secondary/policy_lock.hpp"
@@ -9,76 +10,12 @@
 
 namespace hv::mmu {
 
-FaultResult ShadowMmu::fault(std::uint32_t vcpu, std::uint64_t guest_address, Access access) {
-    ShadowCounters& c = counters_[vcpu].c;
-    ++c.faults;
-    ShadowFault f{vcpu, guest_address & ~(kPage - 1), access, c};
-    return c.count(handle_fault(f));
-}
+// The steps of a fault, each a function of its own for reading and forced
+// inline into fault() so that the split costs no calls (GCC inlines them
+// only when their definitions come first: read this part bottom-up,
+// fault() last).
 
-FaultResult ShadowMmu::handle_fault(ShadowFault& f) {
-    // Snapshots before the memslot lookup and the host lookup: a memslot
-    // removal or an invalidation that completes between them and the
-    // install changes one of them, and the install is refused.
-    f.snapshot = coherence_->snapshot();
-    sched::point(sched::Point::FaultSequenceRead); // snapshots, then the lookups they guard
-    if (auto end = find_memslot(f)) return *end;
-    sched::point(sched::Point::FaultSnapshot);
-    if (f.access == Access::Write && !f.slot.writable) return FaultResult::Refused;
-    if (auto end = coherence_->resolve(f)) return *end;
-    if (after_host_lookup) after_host_lookup(f.vcpu, f.ga);
-    sched::point(sched::Point::FaultInstall); // under ptlock, holding the host PT lock (f.host_pte)
-    if (defect::kFaultSnapshotLate) f.snapshot.seq = coherence_->snapshot().seq;
-    return install(f);
-}
-
-std::optional<FaultResult> ShadowMmu::find_memslot(ShadowFault& f) {
-    ReaderSlotLock::SharedGuard lock(slots_lock_, f.vcpu);
-    const Memslot* s = memslots_.find_guest(f.ga);
-    if (!s) return FaultResult::NoMemslot;
-    f.slot = *s;
-    f.ha = s->host_start + (f.ga - s->guest_start);
-    return std::nullopt;
-}
-
-FaultResult ShadowMmu::install(ShadowFault& f) {
-    const auto leaf = leaf_for(f);
-    if (!leaf) return FaultResult::OutOfFrames;
-    PolicyLock lock(*this, leaf->table, f.counters, PolicyLock::Mode::Fault, f.vcpu);
-    if (coherence_->stale(f)) return FaultResult::Retry;
-    const bool writable = f.host.writable && f.slot.writable;
-    if (f.access == Access::Write && !writable) return FaultResult::Refused;
-    Perms perms{};
-    perms.read = true;
-    perms.write = writable;
-    perms.exec = true;
-    perms.user = true;
-    // The fault is an access: the entry starts young, as the CPU would mark it.
-    std::uint64_t fresh = Pte::with_accessed(Pte::make_leaf(f.host.pfn, perms), true);
-    if (config_.cpu_walks && writable) fresh = Pte::with_dirty(fresh, true);
-    // Join the table's shootdown targets before publishing: a zap of the
-    // entry takes the policy lock we hold after we drop it, so it sees the
-    // entry and the bit alike.
-    if (mask_for_table(leaf->table, f.vcpu).set(f.vcpu)) ++f.counters.shared_atomics;
-    sched::point(sched::Point::InstallRegistered); // in the mask, then the entry
-    publish(f, *leaf, fresh, lock);
-    return FaultResult::Installed;
-}
-
-std::optional<RadixTable<ShadowMmu::Pte>::Slot> ShadowMmu::leaf_for(ShadowFault& f) {
-    PaddedCounters& pc = counters_[f.vcpu];
-    if (const auto t = pc.leaf.table_for(f.ga)) return table_.leaf_slot(*t, f.ga);
-    // New tables come from the vCPU's frame cache; linking one writes the
-    // parent table's line, which neighbouring tables share (counted).
-    const auto walk = table_.walk_or_create(f.ga, f.vcpu);
-    f.counters.lock_acquisitions += walk.locks;
-    f.counters.shared_atomics += walk.shared_rmws;
-    if (!walk.found()) return std::nullopt;
-    pc.leaf.remember(f.ga, walk.slot.table);
-    return walk.slot;
-}
-
-void ShadowMmu::publish(ShadowFault& f, const RadixTable<Pte>::Slot& leaf, std::uint64_t fresh,
+[[gnu::always_inline]] inline void ShadowMmu::publish(ShadowFault& f, const RadixTable<Pte>::Slot& leaf, std::uint64_t fresh,
                         const PolicyLock& lock) {
     ShadowCounters& c = f.counters;
     const Pfn pfn = Pte::pfn(fresh);
@@ -121,6 +58,82 @@ void ShadowMmu::publish(ShadowFault& f, const RadixTable<Pte>::Slot& leaf, std::
         ++c.installs;
         return;
     }
+}
+
+[[gnu::always_inline]] inline std::optional<RadixTable<ShadowMmu::Pte>::Slot> ShadowMmu::leaf_for(ShadowFault& f) {
+    PaddedCounters& pc = counters_[f.vcpu];
+    if (const auto t = pc.leaf.table_for(f.ga)) return table_.leaf_slot(*t, f.ga);
+    // New tables come from the vCPU's frame cache; linking one writes the
+    // parent table's line, which neighbouring tables share (counted).
+    const auto walk = table_.walk_or_create(f.ga, f.vcpu);
+    f.counters.lock_acquisitions += walk.locks;
+    f.counters.shared_atomics += walk.shared_rmws;
+    if (!walk.found()) return std::nullopt;
+    pc.leaf.remember(f.ga, walk.slot.table);
+    return walk.slot;
+}
+
+template <CoherenceRule Rule>
+[[gnu::always_inline]] inline FaultResult ShadowMmu::install(ShadowFault& f) {
+    const auto leaf = leaf_for(f);
+    if (!leaf) return FaultResult::OutOfFrames;
+    PolicyLock lock(*this, leaf->table, f.counters, PolicyLock::Mode::Fault, f.vcpu);
+    if (Rule::stale(coherence_, f)) return FaultResult::Retry;
+    const bool writable = f.host.writable && f.slot.writable;
+    if (f.access == Access::Write && !writable) return FaultResult::Refused;
+    Perms perms{};
+    perms.read = true;
+    perms.write = writable;
+    perms.exec = true;
+    perms.user = true;
+    // The fault is an access: the entry starts young, as the CPU would mark it.
+    std::uint64_t fresh = Pte::with_accessed(Pte::make_leaf(f.host.pfn, perms), true);
+    if (config_.cpu_walks && writable) fresh = Pte::with_dirty(fresh, true);
+    // Join the table's shootdown targets before publishing: a zap of the
+    // entry takes the policy lock we hold after we drop it, so it sees the
+    // entry and the bit alike.
+    if (mask_for_table(leaf->table, f.vcpu).set(f.vcpu)) ++f.counters.shared_atomics;
+    sched::point(sched::Point::InstallRegistered); // in the mask, then the entry
+    publish(f, *leaf, fresh, lock);
+    return FaultResult::Installed;
+}
+
+[[gnu::always_inline]] inline std::optional<FaultResult> ShadowMmu::find_memslot(ShadowFault& f) {
+    ReaderSlotLock::SharedGuard lock(slots_lock_, f.vcpu);
+    const Memslot* s = memslots_.find_guest(f.ga);
+    if (!s) return FaultResult::NoMemslot;
+    f.slot = *s;
+    f.ha = s->host_start + (f.ga - s->guest_start);
+    return std::nullopt;
+}
+
+template <CoherenceRule Rule>
+[[gnu::always_inline]] inline FaultResult ShadowMmu::handle_fault(ShadowFault& f) {
+    // Snapshots before the memslot lookup and the host lookup: a memslot
+    // removal or an invalidation that completes between them and the
+    // install changes one of them, and the install is refused.
+    f.snapshot = coherence_.snapshot();
+    sched::point(sched::Point::FaultSequenceRead); // snapshots, then the lookups they guard
+    if (auto end = find_memslot(f)) return *end;
+    sched::point(sched::Point::FaultSnapshot);
+    if (f.access == Access::Write && !f.slot.writable) return FaultResult::Refused;
+    if (auto end = Rule::resolve(coherence_, f)) return *end;
+    if (after_host_lookup) after_host_lookup(f.vcpu, f.ga);
+    sched::point(sched::Point::FaultInstall); // under ptlock, holding the host PT lock (f.host_pte)
+    if (defect::kFaultSnapshotLate) f.snapshot.seq = coherence_.snapshot().seq;
+    return install<Rule>(f);
+}
+
+FaultResult ShadowMmu::fault(std::uint32_t vcpu, std::uint64_t guest_address, Access access) {
+    ShadowCounters& c = counters_[vcpu].c;
+    ++c.faults;
+    ShadowFault f{vcpu, guest_address & ~(kPage - 1), access, c};
+    switch (config_.coherence) {
+    case CoherencePolicy::Seq: return c.count(handle_fault<SeqCoherence>(f));
+    case CoherencePolicy::PtLock: return c.count(handle_fault<PtLockCoherence>(f));
+    case CoherencePolicy::RangeActive: return c.count(handle_fault<RangeActiveCoherence>(f));
+    }
+    return c.count(FaultResult::Refused);
 }
 
 // Counted in `vcpu`'s counters: a new slab (a heap allocation: 2 shared

@@ -30,13 +30,13 @@ StartResult ShadowMmu::invalidate_range_start(HostRange range, InvalidateEvent, 
 // (its hull or the range-active count) and retry.
 void ShadowMmu::invalidate_guest(std::span<const GuestRange> ranges) {
     if (defect::kZapBeforeBegin) zap_ranges(ranges, zap_slot());
-    else coherence_->begin(ranges);
+    else coherence_.begin(ranges);
     sched::point(sched::Point::InvalidateBegun);
-    if (defect::kZapBeforeBegin) coherence_->begin(ranges);
+    if (defect::kZapBeforeBegin) coherence_.begin(ranges);
     else zap_ranges(ranges, zap_slot());
 }
 
-void ShadowMmu::invalidate_range_end(HostRange, InvalidateEvent) noexcept { coherence_->end(); }
+void ShadowMmu::invalidate_range_end(HostRange, InvalidateEvent) noexcept { coherence_.end(); }
 
 void ShadowMmu::invalidate_page(std::uint64_t host_address, InvalidateEvent event) {
     const HostRange page{host_address & ~(kPage - 1), (host_address & ~(kPage - 1)) + kPage};

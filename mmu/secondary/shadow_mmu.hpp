@@ -131,9 +131,12 @@ private:
     class ZapIterator; // a zap's walk, a batch per lock hold (zap_iterator.hpp)
     struct ZapBatch;   // what one batch cleared (shadow_zap.cpp)
 
-    // The fault path, top to bottom (shadow_fault.cpp).
+    // The fault path, top to bottom (shadow_fault.cpp), compiled once per
+    // coherence rule (coherence.hpp); fault() picks the config's.
+    template <CoherenceRule Rule>
     FaultResult handle_fault(ShadowFault& f);
     std::optional<FaultResult> find_memslot(ShadowFault& f); // fills f.slot and f.ha
+    template <CoherenceRule Rule>
     FaultResult install(ShadowFault& f);
     // The leaf-table slot for f.ga, from the vCPU's leaf cache or a walk
     // that creates missing tables; nullopt when no frame was left.
@@ -186,7 +189,7 @@ private:
     // go through the scheduler.
     sched::Mutex zap_mutex_;
 
-    std::unique_ptr<Coherence> coherence_;
+    Coherence coherence_;
     std::unique_ptr<PaddedCounters[]> counters_; // vcpus + 1 (the last is for zaps)
     bool subscribed_ = false;
 };

@@ -60,17 +60,6 @@ ShadowCounters& ShadowCounters::operator+=(const ShadowCounters& o) {
     return *this;
 }
 
-FaultResult ShadowCounters::count(FaultResult r) {
-    switch (r) {
-    case FaultResult::Installed: break;
-    case FaultResult::Retry: ++retries; break;
-    case FaultResult::NoMemslot: ++no_memslot; break;
-    case FaultResult::Refused: ++refused; break;
-    case FaultResult::OutOfFrames: ++out_of_frames; break;
-    }
-    return r;
-}
-
 ShadowCounters ShadowCounters::since(const ShadowCounters& b) const {
     ShadowCounters d = *this;
     d.faults -= b.faults; d.installs -= b.installs; d.retries -= b.retries; d.no_memslot -= b.no_memslot;
@@ -101,7 +90,7 @@ ShadowMmu::ShadowMmu(HostAddressSpace& host, ShadowConfig config, TlbShootdown* 
       rmap_(host.frames().frame_count()), slots_lock_(config_.vcpus, ReaderSlotLock::Mode::RareWriters),
       rw_lock_(config_.vcpus),
       table_locks_(host.frames().frame_count()), table_masks_(host.frames().frame_count()),
-      coherence_(Coherence::make(host, config_)),
+      coherence_(host, config_.batch),
       counters_(std::make_unique<PaddedCounters[]>(config_.vcpus + 1)) {
     host_.notifiers().subscribe(*this);
     subscribed_ = true;
@@ -126,7 +115,7 @@ void ShadowMmu::add_memslot(const Memslot& slot) {
     // Like KVM, a new slot waits until no invalidation is active (holding
     // zap_mutex_, so none starts meanwhile).
     std::lock_guard zaps(zap_mutex_);
-    coherence_->wait_idle();
+    coherence_.wait_idle();
     std::unique_lock lock(slots_lock_);
     if (slot.size != 0 && slot.guest_start + slot.size > slot.guest_start)
         refuse_static_overlap(slot.guest_start, slot.guest_end(), "memslot");
@@ -137,7 +126,7 @@ void ShadowMmu::alias_memslot(std::uint32_t existing, std::uint32_t id, std::uin
     // Like KVM, a new slot waits until no invalidation is active (holding
     // zap_mutex_, so none starts meanwhile).
     std::lock_guard zaps(zap_mutex_);
-    coherence_->wait_idle();
+    coherence_.wait_idle();
     std::unique_lock lock(slots_lock_);
     for (const Memslot& s : memslots_.slots())
         if (s.id == existing && guest_start + s.size > guest_start)
@@ -203,11 +192,11 @@ void ShadowMmu::remove_memslot(std::uint32_t id) {
     std::lock_guard zaps(zap_mutex_);
     std::unique_lock lock(slots_lock_);
     const Memslot s = memslots_.remove(id); // throws for an unknown id, before anything changed
-    coherence_->retire_memslot(); // before the zap: see fault()
+    coherence_.retire_memslot(); // before the zap: see fault()
     sched::point(sched::Point::MemslotRetired);
     const GuestRange r{s.guest_start, s.guest_end()};
     invalidate_guest(std::span(&r, 1));
-    coherence_->end();
+    coherence_.end();
 }
 
 std::vector<Memslot> ShadowMmu::memslots() const {

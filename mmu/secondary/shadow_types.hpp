@@ -94,7 +94,16 @@ struct ShadowCounters {
     ShadowCounters& operator+=(const ShadowCounters& o);
     // Counts how a fault ended (installs are counted where the entry is
     // published: a fault that finds its entry present installs nothing).
-    FaultResult count(FaultResult r);
+    FaultResult count(FaultResult r) {
+        switch (r) {
+        case FaultResult::Installed: break;
+        case FaultResult::Retry: ++retries; break;
+        case FaultResult::NoMemslot: ++no_memslot; break;
+        case FaultResult::Refused: ++refused; break;
+        case FaultResult::OutOfFrames: ++out_of_frames; break;
+        }
+        return r;
+    }
     // What happened since the snapshot `before` of the same counters: every
     // count minus before's; max_batch, a high-water mark, stays this one's.
     ShadowCounters since(const ShadowCounters& before) const;

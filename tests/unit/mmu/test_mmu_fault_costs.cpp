@@ -19,7 +19,6 @@ using namespace hv::mmu;
 
 namespace {
 
-constexpr std::uint64_t kPage = 4096;
 constexpr std::uint64_t kTableSpan = 512 * kPage;
 constexpr std::uint64_t kHost = 0x7f0000000000;
 constexpr std::uint64_t kGuest = 0x40000000;

@@ -14,7 +14,6 @@ using namespace hv::mmu;
 
 namespace {
 
-constexpr std::uint64_t kPage = 4096;
 constexpr std::uint64_t kHost = 0x7f0000000000;
 constexpr std::uint64_t kGuest = 0x4000000000;
 constexpr Pfn kFrames = 1024, kTablesBegin = 16, kTablesEnd = 512;

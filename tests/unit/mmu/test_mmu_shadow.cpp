@@ -17,7 +17,6 @@ using namespace hv::mmu;
 
 namespace {
 
-constexpr std::uint64_t kPage = 4096;
 constexpr std::uint64_t kHost = 0x7f0000000000; // host addresses
 constexpr std::uint64_t kGuest = 0x10000000;    // guest addresses
 

@@ -14,7 +14,6 @@ using namespace hv::mmu;
 
 namespace {
 
-constexpr std::uint64_t kPage = 4096;
 constexpr TlbModel kModels[] = {TlbModel::Recheck, TlbModel::Hardware};
 
 SoftRunConfig small(std::uint32_t vcpus, std::uint64_t pages, std::uint64_t ops, TlbModel model) {

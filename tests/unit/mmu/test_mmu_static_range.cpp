@@ -15,7 +15,6 @@ using namespace hv::mmu;
 
 namespace {
 
-constexpr std::uint64_t kPage = 4096;
 constexpr std::uint64_t kHost = 0x7f0000000000;
 constexpr std::uint64_t kWorkload = 0x10000000000; // guest addresses of the memslot
 
