@@ -153,6 +153,7 @@ namespace detail {
 inline std::string count_outcome(std::size_t n) { return std::to_string(n) + " pages"; }
 inline std::string bool_outcome(bool b) { return b ? "true" : "false"; }
 inline std::string accept_outcome(bool ok) { return ok ? "accepted" : "rejected"; }
+inline std::string range_text(std::uint64_t start, std::uint64_t end) { return "[" + hex(start) + ", " + hex(end) + ")"; }
 
 // The guest's store, shared by model and rig so both take the same path:
 // through a writable entry, else fault (again on Retry) and store once the

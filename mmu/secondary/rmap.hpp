@@ -7,17 +7,8 @@
 // A descriptor is {count, next, gfns[N]}: N + 2 words, so N = 6, 14, 30, 62
 // fill 1, 2, 4, 8 cache lines exactly, and those are aligned to a line.
 //
-// N = kRmapDescEntries = 30 (256 bytes), chosen over KVM's 14 by
-// `build/bin/rmap_bench --json rmap.json` (Release, 2M links, median of 5;
-// three runs on a loaded 2-core machine, ranges over the runs): on the mix
-// (90% of frames mapped once, 9% 2-8 times, 1% 64-512) N=30 removes a link
-// in 353-445 ns against 695-747 for 14 (62: 276-302), lists a frame in
-// 113-120 ns against 144-153, and adds in the same 36-45 ns, for 14.4
-// bytes/link against 11.9 (62: 20.0); at 512 links per frame a remove takes
-// 418-438 ns against 1360-1514. The price: a frame with 2-14 links holds
-// 256 bytes of descriptor instead of 128, so a range mapped exactly twice
-// (an aliased memslot) costs 134 bytes/link against 70. 62 buys less time
-// for much more memory; 6 is faster only at two links per frame.
+// N = kRmapDescEntries = 30 (256 bytes): `build/bin/rmap_bench` measures
+// the choice against 6, 14 and 62 (README.md, "The rmap descriptor size").
 //
 // Each frame's list has its own lock: bit 1 of its head word (a bit lock,
 // as KVM's rmap head has one), set only on a descriptor chain. The common

@@ -56,9 +56,8 @@ struct ShadowConfig {
     // A/D update racing a zap could otherwise write a zapped entry back (on
     // CPUs or emulators that do not update A/D bits with a locked compare).
     // Aging then cannot see the guest's accesses: every present entry counts
-    // as young and keeps its bit. (Zapping young entries instead, as KVM
-    // does without A/D bits, costs a shootdown to every vCPU per aged range;
-    // under the nested host's 100 ms shootdowns that starved the guests.)
+    // as young and keeps its bit (zapping young entries instead, as KVM does
+    // without A/D bits, would cost a shootdown to every vCPU per aged range).
     bool cpu_walks = false;
 };
 

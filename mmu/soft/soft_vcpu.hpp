@@ -1,78 +1,12 @@
 #pragma once
 // Software vCPUs (DESIGN.md, "The two executors"): threads that run access
 // streams through a private TLB, walk the shadow MMU's secondary table on a
-// miss and call ShadowMmu::fault() on a hole, plus the TLB shootdown
-// protocol the shadow MMU drives, a host "churn" thread (HostChurn,
-// host_churn.hpp) that moves pages under them, and a checker that proves no
-// write was lost or misdirected.
-//
-// The model of a CPU writing through its TLB, one of two (TlbModel):
-//   Recheck (the default): an access does its load/store while holding the
-//     host PT lock of the page (HostAddressSpace::lock_pte) and first checks
-//     that the TLB's frame is still the frame of the host PTE: the host
-//     cannot move the page between that check and the store. A TLB entry
-//     that disagrees with the host is a stale translation: if the vCPU had
-//     honoured every flush request sent to it, the shootdown protocol failed
-//     (a `violation`); otherwise (a request is pending) the entry is dropped
-//     and the access refaults. Stronger than a CPU: a stale entry is caught
-//     at its first use, whatever the protocol did.
-//   Hardware: as a CPU does, the access loads and stores through the entry
-//     until a flush drops it, without looking at the host. A flush that was
-//     never sent, or acknowledged before it was done, then shows as what it
-//     causes: a lost or misdirected write, a read of another page's stamp,
-//     a TLB entry the audit finds. A store through a stale entry lands in a
-//     frame the host freed or gave to another page: SoftFrames keeps the
-//     tables in a pool of their own so that it can only be a data frame.
-//
-// Stamps. Writes store an 8-byte stamp ((vcpu + 1) << 40 | sequence) into
-// the vCPU's own slot of the page (offset 8 * vcpu, 512 slots per page), so
-// concurrent writers never overwrite each other. Every access first checks
-// the vCPU's slot against the last stamp its model says it wrote there; a
-// mismatch is a lost or misdirected write (`lost_writes`). In shared mode
-// only vCPUs 0..511 write (vCPUs 512..1023 only read: there is no slot left
-// for them); in disjoint mode every vCPU owns its pages, so slot vcpu % 512
-// is used. Host `unmap` legitimately discards contents (the page refaults
-// zero-filled): a slot that reads 0 is excused when an unmap of the page
-// started after the vCPU's last write to it completed.
-//
-// Shootdown protocol. Each vCPU is either "in access" (running its stream;
-// it only ever blocks briefly on a host PT lock) or "outside" (idle, finished,
-// or inside ShadowMmu::fault(), which may block on MMU locks); it flips an
-// atomic flag, without a lock, at each change. shootdown() posts a request
-// (pages, or everything above kFlushAllThreshold pages) to every target
-// under the target's mutex; an outside vCPU honours it when it enters again
-// (before it uses its TLB) and is not waited for, and an in-access vCPU
-// honours it at its next access boundary (flush, then acknowledge).
-// A vCPU that leaves honours what is pending first, so a sender never waits
-// on one that went outside. In the Recheck model shootdown() waits for the
-// acknowledgements at most set_ack_wait() (200 us by default): a vCPU
-// that has not answered by then is not running (the OS preempted its
-// thread), which is the case KVM handles by leaving a request that the vCPU
-// processes before it re-enters the guest. That is sound here because an
-// access re-checks its TLB entry against the host PTE under the PT lock
-// before it loads or stores: a vCPU that resumes after the host changed the
-// page finds the pending request (a stale entry is dropped, not counted as
-// a violation), and one preempted while it holds the PT lock finishes its
-// store before the host can move the page. Without the bound, a shootdown
-// to 1024 threads on 2 cores waits a whole scheduler round for the one
-// target that was preempted inside an access. The Hardware model has no
-// such re-check, so there shootdown() waits until every target has
-// acknowledged or left, however long that takes (as KVM's does).
-//
-// Memslots and the end of a run. An access whose memslot is removed for
-// the moment (SoftChurn) gets FaultResult::NoMemslot: it is counted
-// (no_memslot) and does not happen, so its write is not expected after. A
-// run ends at its time limit whatever its threads do: past it every
-// refaulting access gives up, every unbounded shootdown wait is abandoned
-// (abandon_waits()) and the result says so (timed_out, a failure).
-//
-// Shadow MMU shootdown targets are the vCPUs that installed into or walked
-// a leaf table: a TLB refill goes through ShadowMmu::walk(), which records
-// the vCPU before it reads the entry. A vCPU whose TLB loses its last entry
-// of a leaf table (a flush, an eviction, a stale entry dropped) leaves that
-// table's targets at its next access boundary (ShadowMmu::leave_table), so
-// every later walk there joins again: the join is exercised all the time,
-// not once per vCPU and table.
+// miss and call ShadowMmu::fault() on a hole; the TLB shootdown protocol the
+// shadow MMU drives; churn threads that move pages under them; and a
+// checker that proves no write was lost or misdirected. The contract in
+// full (the two TLB models, the stamps, the shootdown protocol and its
+// bounded wait, how a run ends) is docs/soft-vcpus.md; the invariants each
+// class keeps are at the class.
 #include "mmu/host/host_address_space.hpp"
 #include "mmu/secondary/shadow_mmu.hpp"
 #include "mmu/soft/host_churn.hpp"
