@@ -17,28 +17,16 @@
 #include <vector>
 
 #include "mmu/base/frame_space.hpp"
+#include "tests/support/text_match.hpp"
 
 using hv::mmu::FrameCounters;
 using hv::mmu::FrameSpace;
 using hv::mmu::kFrameSize;
 using hv::mmu::Pfn;
+using hv::test::contains;
+using hv::test::message_of;
 
 namespace {
-
-bool contains(const std::string& haystack, const std::string& needle) {
-    return haystack.find(needle) != std::string::npos;
-}
-
-// The message of the exception `f` throws as E ("" when it throws nothing).
-template <class E, class F>
-std::string message_of(F&& f) {
-    try {
-        f();
-    } catch (const E& e) {
-        return e.what();
-    }
-    return "";
-}
 
 bool all_bytes(std::span<const std::uint8_t> s, std::uint8_t v) {
     return std::all_of(s.begin(), s.end(), [v](std::uint8_t b) { return b == v; });

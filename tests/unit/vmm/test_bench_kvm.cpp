@@ -5,6 +5,7 @@
 // `bench.kvm-quick` test inside the nested KVM host.
 #include "tests/support/bench_cells.hpp"
 #include "tests/support/fake_sysfs.hpp"
+#include "tests/support/text_match.hpp"
 #include "vmm/bench/bench_kvm.hpp"
 #include "vmm/bench/child_process.hpp"
 #include "vmm/kvm/vmm_error.hpp"
@@ -21,6 +22,7 @@ using namespace hv::bench;
 using bench_cells::d;
 using bench_cells::s;
 using bench_cells::u;
+using hv::test::contains;
 
 namespace {
 
@@ -111,8 +113,6 @@ struct FakeHost {
         return c;
     }
 };
-
-bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
 
 } // namespace
 

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "tests/support/elf_builder.hpp"
+#include "tests/support/text_match.hpp"
 #include "vmm/boot/boot_image.hpp"
 #include "vmm/kvm/vmm_error.hpp"
 
@@ -20,6 +21,7 @@ using hv::LoadSegment;
 using hv::test::BuiltElf;
 using hv::test::ElfSegment;
 using hv::test::ElfSpec;
+using hv::test::contains;
 
 namespace {
 
@@ -71,10 +73,6 @@ std::string fits_error(const BootImage& image, std::uint64_t ram, std::uint32_t 
         return e.what();
     }
     return "";
-}
-
-bool contains(const std::string& haystack, const std::string& needle) {
-    return haystack.find(needle) != std::string::npos;
 }
 
 template <class T>

@@ -7,12 +7,14 @@
 #include <vector>
 
 #include "tests/support/bzimage_builder.hpp"
+#include "tests/support/text_match.hpp"
 #include "vmm/boot/boot_image.hpp"
 #include "vmm/boot/bzimage.hpp"
 #include "vmm/kvm/vmm_error.hpp"
 
 using hv::test::build_bzimage;
 using hv::test::BzImageSpec;
+using hv::test::contains;
 
 namespace {
 
@@ -24,8 +26,6 @@ std::string parse_error(const std::vector<std::uint8_t>& file) {
     }
     return "(no error)";
 }
-
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 } // namespace
 

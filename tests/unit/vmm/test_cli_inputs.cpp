@@ -16,11 +16,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "tests/support/text_match.hpp"
 #include "vmm/kvm/file_util.hpp"
 #include "vmm/kvm/text_format.hpp"
 #include "vmm/kvm/vmm_error.hpp"
 #include "vmm/run/console.hpp"
 #include "vmm/run/run_report.hpp"
+
+using hv::test::contains;
 
 namespace {
 
@@ -58,8 +61,6 @@ std::string error_of(F&& f) {
     }
     return "";
 }
-
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 std::string contents(const std::string& path) {
     std::ifstream f(path);

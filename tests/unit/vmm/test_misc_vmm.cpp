@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "tests/support/fake_sysfs.hpp"
+#include "tests/support/text_match.hpp"
 #include "vmm/kvm/kvm.hpp"
 #include "vmm/kvm/stop_latch.hpp"
 #include "vmm/kvm/vmm_error.hpp"
@@ -22,12 +23,9 @@
 using namespace std::chrono_literals;
 using hv::StopLatch;
 using hv::StopReason;
+using hv::test::contains;
 
 namespace {
-
-bool contains(const std::string& haystack, const std::string& needle) {
-    return haystack.find(needle) != std::string::npos;
-}
 
 kvm_cpuid_entry2 leaf(std::uint32_t function, std::uint32_t index, std::uint32_t ebx, std::uint32_t edx) {
     kvm_cpuid_entry2 e{};

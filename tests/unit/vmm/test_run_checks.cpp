@@ -6,11 +6,13 @@
 #include <string>
 
 #include "tests/support/fake_sysfs.hpp"
+#include "tests/support/text_match.hpp"
 #include "vmm/boot/boot_image.hpp"
 #include "vmm/kvm/vmm_error.hpp"
 #include "vmm/run/host_checks.hpp"
 
 using hv::ImageKind;
+using hv::test::contains;
 
 namespace {
 
@@ -22,10 +24,6 @@ std::string refusal(ImageKind kind, const FakeSysfs& sys) {
         return e.what();
     }
     return "";
-}
-
-bool contains(const std::string& haystack, const std::string& needle) {
-    return haystack.find(needle) != std::string::npos;
 }
 
 } // namespace

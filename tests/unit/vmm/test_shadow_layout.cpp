@@ -9,6 +9,7 @@
 #include <string>
 
 #include "hv/abi.h"
+#include "tests/support/text_match.hpp"
 #include "vmm/boot/guest_layout.hpp"
 #include "vmm/kvm/vmm_error.hpp"
 #include "vmm/shadow/shadow_layout.hpp"
@@ -18,16 +19,13 @@ using hv::kMinShadowFrames;
 using hv::plan_shadow_layout;
 using hv::shadow_table_bound;
 using hv::ShadowLayout;
+using hv::test::contains;
 
 namespace {
 
 constexpr std::uint64_t kPage = 4096;
 constexpr std::uint64_t kMiB = 1ull << 20;
 constexpr std::uint64_t kGiB = 1ull << 30;
-
-bool contains(const std::string& haystack, const std::string& needle) {
-    return haystack.find(needle) != std::string::npos;
-}
 
 // The message of the VmmError plan_shadow_layout throws, or "" when it returns.
 std::string layout_error(std::uint64_t ram, std::uint32_t cpus, std::uint64_t image_end, std::uint64_t region) {
