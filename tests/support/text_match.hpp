@@ -1,7 +1,10 @@
 #pragma once
 // Text checks for the tests' message assertions: substring matches on
-// output text and the message of an expected exception.
+// output text, the message of an expected exception, and a string as the
+// bytes a device or stream takes.
+#include <cstdint>
 #include <string>
+#include <vector>
 
 namespace hv::test {
 
@@ -19,5 +22,8 @@ std::string message_of(F&& f) {
     }
     return "";
 }
+
+// The bytes of `s`, without a terminator.
+inline std::vector<std::uint8_t> bytes_of(const std::string& s) { return {s.begin(), s.end()}; }
 
 } // namespace hv::test
