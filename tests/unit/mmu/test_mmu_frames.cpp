@@ -17,10 +17,7 @@
 #include "tests/support/frame_space_fixture.hpp"
 #include "tests/support/text_match.hpp"
 
-using hv::mmu::FrameCounters;
-using hv::mmu::FrameSpace;
-using hv::mmu::kFrameSize;
-using hv::mmu::Pfn;
+using namespace hv::mmu;
 using hv::test::contains;
 using hv::test::message_of;
 using namespace hv::mmu::test::frames;

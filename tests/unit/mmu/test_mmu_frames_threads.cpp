@@ -14,10 +14,7 @@
 #include "mmu/base/frame_space.hpp"
 #include "tests/support/frame_space_fixture.hpp"
 
-using hv::mmu::FrameCounters;
-using hv::mmu::FrameSpace;
-using hv::mmu::kFrameSize;
-using hv::mmu::Pfn;
+using namespace hv::mmu;
 using namespace hv::mmu::test::frames;
 
 TEST_CASE("FrameSpace: 1024 threads allocate, check, free and reallocate concurrently") {
