@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "tests/support/elf_builder.hpp"
+#include "tests/support/text_match.hpp"
 #include "vmm/boot/boot_image.hpp"
 #include "vmm/kvm/vmm_error.hpp"
 
@@ -50,21 +51,11 @@ inline ElfSpec multiboot_elf32(std::uint32_t flags) {
 
 // The VmmError message parse_boot_image throws, or "" when it accepts the image.
 inline std::string parse_error(const std::vector<std::uint8_t>& file, const std::string& name = "guest.elf") {
-    try {
-        (void)hv::parse_boot_image(file, name);
-    } catch (const hv::VmmError& e) {
-        return e.what();
-    }
-    return "";
+    return message_of<hv::VmmError>([&] { (void)hv::parse_boot_image(file, name); });
 }
 
 inline std::string fits_error(const BootImage& image, std::uint64_t ram, std::uint32_t cpus) {
-    try {
-        hv::check_image_fits(image, ram, cpus, "img");
-    } catch (const hv::VmmError& e) {
-        return e.what();
-    }
-    return "";
+    return message_of<hv::VmmError>([&] { hv::check_image_fits(image, ram, cpus, "img"); });
 }
 
 template <class T>

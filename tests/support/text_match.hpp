@@ -12,15 +12,15 @@ inline bool contains(const std::string& haystack, const std::string& needle) {
     return haystack.find(needle) != std::string::npos;
 }
 
-// The message of the exception `f` throws as E ("" when it throws nothing).
+// The message of the exception `f` throws as E (`none` when it throws nothing).
 template <class E, class F>
-std::string message_of(F&& f) {
+std::string message_of(F&& f, const std::string& none = "") {
     try {
         f();
     } catch (const E& e) {
         return e.what();
     }
-    return "";
+    return none;
 }
 
 // The bytes of `s`, without a terminator.

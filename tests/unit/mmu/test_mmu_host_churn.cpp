@@ -1,6 +1,7 @@
 // HostChurn on its own, over a small host region with no vCPUs: the unmap
 // hooks, restoring protected pages, the quota, the seed and bad configs.
 #include "mmu/soft/host_churn.hpp"
+#include "tests/support/text_match.hpp"
 
 #include <doctest/doctest.h>
 
@@ -14,6 +15,7 @@
 #include <vector>
 
 using namespace hv::mmu;
+using hv::test::message_of;
 
 namespace {
 
@@ -66,12 +68,7 @@ ChurnCounters run_for(HostChurn& churn, std::chrono::milliseconds how_long) {
 std::string error_of(const ChurnConfig& c) {
     FrameSpace frames{16};
     HostAddressSpace host{frames};
-    try {
-        HostChurn churn(host, c);
-    } catch (const std::invalid_argument& e) {
-        return e.what();
-    }
-    return "(no error)";
+    return message_of<std::invalid_argument>([&] { HostChurn churn(host, c); }, "(no error)");
 }
 
 // splitmix64, written out again so the test pins the generator and the

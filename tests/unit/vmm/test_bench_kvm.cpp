@@ -23,6 +23,7 @@ using bench_cells::d;
 using bench_cells::s;
 using bench_cells::u;
 using hv::test::contains;
+using hv::test::message_of;
 
 namespace {
 
@@ -48,12 +49,7 @@ const char* const kIdentityRun =
     "  exits                498\n";
 
 std::string error_of(std::string_view output) {
-    try {
-        parse_touch_run(output);
-    } catch (const std::runtime_error& e) {
-        return e.what();
-    }
-    return "";
+    return message_of<std::runtime_error>([&] { parse_touch_run(output); });
 }
 
 // A scratch directory with a fake /dev/kvm (a plain file opens read-write

@@ -28,6 +28,7 @@ using hv::GuestMemory;
 using hv::ImageKind;
 using namespace hv::test::boot_setup;
 using hv::test::contains;
+using hv::test::message_of;
 
 namespace {
 
@@ -49,12 +50,7 @@ std::vector<std::uint8_t> read_bytes(const GuestMemory& mem, std::uint64_t gpa, 
 }
 
 std::string load_error(GuestMemory& mem, const BootImage& image, const BootConfig& config) {
-    try {
-        (void)hv::load_guest(mem, image, config, "img");
-    } catch (const hv::VmmError& e) {
-        return e.what();
-    }
-    return "";
+    return message_of<hv::VmmError>([&] { (void)hv::load_guest(mem, image, config, "img"); });
 }
 
 // 64-bit entry code at 0x100000:

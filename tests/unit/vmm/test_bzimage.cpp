@@ -15,16 +15,12 @@
 using hv::test::build_bzimage;
 using hv::test::BzImageSpec;
 using hv::test::contains;
+using hv::test::message_of;
 
 namespace {
 
 std::string parse_error(const std::vector<std::uint8_t>& file) {
-    try {
-        hv::parse_bzimage(file, "vmlinuz");
-    } catch (const hv::VmmError& e) {
-        return e.what();
-    }
-    return "(no error)";
+    return message_of<hv::VmmError>([&] { hv::parse_bzimage(file, "vmlinuz"); }, "(no error)");
 }
 
 } // namespace

@@ -24,6 +24,7 @@
 #include "vmm/run/run_report.hpp"
 
 using hv::test::contains;
+using hv::test::message_of;
 
 namespace {
 
@@ -54,12 +55,7 @@ private:
 // The message of the VmmError `f` throws ("" when it throws none).
 template <class F>
 std::string error_of(F&& f) {
-    try {
-        f();
-    } catch (const hv::VmmError& e) {
-        return e.what();
-    }
-    return "";
+    return message_of<hv::VmmError>([&] { f(); });
 }
 
 std::string contents(const std::string& path) {

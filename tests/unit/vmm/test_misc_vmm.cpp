@@ -24,6 +24,7 @@ using namespace std::chrono_literals;
 using hv::StopLatch;
 using hv::StopReason;
 using hv::test::contains;
+using hv::test::message_of;
 
 namespace {
 
@@ -45,12 +46,7 @@ const kvm_cpuid_entry2* find(const std::vector<kvm_cpuid_entry2>& v, std::uint32
 }
 
 std::string validate_error(const hv::RunOptions& o) {
-    try {
-        hv::validate_run_options(o);
-    } catch (const hv::VmmError& e) {
-        return e.what();
-    }
-    return "";
+    return message_of<hv::VmmError>([&] { hv::validate_run_options(o); });
 }
 
 constexpr std::uint64_t MiB = 1ull << 20, GiB = 1ull << 30;

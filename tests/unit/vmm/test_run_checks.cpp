@@ -13,17 +13,13 @@
 
 using hv::ImageKind;
 using hv::test::contains;
+using hv::test::message_of;
 
 namespace {
 
 // The message require_kvm_for_image throws, or "" when it lets the image through.
 std::string refusal(ImageKind kind, const FakeSysfs& sys) {
-    try {
-        hv::require_kvm_for_image(kind, "/boot/vmlinuz-test", sys.root.string());
-    } catch (const hv::VmmError& e) {
-        return e.what();
-    }
-    return "";
+    return message_of<hv::VmmError>([&] { hv::require_kvm_for_image(kind, "/boot/vmlinuz-test", sys.root.string()); });
 }
 
 } // namespace

@@ -20,6 +20,7 @@ using hv::plan_shadow_layout;
 using hv::shadow_table_bound;
 using hv::ShadowLayout;
 using hv::test::contains;
+using hv::test::message_of;
 
 namespace {
 
@@ -29,12 +30,7 @@ constexpr std::uint64_t kGiB = 1ull << 30;
 
 // The message of the VmmError plan_shadow_layout throws, or "" when it returns.
 std::string layout_error(std::uint64_t ram, std::uint32_t cpus, std::uint64_t image_end, std::uint64_t region) {
-    try {
-        (void)plan_shadow_layout(ram, cpus, image_end, region);
-    } catch (const hv::VmmError& e) {
-        return e.what();
-    }
-    return "";
+    return message_of<hv::VmmError>([&] { (void)plan_shadow_layout(ram, cpus, image_end, region); });
 }
 
 // Everything abi.h and shadow_layout.hpp promise about a layout.
