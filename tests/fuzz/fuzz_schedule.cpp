@@ -40,6 +40,7 @@
 // and early occurrences, because a window between two protocol steps is
 // what they are for.
 #include "mmu/check/choice_source.hpp"
+#include "mmu/base/units.hpp"
 #include "mmu/check/pct_scheduler.hpp"
 #include "mmu/soft/soft_vcpu.hpp"
 
@@ -55,8 +56,6 @@
 using namespace hv::mmu;
 
 namespace {
-
-constexpr std::uint64_t kPage = 4096;
 constexpr std::uint64_t kPages = 24;
 // Pages 0-7 and 8-23 lie in different leaf tables (host and shadow), and
 // page 8 starts a 2 MiB boundary: zap batches and table-at-a-time locking

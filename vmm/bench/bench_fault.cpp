@@ -1,5 +1,6 @@
 #include "vmm/bench/bench_fault.hpp"
 
+#include "mmu/base/units.hpp"
 #include "vmm/bench/bench_rig.hpp"
 #include "vmm/bench/linux_baseline.hpp"
 
@@ -36,7 +37,7 @@ struct FaultSample {
 // fault() must). Returns the error text, or empty.
 std::string fault_installed(ShadowMmu& mmu, std::uint32_t v, std::uint64_t page) {
     FaultResult r;
-    while ((r = mmu.fault(v, BenchRig::kGuest + page * BenchRig::kPage, Access::Write)) == FaultResult::Retry) {
+    while ((r = mmu.fault(v, BenchRig::kGuest + page * kPage, Access::Write)) == FaultResult::Retry) {
     }
     if (r == FaultResult::Installed) return {};
     return std::string("fault of page ") + std::to_string(page) + ": " + to_string(r);
@@ -124,7 +125,7 @@ WarmSample warm_once(std::uint64_t pages, LockPolicy lock, CoherencePolicy coh) 
     ShadowMmu& mmu = rig.add_shadow({lock, coh, 512, 1}, nullptr, region);
     for (std::uint64_t p = 0; p < pages; ++p)
         if (std::string e = fault_installed(mmu, 0, p); !e.empty()) throw std::runtime_error("bench fault: warm: " + e);
-    mmu.zap_guest_range(BenchRig::kGuest, BenchRig::kGuest + region * BenchRig::kPage);
+    mmu.zap_guest_range(BenchRig::kGuest, BenchRig::kGuest + region * kPage);
 
     const ShadowCounters before = mmu.fault_counters();
     std::vector<double> batch_ns;

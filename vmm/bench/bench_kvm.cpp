@@ -1,5 +1,6 @@
 #include "vmm/bench/bench_kvm.hpp"
 
+#include "mmu/base/units.hpp"
 #include "vmm/bench/child_process.hpp"
 #include "vmm/kvm/kvm.hpp"
 
@@ -19,7 +20,6 @@ namespace {
 using namespace hv::mmu;
 
 constexpr std::uint32_t kMaxVcpus = 1024;
-constexpr std::uint64_t kPage = 4096;
 constexpr std::uint64_t kMiB = 1ull << 20;
 // Identity mode: the touch guest's fresh pages start at 16 MiB and the
 // stacks (16 KiB per vCPU) hang from the top of RAM (guest/touch.c, abi.h).

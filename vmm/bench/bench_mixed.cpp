@@ -1,5 +1,6 @@
 #include "vmm/bench/bench_mixed.hpp"
 
+#include "mmu/base/units.hpp"
 #include "vmm/bench/bench_mixed_measure.hpp"
 
 #include <algorithm>
@@ -13,8 +14,6 @@ namespace hv::bench {
 namespace {
 
 using namespace hv::mmu;
-
-constexpr std::uint64_t kPage = 4096;
 constexpr std::uint64_t kTablePages = 512; // 2 MiB
 constexpr std::uint64_t kMaxSize = std::uint64_t{4} << 30;
 constexpr std::uint32_t kMaxFaultThreads = 64;

@@ -1,5 +1,6 @@
 #include "vmm/bench/bench_mixed_measure.hpp"
 
+#include "mmu/base/units.hpp"
 #include "vmm/bench/bench_rig.hpp"
 
 #include <algorithm>
@@ -20,8 +21,6 @@ namespace {
 
 using namespace hv::mmu;
 using Clock = std::chrono::steady_clock;
-
-constexpr std::uint64_t kPage = BenchRig::kPage;
 constexpr std::uint64_t kTablePages = 512; // one leaf table: 2 MiB
 constexpr std::uint64_t kMinFaultPages = 8192;
 

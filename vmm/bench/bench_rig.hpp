@@ -1,21 +1,16 @@
 #pragma once
-// The MMU stack a `vmm bench` experiment measures: frames for `pages` data
-// pages and their tables, a host address space with one anonymous region of
-// that size, and optionally a shadow MMU with one memslot over it. Members
-// are declared in construction order, so the MMU unsubscribes before the
-// host address space goes.
-#include "mmu/host/host_address_space.hpp"
-#include "mmu/secondary/shadow_mmu.hpp"
+// The MMU stack a `vmm bench` experiment measures (mmu::MmuStack): frames
+// for `pages` data pages and their tables, a host address space with one
+// anonymous region of that size, and optionally a shadow MMU with one
+// memslot over it at kGuest.
+#include "mmu/soft/mmu_stack.hpp"
 
 #include <cstdint>
-#include <optional>
 
 namespace hv::bench {
 
-struct BenchRig {
-    static constexpr std::uint64_t kPage = 4096;
-    static constexpr std::uint64_t kHost = 0x7f0000000000;  // the region in the host address space
-    static constexpr std::uint64_t kGuest = 0x100000000;    // and in guest-physical space
+struct BenchRig : mmu::MmuStack {
+    static constexpr std::uint64_t kGuest = 0x100000000; // the region in guest-physical space
 
     // Data frames, one host and one shadow leaf table per 512 pages, slack
     // for the upper levels, and for the per-CPU frame caches
@@ -37,20 +32,13 @@ struct BenchRig {
     BenchRig(std::uint64_t pages, bool page_at_a_time) : BenchRig(pages, page_at_a_time, frames_for(pages)) {}
     // A region of `pages` pages over a frame space of `nframes` frames (the
     // host maps the region lazily: only faulted pages take frames).
-    BenchRig(std::uint64_t pages, bool page_at_a_time, std::uint64_t nframes)
-        : frames(nframes), host(frames, page_at_a_time) {
-        host.map_anonymous({kHost, kHost + pages * kPage}, true);
+    BenchRig(std::uint64_t pages, bool page_at_a_time, std::uint64_t nframes) : MmuStack(nframes, page_at_a_time) {
+        map(pages);
     }
 
     mmu::ShadowMmu& add_shadow(const mmu::ShadowConfig& config, mmu::TlbShootdown* shootdown, std::uint64_t pages) {
-        shadow.emplace(host, config, shootdown);
-        shadow->add_memslot({1, kGuest, pages * kPage, kHost, true});
-        return *shadow;
+        return MmuStack::add_shadow(config, shootdown, kGuest, pages);
     }
-
-    mmu::FrameSpace frames;
-    mmu::HostAddressSpace host;
-    std::optional<mmu::ShadowMmu> shadow;
 };
 
 } // namespace hv::bench

@@ -1,5 +1,6 @@
 #include "vmm/bench/bench_zap.hpp"
 
+#include "mmu/base/units.hpp"
 #include "mmu/secondary/external_tlb.hpp"
 #include "vmm/bench/bench_rig.hpp"
 #include "vmm/bench/linux_baseline.hpp"
@@ -16,8 +17,6 @@ namespace {
 
 using namespace hv::mmu;
 using Clock = std::chrono::steady_clock;
-
-constexpr std::uint64_t kPage = BenchRig::kPage;
 constexpr std::uint64_t kHost = BenchRig::kHost;
 constexpr std::uint64_t kGuest = BenchRig::kGuest;
 constexpr std::uint64_t kMaxSize = kMaxBytes; // 4 GiB, as the Linux rows allow

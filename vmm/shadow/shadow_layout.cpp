@@ -1,5 +1,6 @@
 #include "vmm/shadow/shadow_layout.hpp"
 
+#include "mmu/base/units.hpp"
 #include "vmm/boot/guest_layout.hpp"
 #include "vmm/kvm/text_format.hpp"
 #include "vmm/kvm/vmm_error.hpp"
@@ -10,8 +11,7 @@
 
 namespace hv {
 namespace {
-
-constexpr std::uint64_t kPage = 4096;
+using hv::mmu::kPage;
 constexpr std::uint64_t page_up(std::uint64_t v) { return (v + kPage - 1) & ~(kPage - 1); }
 
 static_assert(HV_SHADOW_INFO >= layout::kCmdline + layout::kCmdlineMax && HV_SHADOW_INFO + kPage <= HV_RESERVED_END,

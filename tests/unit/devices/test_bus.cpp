@@ -13,6 +13,9 @@
 #include <vector>
 
 #include "devices/bus.hpp"
+#include "tests/support/text_match.hpp"
+
+using hv::test::contains;
 
 namespace {
 
@@ -67,10 +70,6 @@ struct Messages {
         return lines.size();
     }
 };
-
-bool contains(const std::string& haystack, const std::string& needle) {
-    return haystack.find(needle) != std::string::npos;
-}
 
 }  // namespace
 

@@ -10,6 +10,9 @@
 
 #include "devices/bus.hpp"
 #include "devices/fw_cfg.hpp"
+#include "tests/support/text_match.hpp"
+
+using hv::test::bytes_of;
 
 namespace {
 
@@ -50,8 +53,6 @@ hv::FwCfgConfig config(std::string cmdline = "") {
     c.cmdline = std::move(cmdline);
     return c;
 }
-
-std::vector<std::uint8_t> bytes_of(const std::string& s) { return {s.begin(), s.end()}; }
 
 } // namespace
 

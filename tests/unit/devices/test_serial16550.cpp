@@ -1,68 +1,16 @@
+// hv::Serial16550, register by register as a guest driver programs it:
+// THR output, the divisor latch, IER, IIR priorities, the FIFOs, LSR, SCR,
+// MSR and loopback. The IRQ line, wide accesses and the port bus are in
+// test_serial16550_irq.cpp.
 #include <doctest/doctest.h>
 
-#include <array>
 #include <cstdint>
-#include <span>
 #include <string>
-#include <vector>
 
-#include "devices/bus.hpp"
 #include "devices/serial16550.hpp"
-#include "hv/abi.h"
+#include "tests/support/serial16550_fixture.hpp"
 
-namespace {
-
-// Register offsets and bits as the guest driver sees them.
-constexpr uint64_t RBR = 0, THR = 0, DLL = 0, IER = 1, DLM = 1, IIR = 2, FCR = 2, LCR = 3,
-                   MCR = 4, LSR = 5, MSR = 6, SCR = 7;
-constexpr uint8_t LCR_DLAB = 0x80;
-constexpr uint8_t MCR_DTR = 0x01, MCR_RTS = 0x02, MCR_OUT1 = 0x04, MCR_OUT2 = 0x08,
-                  MCR_LOOP = 0x10;
-constexpr uint8_t IER_RX = 0x01, IER_THRE = 0x02, IER_LINE = 0x04, IER_MODEM = 0x08;
-constexpr uint8_t IIR_NONE = 0x01, IIR_LINE = 0x06, IIR_RX = 0x04, IIR_TIMEOUT = 0x0c,
-                  IIR_THRE = 0x02, IIR_MODEM = 0x00, IIR_FIFO = 0xc0;
-constexpr uint8_t LSR_DR = 0x01, LSR_OE = 0x02, LSR_THRE = 0x20, LSR_TEMT = 0x40;
-constexpr uint8_t MSR_DCTS = 0x01, MSR_DDSR = 0x02, MSR_TERI = 0x04, MSR_DDCD = 0x08,
-                  MSR_CTS = 0x10, MSR_DSR = 0x20, MSR_RI = 0x40, MSR_DCD = 0x80;
-
-struct Uart {
-    std::vector<std::string> chunks;  // one per sink call
-    std::vector<bool> irq_levels;     // one per level change
-    hv::Serial16550 dev{[this](std::span<const uint8_t> bytes) {
-        chunks.emplace_back(bytes.begin(), bytes.end());
-    }};
-
-    uint8_t rd(uint64_t offset) {
-        std::array<uint8_t, 1> byte{0};
-        dev.read(offset, byte);
-        return byte[0];
-    }
-    void wr(uint64_t offset, uint8_t value) {
-        const std::array<uint8_t, 1> byte{value};
-        dev.write(offset, byte);
-    }
-    void put(const std::string& text) {
-        for (char c : text) {
-            wr(THR, static_cast<uint8_t>(c));
-        }
-    }
-    void receive(const std::string& text) {
-        const std::vector<uint8_t> bytes(text.begin(), text.end());
-        dev.receive(bytes);
-    }
-    std::string output() const {
-        std::string all;
-        for (const auto& chunk : chunks) {
-            all += chunk;
-        }
-        return all;
-    }
-    void watch_irq() {
-        dev.set_irq_line([this](bool level) { irq_levels.push_back(level); });
-    }
-};
-
-}  // namespace
+using namespace hv::test::serial16550;
 
 TEST_CASE("Serial16550 sends THR writes to the sink, flushing at newline and on flush()") {
     Uart uart;
@@ -328,131 +276,4 @@ TEST_CASE("Serial16550 loopback overflow sets OE") {
     uart.put("ab");  // 16450 mode: one byte deep
     CHECK(uart.rd(LSR) == (LSR_DR | LSR_OE | LSR_THRE | LSR_TEMT));
     CHECK(uart.rd(RBR) == 'b');
-}
-
-TEST_CASE("Serial16550 IRQ line follows pending interrupts, gated by OUT2") {
-    Uart uart;
-    uart.watch_irq();
-    CHECK(uart.irq_levels.empty());
-
-    uart.wr(IER, IER_RX);
-    uart.receive("a");
-    CHECK(uart.rd(IIR) == IIR_RX);
-    CHECK(uart.irq_levels.empty());  // OUT2 clear: the PC's IRQ buffer is off
-    CHECK_FALSE(uart.dev.irq_level());
-
-    uart.wr(MCR, MCR_OUT2);
-    CHECK(uart.irq_levels == std::vector<bool>{true});
-    CHECK(uart.dev.irq_level());
-
-    uart.rd(RBR);
-    CHECK(uart.irq_levels == std::vector<bool>{true, false});
-
-    uart.receive("b");
-    CHECK(uart.irq_levels == std::vector<bool>{true, false, true});
-    uart.wr(IER, 0);  // masking drops the line
-    CHECK(uart.irq_levels == std::vector<bool>{true, false, true, false});
-    uart.wr(IER, IER_RX);
-    CHECK(uart.irq_levels == std::vector<bool>{true, false, true, false, true});
-    uart.wr(MCR, 0);  // so does clearing OUT2
-    CHECK(uart.irq_levels == std::vector<bool>{true, false, true, false, true, false});
-}
-
-TEST_CASE("Serial16550 IRQ line: loopback gates the output off") {
-    Uart uart;
-    uart.watch_irq();
-    uart.wr(MCR, MCR_OUT2);
-    uart.wr(IER, IER_THRE);
-    CHECK(uart.irq_levels == std::vector<bool>{true});
-    uart.wr(MCR, MCR_OUT2 | MCR_LOOP);
-    CHECK(uart.irq_levels == std::vector<bool>{true, false});
-    CHECK(uart.rd(IIR) == IIR_THRE);  // still pending inside the UART
-    uart.wr(IER, 0);
-    uart.wr(IER, IER_THRE);
-    uart.wr(MCR, MCR_OUT2);
-    CHECK(uart.irq_levels == std::vector<bool>{true, false, true});
-}
-
-TEST_CASE("Serial16550 IRQ line: THRE gives an edge for every THR write") {
-    Uart uart;
-    uart.watch_irq();
-    uart.wr(MCR, MCR_OUT2);
-    uart.wr(IER, IER_THRE);
-    CHECK(uart.irq_levels == std::vector<bool>{true});
-    CHECK(uart.rd(IIR) == IIR_THRE);
-    CHECK(uart.irq_levels == std::vector<bool>{true, false});
-    uart.put("a");
-    CHECK(uart.irq_levels == std::vector<bool>{true, false, true});
-    // Writing again while the interrupt is still pending drops and raises
-    // the line, so an edge-triggered PIC sees a new interrupt.
-    uart.put("b");
-    CHECK(uart.irq_levels == std::vector<bool>{true, false, true, false, true});
-}
-
-TEST_CASE("Serial16550 IRQ line: line status and modem status sources") {
-    Uart uart;
-    uart.watch_irq();
-    uart.wr(MCR, MCR_OUT2);
-    uart.wr(IER, IER_LINE);
-    uart.receive("12");  // overrun
-    CHECK(uart.irq_levels == std::vector<bool>{true});
-    CHECK(uart.rd(IIR) == IIR_LINE);
-    uart.rd(LSR);
-    CHECK(uart.irq_levels == std::vector<bool>{true, false});
-
-    // Outside loopback the modem inputs are fixed, so MCR writes change nothing.
-    uart.wr(IER, IER_MODEM);
-    uart.wr(MCR, MCR_OUT2 | MCR_DTR);
-    CHECK(uart.irq_levels == std::vector<bool>{true, false});
-    CHECK(uart.rd(IIR) == IIR_NONE);
-    // A round trip through loopback changes CTS/DSR; the delta stays latched
-    // (gated off while in loopback) and raises the line once it is left.
-    uart.wr(MCR, MCR_OUT2 | MCR_LOOP);
-    CHECK(uart.irq_levels == std::vector<bool>{true, false});
-    uart.wr(MCR, MCR_OUT2);
-    CHECK(uart.irq_levels == std::vector<bool>{true, false, true});
-    CHECK(uart.rd(IIR) == IIR_MODEM);
-    CHECK(uart.rd(MSR) == (MSR_CTS | MSR_DSR | MSR_DCD | MSR_DCTS | MSR_DDSR));
-    CHECK(uart.irq_levels == std::vector<bool>{true, false, true, false});
-}
-
-TEST_CASE("Serial16550 set_irq_line reports an already asserted line at once") {
-    Uart uart;
-    uart.wr(MCR, MCR_OUT2);
-    uart.wr(IER, IER_THRE);
-    CHECK(uart.dev.irq_level());
-    uart.watch_irq();
-    CHECK(uart.irq_levels == std::vector<bool>{true});
-}
-
-TEST_CASE("Serial16550 splits wide accesses into byte registers") {
-    Uart uart;
-    uart.wr(LCR, LCR_DLAB);
-    const std::array<uint8_t, 2> divisor{0x34, 0x12};
-    uart.dev.write(DLL, divisor);
-    CHECK(uart.rd(DLL) == 0x34);
-    CHECK(uart.rd(DLM) == 0x12);
-
-    std::array<uint8_t, 4> data{};
-    uart.dev.read(LSR, data);  // LSR, MSR, SCR, then past the end
-    CHECK(data[0] == (LSR_THRE | LSR_TEMT));
-    CHECK(data[1] == (MSR_CTS | MSR_DSR | MSR_DCD));
-    CHECK(data[2] == 0);
-    CHECK(data[3] == 0xff);
-}
-
-TEST_CASE("Serial16550 works behind the port bus at HV_SERIAL_PORT") {
-    Uart uart;
-    hv::Bus bus("port");
-    bus.add(HV_SERIAL_PORT, hv::Serial16550::size, uart.dev, "serial");
-    const std::array<uint8_t, 1> h{'h'};
-    const std::array<uint8_t, 1> nl{'\n'};
-    CHECK(bus.write(HV_SERIAL_PORT, h) == hv::BusResult::Handled);
-    CHECK(bus.write(HV_SERIAL_PORT, nl) == hv::BusResult::Handled);
-    CHECK(uart.output() == "h\n");
-    std::array<uint8_t, 1> lsr{};
-    CHECK(bus.read(HV_SERIAL_PORT + 5, lsr) == hv::BusResult::Handled);
-    CHECK(lsr[0] == (LSR_THRE | LSR_TEMT));
-    CHECK(bus.device_at(HV_SERIAL_PORT + 7) == "serial");
-    CHECK_FALSE(bus.device_at(HV_SERIAL_PORT + 8).has_value());
 }

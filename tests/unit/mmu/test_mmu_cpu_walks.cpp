@@ -2,29 +2,29 @@
 // the CPU never has to write an entry (accessed, and dirty when writable,
 // from the start), and aging leaves those bits alone.
 #include "mmu/secondary/shadow_mmu.hpp"
+#include "mmu/base/units.hpp"
+#include "mmu/soft/mmu_stack.hpp"
+#include "tests/support/shadow_rig.hpp"
 
 #include <doctest/doctest.h>
 
 using namespace hv::mmu;
+using hv::mmu::test::ShadowRig;
 
 namespace {
-
-constexpr std::uint64_t kHost = 0x7f0000000000;
+constexpr std::uint64_t kHost = MmuStack::kHost;
 constexpr std::uint64_t kGuest = 0x4000000000;
 using Pte = X86PteFormat;
 
-struct Rig {
-    FrameSpace frames{1024};
-    HostAddressSpace host{frames};
-    ShadowMmu mmu;
-    explicit Rig(bool cpu_walks) : mmu(host, [&] {
+// 16 writable pages then 16 read-only ones, in one memslot; no shootdown target.
+struct Rig : ShadowRig {
+    explicit Rig(bool cpu_walks) : ShadowRig(1024, [&] {
         ShadowConfig c;
         c.cpu_walks = cpu_walks;
         return c;
-    }()) {
-        host.map_anonymous({kHost, kHost + 16 * kPage}, true);
-        host.map_anonymous({kHost + 16 * kPage, kHost + 32 * kPage}, false);
-        mmu.add_memslot({1, kGuest, 32 * kPage, kHost, true});
+    }(), kGuest, 32, false) {
+        map(16, true);
+        map(16, false, 16);
     }
 };
 

@@ -6,7 +6,10 @@
 // walk registration that makes a vCPU that only reads a table a shootdown
 // target, and the reader-slot lock the rw policy rests on.
 #include "mmu/secondary/shadow_mmu.hpp"
+#include "mmu/base/units.hpp"
+#include "mmu/soft/mmu_stack.hpp"
 #include "mmu/sync/reader_slot_lock.hpp"
+#include "tests/support/shadow_rig.hpp"
 
 #include <doctest/doctest.h>
 
@@ -16,31 +19,19 @@
 #include <vector>
 
 using namespace hv::mmu;
+using hv::mmu::test::ShadowRig;
 
 namespace {
-
 constexpr std::uint64_t kTableSpan = 512 * kPage;
-constexpr std::uint64_t kHost = 0x7f0000000000;
+constexpr std::uint64_t kHost = MmuStack::kHost;
 constexpr std::uint64_t kGuest = 0x40000000;
-
-struct Targets final : TlbShootdown {
-    std::vector<std::uint32_t> last;
-    void shootdown(const VcpuMask& t, std::span<const std::uint64_t>) override {
-        last.clear();
-        t.for_each([&](std::uint32_t c) { last.push_back(c); });
-    }
-};
 
 // Two vCPUs, each faulting `pages` pages of its own 2 MiB leaf table (or of
 // one shared table when `same_table`).
-struct CostRig {
-    FrameSpace frames{8192};
-    HostAddressSpace host{frames};
-    Targets sd;
-    ShadowMmu mmu;
-    explicit CostRig(LockPolicy lock) : mmu(host, {lock, CoherencePolicy::Seq, 512, 2}, &sd) {
-        host.map_anonymous({kHost, kHost + 2 * kTableSpan}, true);
-        mmu.add_memslot({1, kGuest, 2 * kTableSpan, kHost, true});
+struct CostRig : ShadowRig {
+    explicit CostRig(LockPolicy lock)
+        : ShadowRig(8192, {lock, CoherencePolicy::Seq, 512, 2}, kGuest, 2 * kTableSpan / kPage) {
+        map(2 * kTableSpan / kPage);
     }
     static std::uint64_t page(std::uint32_t vcpu, std::uint64_t i, bool same_table) {
         return kGuest + (same_table ? (2 * i + vcpu) * kPage : vcpu * kTableSpan + i * kPage);
@@ -148,7 +139,7 @@ TEST_CASE("walk: a vCPU that only reads a table becomes a target of the next zap
     CHECK(r.mmu.vcpu_counters(1).walk_registrations == 1);
     CHECK(r.mmu.vcpu_counters(1).faults == 0);
     r.mmu.zap_guest_range(ga, ga + kPage);
-    CHECK(r.sd.last == std::vector<std::uint32_t>{0, 1});
+    CHECK(r.sd.last() == std::vector<std::uint32_t>{0, 1});
     // A table nobody walked or faulted into is nobody's target.
     CHECK(r.mmu.walk(1, CostRig::page(1, 0, false)) == 0); // no leaf table there yet
     CHECK(r.mmu.vcpu_counters(1).walk_registrations == 1);

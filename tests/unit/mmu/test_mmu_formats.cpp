@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "mmu/table/entry_format.hpp"
+#include "tests/support/text_match.hpp"
 
 using hv::mmu::EptFormat;
 using hv::mmu::Perms;
@@ -27,6 +28,9 @@ using hv::mmu::X86PteFormat;
 
 TYPE_TO_STRING_AS("EptFormat", hv::mmu::EptFormat);
 TYPE_TO_STRING_AS("X86PteFormat", hv::mmu::X86PteFormat);
+
+using hv::test::contains;
+using hv::test::message_of;
 
 namespace {
 
@@ -37,20 +41,6 @@ constexpr Perms kRWX{.read = true, .write = true, .exec = true};
 constexpr Perms kX{.exec = true};
 constexpr Perms kRWXU{.read = true, .write = true, .exec = true, .user = true};
 constexpr Perms kRWU{.read = true, .write = true, .user = true};
-
-template <class E, class F>
-std::string message_of(F&& f) {
-    try {
-        f();
-    } catch (const E& e) {
-        return e.what();
-    }
-    return "";
-}
-
-bool contains(const std::string& haystack, const std::string& needle) {
-    return haystack.find(needle) != std::string::npos;
-}
 
 // All 16 combinations of the four rights.
 std::vector<Perms> all_perms() {

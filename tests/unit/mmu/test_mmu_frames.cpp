@@ -1,53 +1,28 @@
-// hv::mmu::FrameSpace: geometry, zeroed allocation, exhaustion as a value,
-// double-free and range detection, the non-owning (guest RAM) mode, balanced
-// counters, and 1024 threads allocating at once.
+// hv::mmu::FrameSpace on one thread: geometry, zeroed allocation, exhaustion
+// as a value, double-free and range detection, the non-owning (guest RAM)
+// mode and balanced counters. Threads are in test_mmu_frames_threads.cpp,
+// the per-CPU frame caches in test_mmu_frames_cpu_caches.cpp.
 #include <doctest/doctest.h>
 
-#include <algorithm>
-#include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
-#include <latch>
-#include <memory>
 #include <set>
+#include <span>
 #include <stdexcept>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "mmu/base/frame_space.hpp"
+#include "tests/support/frame_space_fixture.hpp"
+#include "tests/support/text_match.hpp"
 
-using hv::mmu::FrameCounters;
-using hv::mmu::FrameSpace;
-using hv::mmu::kFrameSize;
-using hv::mmu::Pfn;
+using namespace hv::mmu;
+using hv::test::contains;
+using hv::test::message_of;
+using namespace hv::mmu::test::frames;
 
 namespace {
-
-bool contains(const std::string& haystack, const std::string& needle) {
-    return haystack.find(needle) != std::string::npos;
-}
-
-// The message of the exception `f` throws as E ("" when it throws nothing).
-template <class E, class F>
-std::string message_of(F&& f) {
-    try {
-        f();
-    } catch (const E& e) {
-        return e.what();
-    }
-    return "";
-}
-
-bool all_bytes(std::span<const std::uint8_t> s, std::uint8_t v) {
-    return std::all_of(s.begin(), s.end(), [v](std::uint8_t b) { return b == v; });
-}
-
-void check_balanced(const FrameCounters& c) {
-    CHECK(c.allocated - c.freed == c.in_use);
-    CHECK(c.high_water >= c.in_use);
-}
 
 // Page-aligned heap memory for the non-owning constructor.
 struct AlignedBuffer {
@@ -259,224 +234,4 @@ TEST_CASE("FrameSpace: high water and balance through an alloc/free sequence") {
     CHECK(c.freed == 27);
     CHECK(c.in_use == 0);
     check_balanced(c);
-}
-
-TEST_CASE("FrameSpace: 1024 threads allocate, check, free and reallocate concurrently") {
-    constexpr int kThreads = 1024;
-    constexpr int kPerThread = 4;
-    FrameSpace fs(kThreads * kPerThread);
-    std::latch start(kThreads), allocated(kThreads), freed(kThreads);
-    std::atomic<int> duplicates{0}, dirty{0}, failures{0};
-    std::vector<std::thread> threads;
-    threads.reserve(kThreads);
-    for (int t = 0; t < kThreads; ++t) {
-        threads.emplace_back([&, t] {
-            start.arrive_and_wait();
-            // Frames obtained; a failure is counted and the thread still
-            // passes every barrier so the others do not wait forever.
-            std::vector<Pfn> mine;
-            for (int i = 0; i < kPerThread; ++i) {
-                auto a = fs.allocate();
-                if (!a) {
-                    failures.fetch_add(1);
-                    continue;
-                }
-                mine.push_back(*a);
-                // Stamp the whole frame with this thread's id: a frame handed
-                // to two threads shows the other's stamp after the barrier.
-                std::memset(fs.bytes(*a).data(), (t % 255) + 1, kFrameSize);
-                std::memcpy(fs.bytes(*a).data(), &t, sizeof t);
-            }
-            allocated.arrive_and_wait();
-            for (Pfn p : mine) {
-                int owner;
-                std::memcpy(&owner, fs.bytes(p).data(), sizeof owner);
-                if (owner != t || fs.bytes(p)[kFrameSize - 1] != (t % 255) + 1) duplicates.fetch_add(1);
-            }
-            for (Pfn p : mine) fs.free(p);
-            mine.clear();
-            freed.arrive_and_wait();
-            // Second round: every frame was dirtied above and must come back zeroed.
-            for (int i = 0; i < kPerThread; ++i) {
-                auto a = fs.allocate();
-                if (!a) {
-                    failures.fetch_add(1);
-                    continue;
-                }
-                mine.push_back(*a);
-                if (!all_bytes(fs.bytes(*a), 0)) dirty.fetch_add(1);
-            }
-            for (Pfn p : mine) fs.free(p);
-        });
-    }
-    for (auto& th : threads) th.join();
-    CHECK(failures.load() == 0);
-    CHECK(duplicates.load() == 0);
-    CHECK(dirty.load() == 0);
-    const FrameCounters c = fs.counters();
-    CHECK(c.allocated == 2u * kThreads * kPerThread);
-    CHECK(c.freed == 2u * kThreads * kPerThread);
-    CHECK(c.in_use == 0);
-    CHECK(c.failed == 0);
-    CHECK(c.high_water == std::uint64_t{kThreads} * kPerThread); // everyone held 4 at the first barrier
-    check_balanced(c);
-}
-
-TEST_CASE("FrameSpace: contended exhaustion hands out exactly the capacity") {
-    constexpr int kThreads = 1024;
-    constexpr std::size_t kCapacity = 1000;
-    FrameSpace fs(kCapacity);
-    std::latch start(kThreads);
-    std::atomic<std::uint64_t> successes{0};
-    std::vector<std::vector<Pfn>> held(kThreads);
-    std::vector<std::thread> threads;
-    threads.reserve(kThreads);
-    for (int t = 0; t < kThreads; ++t) {
-        threads.emplace_back([&, t] {
-            start.arrive_and_wait();
-            for (int i = 0; i < 2; ++i)
-                if (auto p = fs.allocate()) held[t].push_back(*p);
-            successes.fetch_add(held[t].size());
-        });
-    }
-    for (auto& th : threads) th.join();
-    CHECK(successes.load() == kCapacity);
-    std::set<Pfn> all;
-    for (auto& v : held) all.insert(v.begin(), v.end());
-    CHECK(all.size() == kCapacity);
-    FrameCounters c = fs.counters();
-    CHECK(c.allocated == kCapacity);
-    CHECK(c.failed == 2 * kThreads - kCapacity);
-    CHECK(c.in_use == kCapacity);
-    CHECK(c.high_water == kCapacity);
-    check_balanced(c);
-    for (Pfn p : all) fs.free(p);
-    c = fs.counters();
-    CHECK(c.in_use == 0);
-    check_balanced(c);
-}
-
-// ---- Per-CPU frame caches (allocate(cpu)) ---------------------------------
-
-TEST_CASE("FrameSpace: a CPU's frames come in whole aligned chunks whose lines are its own") {
-    using hv::mmu::kFrameChunk;
-    FrameSpace fs(1024);
-    const auto shared = fs.allocate(); // the shared pool: frame 0
-    REQUIRE(shared);
-    CHECK(*shared == 0);
-    CHECK_FALSE(fs.line_owner(*shared).has_value());
-    // CPU 5's first allocation takes the next whole aligned chunk; the fresh
-    // frames below it (1..63) go to the shared pool.
-    const auto first = fs.allocate(5);
-    REQUIRE(first);
-    CHECK(*first == kFrameChunk);
-    for (Pfn p = kFrameChunk; p < 2 * kFrameChunk; ++p) CHECK(fs.line_owner(p) == 5u);
-    CHECK_FALSE(fs.line_owner(2 * kFrameChunk).has_value());
-    FrameCounters c = fs.counters();
-    CHECK(c.refills == 1);
-    CHECK(c.cached == kFrameChunk - 1);
-    CHECK(c.in_use == 2);
-    CHECK(c.high_water == 1 + kFrameChunk); // frame 0 and the chunk left the pool
-    check_balanced(c);
-    // The rest of the chunk, in order, then the next chunk.
-    for (Pfn p = kFrameChunk + 1; p < 2 * kFrameChunk; ++p) CHECK(fs.allocate(5) == p);
-    CHECK(fs.allocate(5) == 2 * kFrameChunk);
-    CHECK(fs.counters().refills == 2);
-    // Another CPU gets a chunk of its own.
-    CHECK(fs.allocate(7) == 3 * kFrameChunk);
-    CHECK(fs.line_owner(3 * kFrameChunk + 9) == 7u);
-    // The shared pool serves the frames skipped below CPU 5's chunk first.
-    CHECK(fs.allocate() == 1);
-    // A CPU index without a cache (kAnyCpu) is the shared pool too.
-    CHECK(fs.allocate(FrameSpace::kAnyCpu) == 2);
-    // Freeing one frame of a chunk makes its lines shared: the frame goes to
-    // whoever allocates next.
-    fs.free(kFrameChunk + 3);
-    CHECK_FALSE(fs.line_owner(kFrameChunk).has_value());
-    CHECK(fs.line_owner(2 * kFrameChunk) == 5u);
-    check_balanced(fs.counters());
-}
-
-TEST_CASE("FrameSpace: a frame waiting in a CPU's cache is not allocated, and freeing it is a double free") {
-    FrameSpace fs(256);
-    const auto p = fs.allocate(0);
-    REQUIRE(p);
-    CHECK(fs.is_allocated(*p));
-    CHECK_FALSE(fs.is_allocated(*p + 1)); // in CPU 0's cache
-    CHECK(contains(message_of<std::logic_error>([&] { fs.free(*p + 1); }), "double free"));
-    fs.free(*p);
-    CHECK(contains(message_of<std::logic_error>([&] { fs.free(*p); }), "double free"));
-    check_balanced(fs.counters());
-}
-
-TEST_CASE("FrameSpace: give_back returns a frame to its CPU's cache, zeroed again, and keeps the chunk its own") {
-    FrameSpace fs(256);
-    const auto p = fs.allocate(2);
-    REQUIRE(p);
-    std::memset(fs.bytes(*p).data(), 0x5a, kFrameSize);
-    fs.give_back(*p, 2);
-    CHECK_FALSE(fs.is_allocated(*p));
-    CHECK(fs.line_owner(*p) == 2u);
-    FrameCounters c = fs.counters();
-    CHECK(c.allocated == 1);
-    CHECK(c.freed == 1);
-    CHECK(c.in_use == 0);
-    CHECK(c.cached == hv::mmu::kFrameChunk);
-    const auto again = fs.allocate(2);
-    REQUIRE(again);
-    CHECK(*again == *p); // last in, first out
-    CHECK(all_bytes(fs.bytes(*again), 0));
-    CHECK(contains(message_of<std::logic_error>([&] { fs.give_back(*again + 1, 2); }), "double free"));
-    // Without a cache for the CPU it is a plain free.
-    fs.give_back(*again, 9);
-    CHECK_FALSE(fs.line_owner(*again).has_value());
-    check_balanced(fs.counters());
-}
-
-TEST_CASE("FrameSpace: 1024 CPUs allocating from their caches get exactly the capacity, taking from each other") {
-    constexpr int kThreads = 1024;
-    constexpr std::size_t kCapacity = 1000; // 15 whole chunks and 40 frames
-    FrameSpace fs(kCapacity);
-    std::latch start(kThreads), allocated(kThreads);
-    std::atomic<std::uint64_t> successes{0};
-    std::atomic<int> dirty{0};
-    std::vector<std::vector<Pfn>> held(kThreads);
-    std::vector<std::thread> threads;
-    threads.reserve(kThreads);
-    for (int t = 0; t < kThreads; ++t) {
-        threads.emplace_back([&, t] {
-            start.arrive_and_wait();
-            for (int i = 0; i < 2; ++i)
-                if (auto p = fs.allocate(static_cast<std::uint32_t>(t))) {
-                    if (!all_bytes(fs.bytes(*p), 0)) dirty.fetch_add(1);
-                    std::memset(fs.bytes(*p).data(), 0xee, kFrameSize);
-                    held[t].push_back(*p);
-                }
-            successes.fetch_add(held[t].size());
-            allocated.arrive_and_wait();
-            // Second round: everything freed, then each CPU allocates again
-            // (the frames now come from the free stack, dirty, zeroed again).
-            for (Pfn p : held[t]) fs.free(p);
-            held[t].clear();
-        });
-    }
-    for (auto& th : threads) th.join();
-    CHECK(successes.load() == kCapacity);
-    CHECK(dirty.load() == 0);
-    FrameCounters c = fs.counters();
-    CHECK(c.allocated == kCapacity);
-    CHECK(c.failed == 2 * kThreads - kCapacity);
-    CHECK(c.in_use == 0);
-    CHECK(c.cached == 0); // every cached frame was taken by someone
-    check_balanced(c);
-    std::set<Pfn> again;
-    for (int t = 0; t < 8; ++t)
-        for (int i = 0; i < 100; ++i) {
-            auto p = fs.allocate(static_cast<std::uint32_t>(t));
-            REQUIRE(p);
-            CHECK(all_bytes(fs.bytes(*p), 0));
-            again.insert(*p);
-        }
-    CHECK(again.size() == 800);
-    check_balanced(fs.counters());
 }

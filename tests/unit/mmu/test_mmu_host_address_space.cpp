@@ -1,5 +1,6 @@
 // HostAddressSpace: host faults and each host operation, with the exact
 // notifier sequence it produces (recorded by a subscriber).
+#include "mmu/base/units.hpp"
 #include "mmu/host/host_address_space.hpp"
 
 #include <doctest/doctest.h>
@@ -14,8 +15,6 @@
 using namespace hv::mmu;
 
 namespace {
-
-constexpr std::uint64_t kPage = 4096;
 constexpr std::uint64_t kBase = 0x40000000; // 1 GiB: away from address 0 on purpose
 
 std::string hexs(std::uint64_t v) {

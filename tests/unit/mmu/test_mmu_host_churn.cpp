@@ -1,6 +1,8 @@
 // HostChurn on its own, over a small host region with no vCPUs: the unmap
 // hooks, restoring protected pages, the quota, the seed and bad configs.
 #include "mmu/soft/host_churn.hpp"
+#include "mmu/base/units.hpp"
+#include "tests/support/text_match.hpp"
 
 #include <doctest/doctest.h>
 
@@ -14,10 +16,9 @@
 #include <vector>
 
 using namespace hv::mmu;
+using hv::test::message_of;
 
 namespace {
-
-constexpr std::uint64_t kPage = 4096;
 constexpr std::uint64_t kBase = 0x40000000;
 constexpr std::uint64_t kPages = 16;
 
@@ -66,12 +67,7 @@ ChurnCounters run_for(HostChurn& churn, std::chrono::milliseconds how_long) {
 std::string error_of(const ChurnConfig& c) {
     FrameSpace frames{16};
     HostAddressSpace host{frames};
-    try {
-        HostChurn churn(host, c);
-    } catch (const std::invalid_argument& e) {
-        return e.what();
-    }
-    return "(no error)";
+    return message_of<std::invalid_argument>([&] { HostChurn churn(host, c); }, "(no error)");
 }
 
 // splitmix64, written out again so the test pins the generator and the

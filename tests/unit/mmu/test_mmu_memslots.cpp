@@ -1,21 +1,18 @@
 // MemslotTable: validation with clear errors, aliasing, both lookups.
 #include "mmu/secondary/memslots.hpp"
+#include "tests/support/text_match.hpp"
 
 #include <doctest/doctest.h>
 
 #include <string>
 
 using namespace hv::mmu;
+using hv::test::message_of;
 
 namespace {
 constexpr std::uint64_t kPage = 4096, MiB = 1 << 20;
 std::string error_of(MemslotTable& t, const Memslot& s) {
-    try {
-        t.add(s);
-    } catch (const MemslotError& e) {
-        return e.what();
-    }
-    return "";
+    return message_of<MemslotError>([&] { t.add(s); });
 }
 } // namespace
 

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/support/text_match.hpp"
 #include "vmm/cli/mmu_options.hpp"
 #include "vmm/kvm/vmm_error.hpp"
 #include "vmm/shadow/shadow_vm.hpp"
@@ -15,11 +16,9 @@ using hv::LatencyHistogram;
 using hv::MmuPolicyArgs;
 namespace mmu = hv::mmu;
 
-namespace {
+using hv::test::contains;
 
-bool contains(const std::string& haystack, const std::string& needle) {
-    return haystack.find(needle) != std::string::npos;
-}
+namespace {
 
 struct Parsed {
     mmu::ShadowConfig shadow;

@@ -22,6 +22,7 @@
 #include "mmu/table/entry_format.hpp"
 #include "mmu/table/radix_table.hpp"
 #include "tests/support/radix_table_fixture.hpp"
+#include "tests/support/text_match.hpp"
 
 using hv::mmu::EptFormat;
 using hv::mmu::FrameCounters;
@@ -32,24 +33,8 @@ using hv::mmu::RadixTable;
 using hv::mmu::WalkStatus;
 using hv::mmu::X86PteFormat;
 using namespace hv::mmu::test::radix_table;
-
-namespace {
-
-template <class E, class Fn>
-std::string message_of(Fn&& f) {
-    try {
-        f();
-    } catch (const E& e) {
-        return e.what();
-    }
-    return "";
-}
-
-bool contains(const std::string& haystack, const std::string& needle) {
-    return haystack.find(needle) != std::string::npos;
-}
-
-} // namespace
+using hv::test::contains;
+using hv::test::message_of;
 
 TEST_CASE_TEMPLATE("RadixTable: create allocates one zeroed root and destroy frees it", F, EptFormat, X86PteFormat) {
     FrameSpace fs(8);

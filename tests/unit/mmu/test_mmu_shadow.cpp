@@ -1,59 +1,22 @@
 // ShadowMmu: faults through memslots and host tables, zaps driven by host
-// operations, batching, shootdown targets, aliasing and the rmap, forced
-// fault/invalidate races under each coherence policy, and one correctness
-// suite run under every lock policy x coherence policy x batch size.
+// operations, batching, shootdown targets, aliasing and the rmap, and forced
+// fault/invalidate races under each coherence policy. Memslot changes,
+// aging and frame exhaustion are in test_mmu_shadow_memslots.cpp, the
+// correctness suite under every policy combination in
+// test_mmu_shadow_policy_matrix.cpp.
 #include "mmu/secondary/shadow_mmu.hpp"
+#include "tests/support/shadow_mmu_fixture.hpp"
 
 #include <doctest/doctest.h>
 
-#include <atomic>
 #include <chrono>
 #include <cstring>
-#include <random>
+#include <string>
 #include <thread>
 #include <vector>
 
 using namespace hv::mmu;
-
-namespace {
-
-constexpr std::uint64_t kHost = 0x7f0000000000; // host addresses
-constexpr std::uint64_t kGuest = 0x10000000;    // guest addresses
-
-struct RecordingShootdown final : TlbShootdown {
-    std::vector<std::vector<std::uint32_t>> targets;
-    std::vector<std::size_t> sizes;
-    void shootdown(const VcpuMask& t, std::span<const std::uint64_t> pages) override {
-        std::vector<std::uint32_t> v;
-        t.for_each([&](std::uint32_t c) { v.push_back(c); });
-        targets.push_back(v);
-        sizes.push_back(pages.size());
-    }
-};
-
-struct Rig {
-    FrameSpace frames;
-    HostAddressSpace host;
-    RecordingShootdown sd;
-    ShadowMmu mmu;
-    Rig(ShadowConfig cfg, std::size_t pages = 1024, std::size_t nframes = 4096)
-        : frames(nframes), host(frames), mmu(host, cfg, &sd) {
-        host.map_anonymous({kHost, kHost + pages * kPage}, true);
-        mmu.add_memslot({1, kGuest, pages * kPage, kHost, true});
-    }
-    std::uint8_t* guest_bytes(std::uint64_t ga) {
-        const std::uint64_t e = mmu.entry(ga);
-        REQUIRE(e != 0);
-        return frames.bytes(X86PteFormat::pfn(e)).data();
-    }
-};
-
-ShadowConfig cfg(LockPolicy l = LockPolicy::Rw, CoherencePolicy c = CoherencePolicy::Seq, std::size_t batch = 512,
-                 std::uint32_t vcpus = 4) {
-    return {l, c, batch, vcpus};
-}
-
-} // namespace
+using namespace hv::mmu::test::shadow_mmu;
 
 TEST_CASE("shadow fault installs an entry for the host frame, with its rmap link") {
     Rig r(cfg());
@@ -267,146 +230,4 @@ TEST_CASE("an invalidation in progress refuses installs in its range only, excep
         CHECK(r.mmu.fault(0, kGuest + 9 * kPage, Access::Read) == FaultResult::Installed);
         CHECK(r.mmu.audit().empty());
     }
-}
-
-TEST_CASE("adding a memslot waits until no invalidation is in progress") {
-    Rig r(cfg());
-    r.host.map_anonymous({kHost + 0x1000000, kHost + 0x1100000}, true);
-    auto inv = r.host.notifiers().begin({kHost + 0x1000000, kHost + 0x1001000}, InvalidateEvent::Unmap, true);
-    REQUIRE(inv);
-    std::atomic<bool> added{false};
-    std::thread adder([&] {
-        r.mmu.add_memslot({2, kGuest + 0x1000000, 0x100000, kHost + 0x1000000, true});
-        added = true;
-    });
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    CHECK_FALSE(added.load());
-    inv->end();
-    adder.join();
-    CHECK(added.load());
-    CHECK(r.mmu.fault(0, kGuest + 0x1000000, Access::Read) == FaultResult::Installed);
-}
-
-TEST_CASE("removing an unknown memslot is an error that leaves faults working") {
-    Rig r(cfg());
-    CHECK_THROWS_AS(r.mmu.remove_memslot(42), MemslotError);
-    CHECK(r.mmu.fault(0, kGuest, Access::Write) == FaultResult::Installed);
-}
-
-TEST_CASE("aging: clear_young and test_young answer from the secondary entries") {
-    Rig r(cfg());
-    REQUIRE(r.mmu.fault(0, kGuest, Access::Read) == FaultResult::Installed);
-    CHECK(r.mmu.test_young({kHost, kHost + kPage}));
-    CHECK(r.mmu.clear_young({kHost, kHost + kPage}));
-    CHECK_FALSE(r.mmu.test_young({kHost, kHost + kPage}));
-    CHECK(r.mmu.entry(kGuest) != 0); // aging does not zap
-    CHECK(r.host.age({kHost, kHost + kPage})); // the host A bit from the host fault
-    CHECK_FALSE(r.host.age({kHost, kHost + kPage}));
-}
-
-TEST_CASE("frames exhausted in the middle of a fault: an error, nothing leaked, audit clean") {
-    FrameSpace frames(24);
-    {
-        HostAddressSpace host(frames);
-        ShadowMmu mmu(host, cfg());
-        host.map_anonymous({kHost, kHost + 64 * kPage}, true);
-        mmu.add_memslot({1, kGuest, 64 * kPage, kHost, true});
-        FaultResult last = FaultResult::Installed;
-        int installed = 0;
-        for (int i = 0; i < 64 && last == FaultResult::Installed; ++i) {
-            last = mmu.fault(0, kGuest + i * kPage, Access::Write);
-            if (last == FaultResult::Installed) ++installed;
-        }
-        CHECK(last == FaultResult::OutOfFrames);
-        CHECK(installed > 0);
-        CHECK(mmu.audit().empty());
-        CHECK(mmu.rmap().links() == static_cast<std::uint64_t>(installed));
-    }
-    CHECK(frames.counters().in_use == 0);
-}
-
-TEST_CASE("memslot removal zaps its entries, then bad memslots are refused") {
-    Rig r(cfg());
-    REQUIRE(r.mmu.fault(0, kGuest, Access::Write) == FaultResult::Installed);
-    CHECK_THROWS_AS(r.mmu.add_memslot({2, kGuest + kPage, kPage, kHost, true}), MemslotError);
-    CHECK_THROWS_AS(r.mmu.add_memslot({2, 0x123, kPage, kHost, true}), MemslotError);
-    r.mmu.remove_memslot(1);
-    CHECK(r.mmu.entry(kGuest) == 0);
-    CHECK(r.mmu.fault(0, kGuest, Access::Read) == FaultResult::NoMemslot);
-    CHECK(r.mmu.audit().empty());
-}
-
-// The correctness suite under every policy combination: threads fault and
-// write through their entries while a host thread migrates, unmaps,
-// protects, swaps, merges and ages; at the end every guest page must hold
-// the last value its owner wrote (no lost writes) and the audit is clean.
-TEST_CASE("policy matrix: concurrent faults and host churn lose no writes") {
-    for (LockPolicy lock : {LockPolicy::Global, LockPolicy::Rw, LockPolicy::Split})
-        for (CoherencePolicy coh : {CoherencePolicy::Seq, CoherencePolicy::PtLock, CoherencePolicy::RangeActive})
-            for (std::size_t batch : {std::size_t{1}, std::size_t{64}, std::size_t{0}}) {
-                const std::string lock_policy = to_string(lock);
-            CAPTURE(lock_policy);
-                const std::string coherence = to_string(coh);
-            CAPTURE(coherence);
-                CAPTURE(batch);
-                constexpr int kThreads = 3, kPagesPer = 40;
-                Rig r(cfg(lock, coh, batch, kThreads), kThreads * kPagesPer, 2048);
-                std::atomic<bool> stop{false};
-                std::vector<std::vector<std::uint32_t>> last(kThreads, std::vector<std::uint32_t>(kPagesPer, 0));
-                std::atomic<int> violations{0};
-                // A thread writes only its own pages, and only through a
-                // translation it holds the host PT lock for, as a CPU writes
-                // through its TLB entry: the host cannot move the page under it.
-                auto writer = [&](int t) {
-                    std::mt19937 rng(t);
-                    for (std::uint32_t n = 1; !stop; ++n) {
-                        const int p = static_cast<int>(rng() % kPagesPer);
-                        const std::uint64_t ga = kGuest + (t * kPagesPer + p) * kPage;
-                        const std::uint64_t ha = kHost + (t * kPagesPer + p) * kPage;
-                        FaultResult res;
-                        do res = r.mmu.fault(t, ga, Access::Write);
-                        while (res == FaultResult::Retry);
-                        if (res != FaultResult::Installed) continue; // protected right now
-                        auto guard = r.host.lock_pte(ha);
-                        const std::uint64_t e = r.mmu.entry(ga);
-                        if (!guard || e == 0 || !X86PteFormat::writable(e)) continue; // zapped meanwhile: refault
-                        if (X86PteFormat::pfn(e) != X86PteFormat::pfn(guard.pte()) || !X86PteFormat::present(guard.pte())) {
-                            ++violations; // a present entry disagrees with the host
-                            continue;
-                        }
-                        std::uint32_t* word = reinterpret_cast<std::uint32_t*>(r.frames.bytes(X86PteFormat::pfn(e)).data());
-                        if (*word != last[t][p]) ++violations; // a lost or misdirected write
-                        *word = n;
-                        last[t][p] = n;
-                    }
-                };
-                std::vector<std::thread> threads;
-                for (int t = 0; t < kThreads; ++t) threads.emplace_back(writer, t);
-                std::mt19937 rng(99);
-                const std::uint64_t pages = kThreads * kPagesPer;
-                for (int op = 0; op < 300; ++op) {
-                    const std::uint64_t a = kHost + (rng() % pages) * kPage;
-                    switch (rng() % 5) {
-                    case 0: r.host.migrate(a); break;
-                    case 1: r.host.swap_out(a); break;
-                    case 2: r.host.protect({a, a + kPage}, false); r.host.protect({a, a + kPage}, true); break;
-                    case 3: r.host.merge(a, kHost + (rng() % pages) * kPage); break;
-                    case 4: r.host.age({a, a + 8 * kPage}); break;
-                    }
-                }
-                stop = true;
-                for (auto& t : threads) t.join();
-                CHECK(violations == 0);
-                CHECK(r.mmu.audit().empty());
-                // Every page still holds its owner's last write.
-                int lost = 0;
-                for (int t = 0; t < kThreads; ++t)
-                    for (int p = 0; p < kPagesPer; ++p) {
-                        const std::uint64_t ha = kHost + (t * kPagesPer + p) * kPage;
-                        auto h = r.host.fault(ha, Access::Read);
-                        REQUIRE(h.status == HostFaultStatus::Mapped);
-                        if (*reinterpret_cast<std::uint32_t*>(r.frames.bytes(h.translation.pfn).data()) != last[t][p]) ++lost;
-                    }
-                CHECK(lost == 0);
-            }
 }

@@ -2,6 +2,7 @@
 // with each kind of host churn under every lock and coherence policy, 1024
 // vCPUs, and a deliberately broken shootdown that the checker must catch.
 #include "mmu/soft/soft_vcpu.hpp"
+#include "tests/support/soft_run.hpp"
 
 #include <doctest/doctest.h>
 
@@ -11,30 +12,14 @@
 #include <thread>
 
 using namespace hv::mmu;
+using hv::mmu::test::describe;
+using hv::mmu::test::small;
 
 namespace {
 
 
-SoftRunConfig small(std::uint32_t vcpus, std::uint64_t pages, std::uint64_t ops) {
-    SoftRunConfig c;
-    c.vcpus = vcpus;
-    c.pages = pages;
-    c.ops_per_vcpu = ops;
-    c.write_fraction = 0.5;
-    c.tlb = {64, 4};
-    return c;
-}
-
 void all_churn(SoftRunConfig& c, double rate) {
     for (double& r : c.churn_rate) r = rate;
-}
-
-std::string describe(const SoftRunResult& r) {
-    std::string s = "lost=" + std::to_string(r.lost_writes) + " violations=" + std::to_string(r.violations) +
-                    " audit=" + std::to_string(r.audit.size());
-    for (const auto& d : r.details) s += "\n  " + d;
-    for (const auto& a : r.audit) s += "\n  audit: " + a;
-    return s;
 }
 
 struct DroppingShootdown final : TlbShootdown {

@@ -3,6 +3,7 @@
 // the shadow MMU, and the time limit that ends a run a broken protocol would
 // keep going forever. Runs in both TLB models where the model matters.
 #include "mmu/soft/soft_vcpu.hpp"
+#include "tests/support/soft_run.hpp"
 
 #include <doctest/doctest.h>
 
@@ -11,33 +12,17 @@
 #include <vector>
 
 using namespace hv::mmu;
+using hv::mmu::test::describe;
+using hv::mmu::test::small;
 
 namespace {
 
 constexpr TlbModel kModels[] = {TlbModel::Recheck, TlbModel::Hardware};
 
-SoftRunConfig small(std::uint32_t vcpus, std::uint64_t pages, std::uint64_t ops, TlbModel model) {
-    SoftRunConfig c;
-    c.vcpus = vcpus;
-    c.pages = pages;
-    c.ops_per_vcpu = ops;
-    c.write_fraction = 0.5;
-    c.tlb = {64, 4, model};
-    return c;
-}
-
 double& rate(SoftRunConfig& c, SoftChurnOp op) { return c.soft_churn.rate[static_cast<std::size_t>(op)]; }
 std::uint64_t done(const SoftRunResult& r, SoftChurnOp op) { return r.soft_churn.done[static_cast<std::size_t>(op)]; }
 std::uint64_t attempted(const SoftRunResult& r, SoftChurnOp op) {
     return r.soft_churn.attempted[static_cast<std::size_t>(op)];
-}
-
-std::string describe(const SoftRunResult& r) {
-    std::string s = "lost=" + std::to_string(r.lost_writes) + " violations=" + std::to_string(r.violations) +
-                    " audit=" + std::to_string(r.audit.size()) + " timed_out=" + std::to_string(r.timed_out);
-    for (const auto& d : r.details) s += "\n  " + d;
-    for (const auto& a : r.audit) s += "\n  audit: " + a;
-    return s;
 }
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {

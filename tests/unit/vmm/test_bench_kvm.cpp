@@ -5,6 +5,7 @@
 // `bench.kvm-quick` test inside the nested KVM host.
 #include "tests/support/bench_cells.hpp"
 #include "tests/support/fake_sysfs.hpp"
+#include "tests/support/text_match.hpp"
 #include "vmm/bench/bench_kvm.hpp"
 #include "vmm/bench/child_process.hpp"
 #include "vmm/kvm/vmm_error.hpp"
@@ -21,6 +22,8 @@ using namespace hv::bench;
 using bench_cells::d;
 using bench_cells::s;
 using bench_cells::u;
+using hv::test::contains;
+using hv::test::message_of;
 
 namespace {
 
@@ -46,12 +49,7 @@ const char* const kIdentityRun =
     "  exits                498\n";
 
 std::string error_of(std::string_view output) {
-    try {
-        parse_touch_run(output);
-    } catch (const std::runtime_error& e) {
-        return e.what();
-    }
-    return "";
+    return message_of<std::runtime_error>([&] { parse_touch_run(output); });
 }
 
 // A scratch directory with a fake /dev/kvm (a plain file opens read-write
@@ -111,8 +109,6 @@ struct FakeHost {
         return c;
     }
 };
-
-bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
 
 } // namespace
 

@@ -14,6 +14,7 @@
 #include "hv/abi.h"
 #include "tests/support/boot_setup_fixture.hpp"
 #include "tests/support/elf_builder.hpp"
+#include "tests/support/text_match.hpp"
 #include "vmm/boot/boot_image.hpp"
 #include "vmm/boot/boot_setup.hpp"
 #include "vmm/boot/guest_layout.hpp"
@@ -26,12 +27,10 @@ using hv::BootInfo;
 using hv::GuestMemory;
 using hv::ImageKind;
 using namespace hv::test::boot_setup;
+using hv::test::contains;
+using hv::test::message_of;
 
 namespace {
-
-bool contains(const std::string& haystack, const std::string& needle) {
-    return haystack.find(needle) != std::string::npos;
-}
 
 std::uint32_t read_u32(const GuestMemory& mem, std::uint64_t gpa) { return read_obj<std::uint32_t>(mem, gpa); }
 std::string read_cstring(const GuestMemory& mem, std::uint64_t gpa, std::size_t max = 8192) {
@@ -51,12 +50,7 @@ std::vector<std::uint8_t> read_bytes(const GuestMemory& mem, std::uint64_t gpa, 
 }
 
 std::string load_error(GuestMemory& mem, const BootImage& image, const BootConfig& config) {
-    try {
-        (void)hv::load_guest(mem, image, config, "img");
-    } catch (const hv::VmmError& e) {
-        return e.what();
-    }
-    return "";
+    return message_of<hv::VmmError>([&] { (void)hv::load_guest(mem, image, config, "img"); });
 }
 
 // 64-bit entry code at 0x100000:

@@ -7,25 +7,21 @@
 #include <vector>
 
 #include "tests/support/bzimage_builder.hpp"
+#include "tests/support/text_match.hpp"
 #include "vmm/boot/boot_image.hpp"
 #include "vmm/boot/bzimage.hpp"
 #include "vmm/kvm/vmm_error.hpp"
 
 using hv::test::build_bzimage;
 using hv::test::BzImageSpec;
+using hv::test::contains;
+using hv::test::message_of;
 
 namespace {
 
 std::string parse_error(const std::vector<std::uint8_t>& file) {
-    try {
-        hv::parse_bzimage(file, "vmlinuz");
-    } catch (const hv::VmmError& e) {
-        return e.what();
-    }
-    return "(no error)";
+    return message_of<hv::VmmError>([&] { hv::parse_bzimage(file, "vmlinuz"); }, "(no error)");
 }
-
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 } // namespace
 

@@ -16,11 +16,15 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "tests/support/text_match.hpp"
 #include "vmm/kvm/file_util.hpp"
 #include "vmm/kvm/text_format.hpp"
 #include "vmm/kvm/vmm_error.hpp"
 #include "vmm/run/console.hpp"
 #include "vmm/run/run_report.hpp"
+
+using hv::test::contains;
+using hv::test::message_of;
 
 namespace {
 
@@ -51,15 +55,8 @@ private:
 // The message of the VmmError `f` throws ("" when it throws none).
 template <class F>
 std::string error_of(F&& f) {
-    try {
-        f();
-    } catch (const hv::VmmError& e) {
-        return e.what();
-    }
-    return "";
+    return message_of<hv::VmmError>([&] { f(); });
 }
-
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 std::string contents(const std::string& path) {
     std::ifstream f(path);

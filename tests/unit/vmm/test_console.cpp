@@ -19,16 +19,17 @@
 #include <vector>
 
 #include "devices/serial16550.hpp"
+#include "tests/support/text_match.hpp"
 #include "vmm/kvm/unique_fd.hpp"
 #include "vmm/run/console.hpp"
 
-namespace {
+using hv::test::bytes_of;
 
-std::vector<std::uint8_t> bytes(const std::string& s) { return {s.begin(), s.end()}; }
+namespace {
 
 std::string feed(hv::ConsoleEscape& e, const std::string& in, bool* quit = nullptr) {
     std::vector<std::uint8_t> out;
-    const auto b = bytes(in);
+    const auto b = bytes_of(in);
     const bool q = e.feed(b, out);
     if (quit) *quit = q;
     return {out.begin(), out.end()};

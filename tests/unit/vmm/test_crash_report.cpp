@@ -10,20 +10,18 @@
 #include <vector>
 
 #include "hv/abi.h"
+#include "tests/support/text_match.hpp"
 #include "vmm/boot/boot_setup.hpp"
 #include "vmm/kvm/guest_memory.hpp"
 #include "vmm/run/crash_report.hpp"
 
 using hv::CrashInput;
 using hv::GuestMemory;
+using hv::test::contains;
 
 namespace {
 
 constexpr std::uint64_t MiB = 1ull << 20;
-
-bool contains(const std::string& haystack, const std::string& needle) {
-    return haystack.find(needle) != std::string::npos;
-}
 
 std::size_t count_lines(const std::string& s) {
     std::size_t n = 0;

@@ -9,19 +9,17 @@
 #include <vector>
 
 #include "tests/support/proc_maps.hpp"
+#include "tests/support/text_match.hpp"
 #include "vmm/kvm/guest_memory.hpp"
 #include "vmm/kvm/vmm_error.hpp"
 #include "vmm/run/guest_page_walk.hpp"
 
 using hv::GuestMemory;
+using hv::test::contains;
 
 namespace {
 
 constexpr std::uint64_t kSize = 0x10000; // 64 KiB
-
-bool contains(const std::string& haystack, const std::string& needle) {
-    return haystack.find(needle) != std::string::npos;
-}
 
 // The permissions ("rw-p", "---p") of the one mapping holding address a.
 std::vector<std::string> perms_at(const std::uint8_t* a) { return hv::test::vmas_over({a, 1}).perms; }

@@ -11,6 +11,7 @@
 
 #include "tests/support/boot_setup_fixture.hpp"
 #include "tests/support/bzimage_builder.hpp"
+#include "tests/support/text_match.hpp"
 #include "vmm/boot/boot_image.hpp"
 #include "vmm/boot/boot_setup.hpp"
 #include "vmm/boot/guest_layout.hpp"
@@ -22,6 +23,7 @@ using hv::BootConfig;
 using hv::BootImage;
 using hv::GuestMemory;
 using namespace hv::test::boot_setup;
+using hv::test::contains;
 
 namespace {
 
@@ -51,8 +53,6 @@ struct LinuxFixture {
         return s;
     }
 };
-
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 } // namespace
 

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "tests/support/fake_sysfs.hpp"
+#include "tests/support/text_match.hpp"
 #include "vmm/kvm/kvm.hpp"
 #include "vmm/kvm/stop_latch.hpp"
 #include "vmm/kvm/vmm_error.hpp"
@@ -22,12 +23,10 @@
 using namespace std::chrono_literals;
 using hv::StopLatch;
 using hv::StopReason;
+using hv::test::contains;
+using hv::test::message_of;
 
 namespace {
-
-bool contains(const std::string& haystack, const std::string& needle) {
-    return haystack.find(needle) != std::string::npos;
-}
 
 kvm_cpuid_entry2 leaf(std::uint32_t function, std::uint32_t index, std::uint32_t ebx, std::uint32_t edx) {
     kvm_cpuid_entry2 e{};
@@ -47,12 +46,7 @@ const kvm_cpuid_entry2* find(const std::vector<kvm_cpuid_entry2>& v, std::uint32
 }
 
 std::string validate_error(const hv::RunOptions& o) {
-    try {
-        hv::validate_run_options(o);
-    } catch (const hv::VmmError& e) {
-        return e.what();
-    }
-    return "";
+    return message_of<hv::VmmError>([&] { hv::validate_run_options(o); });
 }
 
 constexpr std::uint64_t MiB = 1ull << 20, GiB = 1ull << 30;

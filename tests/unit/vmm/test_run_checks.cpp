@@ -6,26 +6,20 @@
 #include <string>
 
 #include "tests/support/fake_sysfs.hpp"
+#include "tests/support/text_match.hpp"
 #include "vmm/boot/boot_image.hpp"
 #include "vmm/kvm/vmm_error.hpp"
 #include "vmm/run/host_checks.hpp"
 
 using hv::ImageKind;
+using hv::test::contains;
+using hv::test::message_of;
 
 namespace {
 
 // The message require_kvm_for_image throws, or "" when it lets the image through.
 std::string refusal(ImageKind kind, const FakeSysfs& sys) {
-    try {
-        hv::require_kvm_for_image(kind, "/boot/vmlinuz-test", sys.root.string());
-    } catch (const hv::VmmError& e) {
-        return e.what();
-    }
-    return "";
-}
-
-bool contains(const std::string& haystack, const std::string& needle) {
-    return haystack.find(needle) != std::string::npos;
+    return message_of<hv::VmmError>([&] { hv::require_kvm_for_image(kind, "/boot/vmlinuz-test", sys.root.string()); });
 }
 
 } // namespace

@@ -9,6 +9,8 @@
 #include <string>
 
 #include "hv/abi.h"
+#include "mmu/base/units.hpp"
+#include "tests/support/text_match.hpp"
 #include "vmm/boot/guest_layout.hpp"
 #include "vmm/kvm/vmm_error.hpp"
 #include "vmm/shadow/shadow_layout.hpp"
@@ -18,25 +20,17 @@ using hv::kMinShadowFrames;
 using hv::plan_shadow_layout;
 using hv::shadow_table_bound;
 using hv::ShadowLayout;
+using hv::test::contains;
+using hv::test::message_of;
 
 namespace {
-
-constexpr std::uint64_t kPage = 4096;
+using hv::mmu::kPage;
 constexpr std::uint64_t kMiB = 1ull << 20;
 constexpr std::uint64_t kGiB = 1ull << 30;
 
-bool contains(const std::string& haystack, const std::string& needle) {
-    return haystack.find(needle) != std::string::npos;
-}
-
 // The message of the VmmError plan_shadow_layout throws, or "" when it returns.
 std::string layout_error(std::uint64_t ram, std::uint32_t cpus, std::uint64_t image_end, std::uint64_t region) {
-    try {
-        (void)plan_shadow_layout(ram, cpus, image_end, region);
-    } catch (const hv::VmmError& e) {
-        return e.what();
-    }
-    return "";
+    return message_of<hv::VmmError>([&] { (void)plan_shadow_layout(ram, cpus, image_end, region); });
 }
 
 // Everything abi.h and shadow_layout.hpp promise about a layout.

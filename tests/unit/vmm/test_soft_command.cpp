@@ -1,5 +1,6 @@
 // `vmm soft`: argument validation (one-line errors), CLI wiring, the summary
 // and the JSON report.
+#include "tests/support/text_match.hpp"
 #include "vmm/cli/soft_command.hpp"
 #include "vmm/kvm/vmm_error.hpp"
 
@@ -14,16 +15,12 @@
 #include <vector>
 
 using namespace hv;
+using hv::test::message_of;
 
 namespace {
 
 std::string error_of(const SoftCommandArgs& a) {
-    try {
-        parse_soft_args(a);
-    } catch (const VmmError& e) {
-        return e.what();
-    }
-    return "";
+    return message_of<VmmError>([&] { parse_soft_args(a); });
 }
 
 SoftCommandArgs with(std::string SoftCommandArgs::*field, std::string value) {
