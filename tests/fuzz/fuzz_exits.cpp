@@ -20,6 +20,7 @@
 #include "vmm/kvm/guest_memory.hpp"
 #include "vmm/kvm/stop_latch.hpp"
 #include "vmm/run/exit_dispatch.hpp"
+#include "vmm/run/hypercall.hpp"
 #include "vmm/shadow/shadow_pager.hpp"
 
 #include <cstdint>
@@ -105,10 +106,8 @@ std::uint64_t gpa(ByteChoices& in) {
 
 // The size hypercall `nr` requires (abi.h), or something else now and then.
 std::uint32_t call_size(ByteChoices& in, std::uint32_t nr) {
-    static constexpr std::uint32_t kSizes[] = {sizeof(hv_call_echo),       sizeof(hv_call_exception),
-                                               sizeof(hv_call_page_fault), sizeof(hv_call_host_op),
-                                               sizeof(hv_call_verify),     sizeof(hv_call_yield)};
-    if (nr < std::size(kSizes) && in.below(8) != 0) return kSizes[nr];
+    if (const std::uint64_t size = hv::hypercall_block_size(nr); size != 0 && in.below(8) != 0)
+        return static_cast<std::uint32_t>(size);
     return static_cast<std::uint32_t>(in.below(4) == 0 ? in.word() : in.below(512));
 }
 

@@ -8,7 +8,7 @@
 #include "mmu/host/host_address_space.hpp"
 #include "mmu/secondary/shadow_mmu.hpp"
 #include "vmm/kvm/guest_memory.hpp"
-#include "vmm/run/hypercall.hpp"
+#include "vmm/kvm/guest_log.hpp"
 
 #include <hv/abi.h>
 
