@@ -21,7 +21,7 @@
 #include "vmm/kvm/stop_latch.hpp"
 #include "vmm/run/exit_dispatch.hpp"
 #include "vmm/run/hypercall.hpp"
-#include "vmm/shadow/shadow_pager.hpp"
+#include "vmm/shadow/mmu_pager.hpp"
 
 #include <cstdint>
 #include <cstdio>
@@ -66,7 +66,7 @@ struct Vm {
     mmu::FrameSpace data{*memory.span(0, kRam), kDataBegin / kPage, kRam / kPage};
     mmu::HostAddressSpace host{frames, data};
     mmu::ShadowMmu shadow{host, {mmu::LockPolicy::Rw, mmu::CoherencePolicy::Seq, 512, 2}};
-    hv::MmuPager pager{shadow, host, HV_SHADOW_REGION_BASE, kRegionPages * kPage};
+    hv::MmuPager pager{shadow, host, {{HV_SHADOW_REGION_BASE, HV_SHADOW_REGION_BASE + kRegionPages * kPage}, {}, {}, {}}};
     hv::ExitContext ctx{ports, mmio, memory, stop, false, [this](std::string_view) { ++log_lines; }};
 
     Vm(bool shadow_mode, bool strict_io, bool strict_faults) {
