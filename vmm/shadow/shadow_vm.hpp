@@ -16,8 +16,8 @@
 #include "vmm/shadow/shadow_layout.hpp"
 
 #include <atomic>
-#include <functional>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
