@@ -20,7 +20,8 @@
 #include "vmm/kvm/guest_memory.hpp"
 #include "vmm/kvm/stop_latch.hpp"
 #include "vmm/run/exit_dispatch.hpp"
-#include "vmm/shadow/shadow_pager.hpp"
+#include "vmm/run/hypercall.hpp"
+#include "vmm/shadow/mmu_pager.hpp"
 
 #include <cstdint>
 #include <cstdio>
@@ -65,7 +66,7 @@ struct Vm {
     mmu::FrameSpace data{*memory.span(0, kRam), kDataBegin / kPage, kRam / kPage};
     mmu::HostAddressSpace host{frames, data};
     mmu::ShadowMmu shadow{host, {mmu::LockPolicy::Rw, mmu::CoherencePolicy::Seq, 512, 2}};
-    hv::MmuPager pager{shadow, host, HV_SHADOW_REGION_BASE, kRegionPages * kPage};
+    hv::MmuPager pager{shadow, host, {{HV_SHADOW_REGION_BASE, HV_SHADOW_REGION_BASE + kRegionPages * kPage}, {}, {}, {}}};
     hv::ExitContext ctx{ports, mmio, memory, stop, false, [this](std::string_view) { ++log_lines; }};
 
     Vm(bool shadow_mode, bool strict_io, bool strict_faults) {
@@ -105,10 +106,8 @@ std::uint64_t gpa(ByteChoices& in) {
 
 // The size hypercall `nr` requires (abi.h), or something else now and then.
 std::uint32_t call_size(ByteChoices& in, std::uint32_t nr) {
-    static constexpr std::uint32_t kSizes[] = {sizeof(hv_call_echo),       sizeof(hv_call_exception),
-                                               sizeof(hv_call_page_fault), sizeof(hv_call_host_op),
-                                               sizeof(hv_call_verify),     sizeof(hv_call_yield)};
-    if (nr < std::size(kSizes) && in.below(8) != 0) return kSizes[nr];
+    if (const std::uint64_t size = hv::hypercall_block_size(nr); size != 0 && in.below(8) != 0)
+        return static_cast<std::uint32_t>(size);
     return static_cast<std::uint32_t>(in.below(4) == 0 ? in.word() : in.below(512));
 }
 

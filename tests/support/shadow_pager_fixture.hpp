@@ -9,10 +9,12 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "hv/abi.h"
 #include "vmm/kvm/guest_memory.hpp"
+#include "vmm/shadow/mmu_pager.hpp"
 #include "vmm/shadow/shadow_pager.hpp"
 
 namespace shadow_fixture {
@@ -32,33 +34,36 @@ inline bool contains(const std::string& haystack, const std::string& needle) {
 }
 
 // A region of 16 pages at kRegion; the memslot maps its first 12 onto an
-// anonymous host mapping at kHost. Counts the hook calls.
+// anonymous host mapping at kHost. Records the lines the pager prints.
 struct VerifyRig {
     mmu::FrameSpace frames{128};
     mmu::HostAddressSpace host{frames};
     mmu::ShadowMmu shadow{host, {mmu::LockPolicy::Rw, mmu::CoherencePolicy::Seq, 512, 1}};
-    int quiesces = 0;
-    std::vector<std::string> reports;
-    std::vector<std::uint64_t> unmaps_asked; // pages unmaps_started was asked about
-    std::uint64_t unmaps[kRegionPages] = {};  // unmap_started[page] as the VMM counts it
+    std::vector<std::string> reports;          // every line the pager printed
+    std::uint64_t unmaps[kRegionPages] = {};    // unmap_started[page] as the VMM counts it
+    std::uint64_t unmaps_done[kRegionPages] = {};
     hv::MmuPager pager;
 
-    explicit VerifyRig(bool with_unmap_hook = true)
-        : pager(shadow, host, kRegion, kRegionPages * kPage, hooks(with_unmap_hook)) {
+    explicit VerifyRig(bool with_unmap_counters = true) : pager(shadow, host, setup(with_unmap_counters)) {
         host.map_anonymous({kHost, kHost + kSlotPages * kPage}, true);
         shadow.add_memslot({1, kRegion, kSlotPages * kPage, kHost, true});
     }
-    hv::MmuPager::Hooks hooks(bool with_unmap_hook) {
-        hv::MmuPager::Hooks h;
-        h.quiesce = [this] { ++quiesces; };
-        if (with_unmap_hook)
-            h.unmaps_started = [this](std::uint64_t page) {
-                unmaps_asked.push_back(page);
-                return page < kRegionPages ? unmaps[page] : 0;
-            };
-        h.report = [this](const std::string& line) { reports.push_back(line); };
-        return h;
+    hv::MmuPager::Setup setup(bool with_unmap_counters) {
+        hv::MmuPager::Setup s;
+        s.region = {kRegion, kRegion + kRegionPages * kPage};
+        if (with_unmap_counters) s.unmaps = hv::UnmapCounters(unmaps, unmaps_done);
+        s.log = [this](std::string_view line) { reports.emplace_back(line); };
+        return s;
     }
+    // The reports that start with `prefix` ("lost write: ", "coherence check: ").
+    std::vector<std::string> lines(const std::string& prefix) const {
+        std::vector<std::string> out;
+        for (const std::string& l : reports)
+            if (l.starts_with(prefix)) out.push_back(l);
+        return out;
+    }
+    std::vector<std::string> lost_writes() const { return lines("lost write: "); }
+    std::size_t checks() const { return lines("coherence check: ").size(); } // verify calls that compared
     // The guest writes `value` at region address `ga` (through the host tables).
     void write(std::uint64_t ga, std::uint64_t value) {
         const std::uint64_t ha = kHost + (ga - kRegion);

@@ -20,7 +20,8 @@
 // coherence check, publish, rmap add). Its ns_per_fault is the median over
 // batches of kWarmBatch consecutive faults of the batch's mean (one clock
 // read per batch, so the clock costs under 1 ns per fault), median over
-// repeats; this is the single-thread install latency (issue target T1).
+// repeats; this is the single-thread install latency (target T1,
+// docs/results.md).
 //
 // Per fault it counts lock acquisitions, read-modify-writes on cache lines
 // more than one vCPU writes (the shadow MMU's own, and the host's:

@@ -24,8 +24,8 @@ struct MixedMeasurement {
     // faults that ran in a stretch during which their thread was preempted
     // (a preempted fault looks slower). Neither is left out: on a busy
     // machine, leaving out the zaps during which the zapper lost its core
-    // kept mostly those during which the fault thread lost its own (tried:
-    // every fault kept then looked slower), and leaving out both kept none.
+    // keeps mostly those during which the fault thread lost its own (so
+    // every fault kept looks slower), and leaving out both keeps none.
     std::uint64_t zaps_preempted = 0, faults_preempted = 0;
 };
 

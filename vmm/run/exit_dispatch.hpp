@@ -3,6 +3,7 @@
 // ExitRecord and the VM's devices, with no KVM calls, so unit tests and
 // fuzzers drive it with synthetic exits.
 #include "vmm/kvm/exit_record.hpp"
+#include "vmm/kvm/guest_log.hpp"
 #include "vmm/kvm/guest_memory.hpp"
 #include "vmm/kvm/stop_latch.hpp"
 #include "vmm/run/hypercall.hpp"

@@ -7,12 +7,8 @@
 #include <hv/abi.h>
 
 #include <cstdint>
-#include <functional>
-#include <mutex>
 #include <optional>
 #include <string>
-#include <string_view>
-#include <vector>
 
 namespace hv {
 
@@ -33,56 +29,16 @@ struct HypercallContext {
 };
 
 // Every argument is checked before anything acts on it: the block must lie
-// in guest RAM and have the call's size, reserved fields must be 0,
-// addresses must be below 2^47 (the lower canonical half the MMU covers),
-// op codes and error-code bits must be known.
+// in guest RAM (and where the pager allows) and have the call's size,
+// reserved fields must be 0, addresses must be below 2^47 (the lower
+// canonical half the MMU covers), op codes and error-code bits must be known.
+// An unknown call number is HV_E_UNKNOWN_CALL, a header size other than the
+// call's block size HV_E_BAD_SIZE, a block outside RAM HV_E_FAULT.
 HypercallResult handle_hypercall(GuestMemory& memory, std::uint64_t block_gpa, const HypercallContext& context = {});
 
-// Lines a guest can make the VMM print as often as it likes (its exception
-// reports, the results of its coherence checks): a hostile guest must not
-// fill the VMM's stderr (200000 exception reports once wrote 18 MB). The
-// first `listed` lines of each kind are printed, the rest only counted, and
-// finish() prints "... and N more KIND (suppressed)" for each kind that had
-// more, as the unclaimed-access list of --stats does. Thread-safe; the sink
-// is called outside the lock. The destructor calls finish().
-class GuestLog {
-public:
-    using Sink = std::function<void(std::string_view)>;
-    static constexpr std::uint64_t kListed = 8;
-
-    explicit GuestLog(Sink sink, std::uint64_t listed = kListed) : sink_(std::move(sink)), listed_(listed) {}
-    ~GuestLog();
-    GuestLog(const GuestLog&) = delete;
-    GuestLog& operator=(const GuestLog&) = delete;
-
-    // Counts one line of `kind` (a plural noun: "guest exception reports");
-    // true when it is among the first `listed` of its kind and is to be printed.
-    bool admit(std::string_view kind);
-    // admit(), then the line to the sink when admitted.
-    void print(std::string_view kind, std::string_view line);
-    // print() for a line that costs something to make: `make` runs only when
-    // the line is admitted (a verify can find a million lost writes).
-    template <class Make>
-    void print_with(std::string_view kind, Make&& make) {
-        if (admit(kind) && sink_) sink_(make());
-    }
-    // One "... and N more KIND (suppressed)" line per kind with lines not
-    // printed since the last finish().
-    void finish();
-    std::uint64_t suppressed(std::string_view kind) const; // not printed so far
-
-private:
-    struct Kind {
-        std::string name;
-        std::uint64_t seen = 0, summarized = 0; // summarized: suppressed lines finish() already counted
-    };
-    Kind& kind_locked(std::string_view name);
-
-    Sink sink_;
-    std::uint64_t listed_;
-    mutable std::mutex mutex_;
-    std::vector<Kind> kinds_; // a handful: kinds are constants in the code
-};
+// The request block size of call `nr` (sizeof its struct in abi.h), 0 for
+// a number no call has.
+std::uint64_t hypercall_block_size(std::uint32_t nr);
 
 const char* exception_mnemonic(std::uint64_t vector); // "#PF", "#GP", ... or "#?"
 std::string describe_exception(const hv_call_exception& e);

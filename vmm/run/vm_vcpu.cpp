@@ -52,7 +52,8 @@ void Vm::vcpu_loop(VcpuThread& t) {
     KvmVcpu& vcpu = *t.vcpu;
     kvm_run& run = vcpu.run();
     ExitContext ctx{ports_, mmio_, *memory_, stop_, opt_.strict_io,
-                    [this](std::string_view line) { log_line(line); }, shadow_.get(), opt_.shadow.strict_faults,
+                    [this](std::string_view line) { log_line(line); }, shadow_ ? &shadow_->pager() : nullptr,
+                    opt_.shadow.strict_faults,
                     guest_log_};
     KvmShootdown* shootdown = shadow_ ? &shadow_->shootdown() : nullptr;
     std::atomic_ref<std::uint8_t> immediate_exit(run.immediate_exit);

@@ -41,8 +41,8 @@
 namespace hv {
 
 // How long `vmm run` waits for one vCPU's acknowledgement before it ends
-// the VM as a guest fault: far above the slowest acknowledgement seen (the
-// nested host's, ~100 ms), far below any test's time limit.
+// the VM as a guest fault: far above the slowest acknowledgement seen
+// (docs/results.md, KVM), far below any test's time limit.
 inline constexpr std::chrono::seconds kShootdownAckLimit{20};
 
 struct ShootdownStats {

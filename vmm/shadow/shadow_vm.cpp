@@ -5,7 +5,6 @@
 #include "vmm/kvm/vmm_error.hpp"
 
 #include <algorithm>
-#include <bit>
 #include <cerrno>
 #include <cstddef>
 #include <cstdio>
@@ -18,95 +17,15 @@
 namespace hv {
 namespace {
 
-using Clock = std::chrono::steady_clock;
 constexpr std::uint64_t kPage = 4096;
 constexpr std::uint64_t kHostBase = 0x7f0000000000; // where the region lives in the host address space
 constexpr std::uint32_t kRegionSlot = 1;
 
-constexpr std::string_view kCoherenceCheckLines = "coherence-check lines";
-
-// Holds a churn between two of its operations for as long as it lives.
-class ChurnPause {
-public:
-    explicit ChurnPause(std::shared_ptr<mmu::HostChurn> churn) : churn_(std::move(churn)) {
-        if (churn_) churn_->pause();
-    }
-    ~ChurnPause() {
-        if (churn_) churn_->resume();
-    }
-    ChurnPause(const ChurnPause&) = delete;
-    ChurnPause& operator=(const ChurnPause&) = delete;
-
-private:
-    std::shared_ptr<mmu::HostChurn> churn_;
-};
-
-std::uint64_t ns_since(Clock::time_point t0) {
-    return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count());
-}
-
 } // namespace
-
-unsigned LatencyHistogram::bucket(std::uint64_t ns) {
-    if (ns < kSub) return static_cast<unsigned>(ns);
-    const unsigned log = 63u - static_cast<unsigned>(std::countl_zero(ns)); // ns in [2^log, 2^(log+1))
-    const unsigned sub = static_cast<unsigned>((ns >> (log - 2)) & (kSub - 1));
-    return std::min(kBuckets - 1, log * kSub + sub);
-}
-
-std::uint64_t LatencyHistogram::lower(unsigned b) {
-    if (b < kSub) return b;
-    const unsigned log = b / kSub, sub = b % kSub;
-    return std::uint64_t{kSub + sub} << (log - 2);
-}
-
-std::uint64_t LatencyHistogram::upper(unsigned b) {
-    if (b < kSub) return b;
-    const unsigned log = b / kSub, sub = b % kSub;
-    return (std::uint64_t{kSub + sub + 1} << (log - 2)) - 1;
-}
-
-void LatencyHistogram::add(std::uint64_t ns) {
-    ++count_;
-    ++buckets_[bucket(ns)];
-}
-
-void LatencyHistogram::merge(const LatencyHistogram& o) {
-    count_ += o.count_;
-    for (unsigned b = 0; b < kBuckets; ++b) buckets_[b] += o.buckets_[b];
-}
-
-std::uint64_t LatencyHistogram::percentile(double p) const { return percentile_bucket(p).upper; }
-
-LatencyHistogram::Bucket LatencyHistogram::percentile_bucket(double p) const {
-    if (count_ == 0) return {0, 0};
-    p = std::clamp(p, 0.0, 100.0);
-    const auto rank = static_cast<std::uint64_t>(p / 100.0 * static_cast<double>(count_ - 1)) + 1;
-    std::uint64_t seen = 0;
-    unsigned b = 0;
-    for (; b < kBuckets - 1; ++b) {
-        seen += buckets_[b];
-        if (seen >= rank) break;
-    }
-    return {lower(b), upper(b)};
-}
-
-std::string describe_percentiles(const LatencyHistogram& h) {
-    const LatencyHistogram::Bucket p50 = h.percentile_bucket(50), p99 = h.percentile_bucket(99);
-    using ull = unsigned long long;
-    char line[256];
-    std::snprintf(line, sizeof line,
-                  "p50 %llu ns, p99 %llu ns (upper bounds of their histogram buckets: p50 in %llu-%llu ns, "
-                  "p99 in %llu-%llu ns; %llu timed)",
-                  static_cast<ull>(p50.upper), static_cast<ull>(p99.upper), static_cast<ull>(p50.lower),
-                  static_cast<ull>(p50.upper), static_cast<ull>(p99.lower), static_cast<ull>(p99.upper),
-                  static_cast<ull>(h.count()));
-    return line;
-}
 
 ShadowVm::ShadowVm(GuestMemory& memory, const ShadowLayout& layout, std::uint32_t cpus, const ShadowOptions& options,
                    KvmShootdown::Kick kick, std::function<void(const std::string&)> log)
-    : memory_(memory), layout_(layout), cpus_(cpus), options_(options), log_(std::move(log)), fault_ns_(cpus) {
+    : memory_(memory), layout_(layout), options_(options) {
     // The frame space is rewritten page by page by the MMU and the churn
     // while vCPUs run; letting the host collapse it into huge pages behind
     // our back only adds host-side invalidations of the guest's memory (in
@@ -136,16 +55,14 @@ ShadowVm::ShadowVm(GuestMemory& memory, const ShadowLayout& layout, std::uint32_
     } catch (const std::exception& e) {
         throw VmmError(std::string("shadow mode: cannot set up the guest's tables: ") + e.what() + "; raise --mem");
     }
-    const std::uint64_t pages = layout.region_size / kPage;
-    // No quiesce or report hook: verify() below holds the churn still and
-    // logs in its own way (pausing, never stopping it), and never calls the
-    // pager's verify().
-    MmuPager::Hooks hooks;
-    hooks.unmaps_started = [this, pages](std::uint64_t page) {
-        return page < pages ? counter(layout_.unmap_started, page).load(std::memory_order_acquire) : 0;
+    MmuPager::Setup setup;
+    setup.region = {HV_SHADOW_REGION_BASE, HV_SHADOW_REGION_BASE + layout.region_size};
+    setup.unmaps = unmap_counters();
+    setup.call_ranges = {{0, layout.low_end}, {layout.shared_base, layout.stacks_top}};
+    setup.log = [log = std::move(log)](std::string_view line) {
+        if (log) log(std::string(line));
     };
-    hooks.retries_in_vmm = 64;
-    pager_ = std::make_unique<MmuPager>(*mmu_, *host_, HV_SHADOW_REGION_BASE, layout.region_size, std::move(hooks));
+    pager_ = std::make_unique<MmuPager>(*mmu_, *host_, std::move(setup));
     write_info();
 }
 
@@ -178,12 +95,13 @@ void ShadowVm::start_churn() {
     c.pages = layout_.region_size / kPage;
     std::copy(std::begin(options_.churn_rate), std::end(options_.churn_rate), std::begin(c.rate));
     c.seed = options_.seed;
-    c.before_unmap = [this](std::uint64_t page) { unmap_starts(page); };
-    c.after_unmap = [this](std::uint64_t page) { unmap_ends(page); };
+    const UnmapCounters unmaps = unmap_counters();
+    c.before_unmap = [unmaps](std::uint64_t page) { unmaps.begin(page); };
+    c.after_unmap = [unmaps](std::uint64_t page) { unmaps.end(page); };
     auto churn = std::make_shared<mmu::HostChurn>(*host_, std::move(c));
     if (!churn->enabled()) return;
     std::lock_guard lock(churn_mutex_);
-    churn_ = churn;
+    pager_->hold_still_while_verifying(churn);
     churn_thread_ = std::thread([this, churn] {
         raise_churn_priority();
         run_guarded("host churn", [&] { churn->run(churn_stop_, churn_counters_); },
@@ -211,67 +129,17 @@ void ShadowVm::stop_churn() {
     std::lock_guard lock(churn_mutex_);
     churn_stop_.store(true, std::memory_order_release);
     if (churn_thread_.joinable()) churn_thread_.join();
-    churn_done_ = true;
-}
-
-std::uint32_t ShadowVm::page_fault(std::uint32_t vcpu, std::uint64_t address, std::uint32_t error_code) {
-    const auto t0 = Clock::now();
-    const std::uint32_t status = pager_->page_fault(vcpu, address, error_code);
-    if (vcpu < cpus_) fault_ns_[vcpu].add(ns_since(t0));
-    return status;
+    pager_->hold_still_while_verifying(nullptr);
 }
 
 // The counters live in the shared area (guest RAM), which the layout put
-// inside RAM for every region page.
-std::atomic_ref<std::uint64_t> ShadowVm::counter(std::uint64_t array, std::uint64_t page) const {
-    return std::atomic_ref<std::uint64_t>(*memory_.word(array + page * sizeof(std::uint64_t)));
-}
-void ShadowVm::unmap_starts(std::uint64_t page) { counter(layout_.unmap_started, page).fetch_add(1, std::memory_order_seq_cst); }
-void ShadowVm::unmap_ends(std::uint64_t page) { counter(layout_.unmap_done, page).fetch_add(1, std::memory_order_seq_cst); }
-
-std::uint32_t ShadowVm::host_op(std::uint32_t op, std::uint64_t address, std::uint64_t address2, bool& changed) {
-    host_ops_.fetch_add(1, std::memory_order_relaxed);
-    const bool region = address >= HV_SHADOW_REGION_BASE && address - HV_SHADOW_REGION_BASE < layout_.region_size;
-    if (op != HV_HOST_UNMAP || !region) return pager_->host_op(op, address, address2, changed);
-    const std::uint64_t page = (address - HV_SHADOW_REGION_BASE) / kPage;
-    unmap_starts(page);
-    const std::uint32_t status = pager_->host_op(op, address, address2, changed);
-    unmap_ends(page);
-    return status;
-}
-
-// The churn is paused, not stopped, for the comparison: the guest decides
-// when it calls HV_CALL_VERIFY, and must not be able to switch off the host
-// operations the experiment asked for (abi.h). The lines it causes go
-// through guest_log_, as it may call again and again.
-std::uint32_t ShadowVm::verify(std::span<const hv_stamp> stamps, std::uint64_t guest_lost, std::uint64_t& lost,
-                                std::uint64_t& checked) {
-    checked = 0;
-    lost = guest_lost;
-    if (const std::uint32_t status = pager_->check_stamps(stamps); status != HV_OK) return status;
-    {
-        const ChurnPause pause(running_churn());
-        pager_->compare(stamps, guest_lost, lost, checked, &guest_log_);
-    }
-    lost_.fetch_add(lost);
-    verified_.store(true);
-    guest_log_.print_with(kCoherenceCheckLines, [&] {
-        return "coherence check: " + std::to_string(checked) + " stamps checked, " + std::to_string(lost - guest_lost) +
-               " lost at the end, " + std::to_string(guest_lost) +
-               " reported lost by the guest (seen while running): lost_writes=" + std::to_string(lost);
-    });
-    return HV_OK;
-}
-
-std::shared_ptr<mmu::HostChurn> ShadowVm::running_churn() {
-    std::lock_guard lock(churn_mutex_);
-    return churn_done_ ? nullptr : churn_;
-}
-
-bool ShadowVm::block_allowed(std::uint64_t gpa, std::uint64_t size) const {
-    if (size > memory_.size() || gpa > memory_.size() - size) return false;
-    const std::uint64_t end = gpa + size;
-    return end <= layout_.low_end || (gpa >= layout_.shared_base && end <= layout_.stacks_top);
+// inside RAM, 8-byte aligned, for every region page.
+UnmapCounters ShadowVm::unmap_counters() const {
+    const std::uint64_t pages = layout_.region_size / kPage;
+    auto words = [&](std::uint64_t gpa) {
+        return std::span<std::uint64_t>(memory_.word(gpa), pages);
+    };
+    return UnmapCounters(words(layout_.unmap_started), words(layout_.unmap_done));
 }
 
 std::vector<std::string> ShadowVm::audit() {
@@ -283,8 +151,6 @@ std::string ShadowVm::stats() const {
     const mmu::ShadowCounters f = mmu_->fault_counters();
     const mmu::ShadowCounters z = mmu_->zap_counters();
     const ShootdownStats sd = shootdown_->stats();
-    LatencyHistogram all;
-    for (const auto& h : fault_ns_) all.merge(h);
     const mmu::FrameCounters fc = frames_->counters();
     std::string s;
     char line[256];
@@ -298,7 +164,7 @@ std::string ShadowVm::stats() const {
     add("  faults               %llu (installs %llu, retries %llu, no memslot %llu, refused %llu, no memory %llu)\n",
         static_cast<ull>(f.faults), static_cast<ull>(f.installs), static_cast<ull>(f.retries),
         static_cast<ull>(f.no_memslot), static_cast<ull>(f.refused), static_cast<ull>(f.out_of_frames));
-    add("  fault service        %s\n", describe_percentiles(all).c_str());
+    add("  fault service        %s\n", describe_percentiles(pager_->fault_latency()).c_str());
     add("  zaps                 %llu entries in %llu batches (largest %llu)\n", static_cast<ull>(z.zaps),
         static_cast<ull>(z.batches), static_cast<ull>(z.max_batch));
     add("  shootdowns           %llu, targets %llu (acknowledged in guest %llu, deferred to entry %llu), NMIs %llu, "
@@ -321,7 +187,7 @@ std::string ShadowVm::stats() const {
         add("  host churn           %s (done/attempted); thread nice %d%s%s\n", churn.c_str(), churn_nice_.load(),
             err ? ", setpriority failed: " : "", err ? std::strerror(err) : "");
     }
-    add("  host ops (hypercall) %llu\n", static_cast<ull>(host_ops_.load()));
+    add("  host ops (hypercall) %llu\n", static_cast<ull>(pager_->host_ops()));
     const mmu::FrameCounters dc = data_frames_->counters();
     add("  frames               tables %llu of %llu in use (high water %llu), data %llu of %llu (high water %llu)\n",
         static_cast<ull>(fc.in_use), static_cast<ull>(frames_->allocatable()), static_cast<ull>(fc.high_water),

@@ -1,4 +1,4 @@
-// hv::GuestLog (vmm/run/hypercall.hpp): the one limit on lines a guest can make
+// hv::GuestLog (vmm/kvm/guest_log.hpp): the one limit on lines a guest can make
 // the VMM print again and again. The first few of each kind go out, the rest
 // are counted, and finish() prints the count.
 #include <doctest/doctest.h>
@@ -10,7 +10,7 @@
 #include <thread>
 #include <vector>
 
-#include "vmm/run/hypercall.hpp"
+#include "vmm/kvm/guest_log.hpp"
 
 using hv::GuestLog;
 

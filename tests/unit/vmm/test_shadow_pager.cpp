@@ -9,6 +9,7 @@
 #include "hv/abi.h"
 #include "vmm/kvm/guest_memory.hpp"
 #include "vmm/run/hypercall.hpp"
+#include "vmm/shadow/mmu_pager.hpp"
 #include "vmm/shadow/shadow_pager.hpp"
 
 using hv::GuestMemory;

@@ -1,21 +1,23 @@
 // The end-of-run coherence check (abi.h: HV_CALL_VERIFY, struct hv_stamp):
 // MmuPager::verify over a small MMU -- which stamps count as lost, what the
-// hooks are asked, and what the report says. The hypercall layer around it
+// unmap counters excuse, and what the report says. The hypercall layer around it
 // is in test_shadow_hypercalls.cpp.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "hv/abi.h"
 #include "tests/support/shadow_pager_fixture.hpp"
 #include "vmm/kvm/guest_memory.hpp"
 #include "vmm/kvm/text_format.hpp"
-#include "vmm/shadow/shadow_pager.hpp"
+#include "vmm/shadow/mmu_pager.hpp"
 
 using namespace shadow_fixture;
 
@@ -31,8 +33,10 @@ TEST_CASE("MmuPager::verify: stamps that match count nothing lost") {
     CHECK(r.status == HV_OK);
     CHECK(r.lost == 0);
     CHECK(r.checked == 3);
-    CHECK(rig.reports.empty());
-    CHECK(rig.quiesces == 1);
+    CHECK(rig.lost_writes().empty());
+    CHECK(rig.lines("coherence check: ") ==
+          std::vector<std::string>{"coherence check: 3 stamps checked, 0 lost at the end, 0 reported lost by the guest "
+                                   "(seen while running): lost_writes=0"});
 }
 
 TEST_CASE("MmuPager::verify: a wrong value is lost and reported with the address and both values") {
@@ -42,12 +46,12 @@ TEST_CASE("MmuPager::verify: a wrong value is lost and reported with the address
     CHECK(r.status == HV_OK);
     CHECK(r.lost == 1);
     CHECK(r.checked == 2);
-    REQUIRE(rig.reports.size() == 1);
-    CAPTURE(rig.reports[0]);
-    CHECK(contains(rig.reports[0], "lost write"));
-    CHECK(contains(rig.reports[0], hv::hex(ga(2, 16))));
-    CHECK(contains(rig.reports[0], "expected " + hv::hex(0x5678)));
-    CHECK(contains(rig.reports[0], "found " + hv::hex(0x1234)));
+    const auto lost = rig.lost_writes();
+    REQUIRE(lost.size() == 1);
+    CAPTURE(lost[0]);
+    CHECK(contains(lost[0], hv::hex(ga(2, 16))));
+    CHECK(contains(lost[0], "expected " + hv::hex(0x5678)));
+    CHECK(contains(lost[0], "found " + hv::hex(0x1234)));
 }
 
 TEST_CASE("MmuPager::verify: value 0 on a never-present page is fine and allocates nothing") {
@@ -70,8 +74,8 @@ TEST_CASE("MmuPager::verify: value 0 on a present page reads the word") {
     // The written word is not 0: a stamp claiming "never written" is lost.
     const auto r = rig.verify({{ga(3, 64), 0, 0}});
     CHECK(r.lost == 1);
-    REQUIRE(rig.reports.size() == 1);
-    CHECK(contains(rig.reports[0], "found " + hv::hex(0x77)));
+    REQUIRE(rig.lost_writes().size() == 1);
+    CHECK(contains(rig.lost_writes()[0], "found " + hv::hex(0x77)));
 }
 
 TEST_CASE("MmuPager::verify: a value unmapped after the write is excused only by an unfinished unmap") {
@@ -85,19 +89,18 @@ TEST_CASE("MmuPager::verify: a value unmapped after the write is excused only by
     auto r = rig.verify({{ga(4, 32), 0xabc, 2}});
     CHECK(r.lost == 0);
     CHECK(r.checked == 1);
-    CHECK(rig.unmaps_asked == std::vector<std::uint64_t>{4});
     // unmap_done = 3: every unmap that began had finished before the write.
     r = rig.verify({{ga(4, 32), 0xabc, 3}});
     CHECK(r.lost == 1);
-    REQUIRE(rig.reports.size() == 1);
-    CHECK(contains(rig.reports[0], "found " + hv::hex(0)));
+    REQUIRE(rig.lost_writes().size() == 1);
+    CHECK(contains(rig.lost_writes()[0], "found " + hv::hex(0)));
     // A wrong non-zero value is lost whatever the unmap counters say.
     rig.write(ga(4, 32), 0xdef);
     r = rig.verify({{ga(4, 32), 0xabc, 0}});
     CHECK(r.lost == 1);
 }
 
-TEST_CASE("MmuPager::verify: without an unmaps_started hook a value read back as 0 is lost") {
+TEST_CASE("MmuPager::verify: without unmap counters a value read back as 0 is lost") {
     VerifyRig rig(false);
     rig.write(ga(1), 0x99);
     REQUIRE(rig.host.unmap({kHost + kPage, kHost + 2 * kPage}) == 1);
@@ -131,10 +134,10 @@ TEST_CASE("MmuPager::verify: guest_lost is added to the total and reports only w
     rig.write(ga(0), 1);
     auto r = rig.verify({{ga(0), 1, 0}}, 5);
     CHECK(r.lost == 5);
-    CHECK(rig.reports.empty());
+    CHECK(rig.lost_writes().empty());
     r = rig.verify({{ga(0), 2, 0}}, 5);
     CHECK(r.lost == 6);
-    CHECK(rig.reports.size() == 1);
+    CHECK(rig.lost_writes().size() == 1);
     r = rig.verify({}, HV_VERIFY_MAX);
     CHECK(r.status == HV_OK);
     CHECK(r.lost == HV_VERIFY_MAX);
@@ -149,22 +152,28 @@ TEST_CASE("MmuPager::verify: every loss counted, the first GuestLog::kListed per
         stamps.push_back({ga(0, 8 * i), 200 + i, 0});
     }
     std::vector<std::string> reports;
+    auto lost_writes = [&] {
+        return static_cast<std::uint64_t>(std::count_if(reports.begin(), reports.end(),
+                                                        [](const std::string& l) { return l.starts_with("lost write: "); }));
+    };
     {
-        hv::MmuPager::Hooks hooks;
-        hooks.report = [&](const std::string& line) { reports.push_back(line); };
-        hv::MmuPager pager(rig.shadow, rig.host, kRegion, kRegionPages * kPage, std::move(hooks));
+        hv::MmuPager::Setup setup;
+        setup.region = {kRegion, kRegion + kRegionPages * kPage};
+        setup.log = [&](std::string_view line) { reports.emplace_back(line); };
+        hv::MmuPager pager(rig.shadow, rig.host, std::move(setup));
         std::uint64_t lost = 0, checked = 0;
         CHECK(pager.verify(stamps, 3, lost, checked) == HV_OK);
         CHECK(lost == 18);
         CHECK(checked == 15);
-        REQUIRE(reports.size() == hv::GuestLog::kListed);
+        REQUIRE(lost_writes() == hv::GuestLog::kListed);
         CHECK(reports[0] == "lost write: " + hv::hex(ga(0)) + " expected 0xc8, found 0x64");
         // The limit is the pager's, not the call's: calling again adds no lines.
         CHECK(pager.verify(stamps, 0, lost, checked) == HV_OK);
         CHECK(lost == 15);
-        CHECK(reports.size() == hv::GuestLog::kListed);
+        CHECK(lost_writes() == hv::GuestLog::kListed);
     }
-    REQUIRE(reports.size() == hv::GuestLog::kListed + 1); // the pager's end prints the count
+    // The pager's end prints the count (two coherence-check lines are within their limit).
+    REQUIRE(reports.size() == hv::GuestLog::kListed + 2 + 1);
     CHECK(reports.back() == "... and " + std::to_string(30 - hv::GuestLog::kListed) + " more lost-write lines (suppressed)");
 }
 
@@ -174,11 +183,11 @@ TEST_CASE("MmuPager::verify: an address inside the region but outside every mems
     CHECK(r.status == HV_OK);
     CHECK(r.checked == 2);
     CHECK(r.lost == 2);
-    REQUIRE(rig.reports.size() == 2);
-    CHECK(contains(rig.reports[0], "outside every memslot"));
+    REQUIRE(rig.lost_writes().size() == 2);
+    CHECK(contains(rig.lost_writes()[0], "outside every memslot"));
 }
 
-TEST_CASE("MmuPager::verify: a stamp outside the region or misaligned is HV_E_BAD_ARG before quiesce") {
+TEST_CASE("MmuPager::verify: a stamp outside the region or misaligned is HV_E_BAD_ARG before anything is compared") {
     VerifyRig rig;
     rig.write(ga(0), 1);
     const hv_stamp good{ga(0), 1, 0};
@@ -196,19 +205,17 @@ TEST_CASE("MmuPager::verify: a stamp outside the region or misaligned is HV_E_BA
         CHECK(r.status == HV_E_BAD_ARG);
         CHECK(r.checked == 0);
     }
-    CHECK(rig.quiesces == 0);
-    CHECK(rig.reports.empty());
-    CHECK(rig.unmaps_asked.empty());
+    CHECK(rig.reports.empty()); // neither a lost write nor a coherence check
     // The last word of the region is fine.
     CHECK(rig.verify({{ga(kRegionPages - 1, kPage - 8), 0, 0}}).status == HV_OK);
-    CHECK(rig.quiesces == 1);
+    CHECK(rig.checks() == 1);
 }
 
-TEST_CASE("MmuPager::verify: quiesce runs once per good call, even for an empty table") {
+TEST_CASE("MmuPager::verify: every good call compares and reports once, even for an empty table") {
     VerifyRig rig;
     CHECK(rig.verify({}).status == HV_OK);
-    CHECK(rig.quiesces == 1);
+    CHECK(rig.checks() == 1);
     rig.write(ga(1), 3);
     CHECK(rig.verify({{ga(1), 3, 0}, {ga(2), 0, 0}}).status == HV_OK);
-    CHECK(rig.quiesces == 2);
+    CHECK(rig.checks() == 2);
 }

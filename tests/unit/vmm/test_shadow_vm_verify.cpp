@@ -69,7 +69,7 @@ struct Rig {
         b.count = stamps.size();
         b.guest_lost = guest_lost;
         REQUIRE(memory.write_obj(kBlock, b));
-        CHECK(handle_hypercall(memory, kBlock, {0, vm.get()}).status == HV_OK);
+        CHECK(handle_hypercall(memory, kBlock, {0, &vm->pager()}).status == HV_OK);
         return *memory.read_obj<hv_call_verify>(kBlock);
     }
     std::vector<std::string> lines_with(const std::string& part) {
