@@ -15,6 +15,7 @@
 #include "devices/debug_exit.hpp"
 #include "devices/serial16550.hpp"
 #include "hv/abi.h"
+#include "mmu/base/units.hpp"
 #include "mmu/check/choice_source.hpp"
 #include "vmm/kvm/exit_record.hpp"
 #include "vmm/kvm/guest_memory.hpp"
@@ -38,7 +39,7 @@ using mmu::ByteChoices;
 namespace {
 
 constexpr std::uint64_t kRam = 1 << 20;
-constexpr std::uint64_t kPage = 4096;
+using hv::mmu::kPage;
 constexpr std::uint64_t kRegionPages = 16;
 constexpr std::uint64_t kTablesBegin = kRam / 2, kDataBegin = kRam * 3 / 4; // the MMU's two pools
 constexpr std::uint64_t kHost = 0x7f0000000000;

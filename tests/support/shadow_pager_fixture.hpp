@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "hv/abi.h"
+#include "mmu/base/units.hpp"
 #include "vmm/kvm/guest_memory.hpp"
 #include "vmm/shadow/mmu_pager.hpp"
 #include "vmm/shadow/shadow_pager.hpp"
@@ -21,9 +22,7 @@ namespace shadow_fixture {
 
 namespace mmu = hv::mmu;
 using hv::GuestMemory;
-
-
-constexpr std::uint64_t kPage = 4096;
+using hv::mmu::kPage;
 constexpr std::uint64_t kHost = 0x7f0000000000;
 constexpr std::uint64_t kRegion = HV_SHADOW_REGION_BASE;
 constexpr std::uint64_t kRegionPages = 16;

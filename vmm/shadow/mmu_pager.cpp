@@ -1,5 +1,6 @@
 #include "vmm/shadow/mmu_pager.hpp"
 
+#include "mmu/base/units.hpp"
 #include "vmm/kvm/text_format.hpp"
 
 #include <chrono>
@@ -13,7 +14,7 @@ namespace hv {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-constexpr std::uint64_t kPage = 4096;
+using hv::mmu::kPage;
 constexpr std::string_view kLostWriteLines = "lost-write lines";
 constexpr std::string_view kCoherenceCheckLines = "coherence-check lines";
 

@@ -1,5 +1,6 @@
 #include "vmm/shadow/shadow_vm.hpp"
 
+#include "mmu/base/units.hpp"
 #include "vmm/kvm/text_format.hpp"
 #include "vmm/kvm/thread_guard.hpp"
 #include "vmm/kvm/vmm_error.hpp"
@@ -16,8 +17,7 @@
 
 namespace hv {
 namespace {
-
-constexpr std::uint64_t kPage = 4096;
+using hv::mmu::kPage;
 constexpr std::uint64_t kHostBase = 0x7f0000000000; // where the region lives in the host address space
 constexpr std::uint32_t kRegionSlot = 1;
 

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "hv/abi.h"
+#include "mmu/base/units.hpp"
 #include "vmm/kvm/guest_memory.hpp"
 #include "vmm/run/hypercall.hpp"
 #include "vmm/shadow/mmu_pager.hpp"
@@ -21,7 +22,7 @@ namespace {
 
 constexpr std::uint64_t kRam = 1 << 20;
 constexpr std::uint64_t kBlock = 0x2000;
-constexpr std::uint64_t kPage = 4096;
+using hv::mmu::kPage;
 constexpr std::uint64_t kHost = 0x7f0000000000;
 constexpr std::uint64_t kWorkload = 0x10000000000;
 

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "hv/abi.h"
+#include "mmu/base/units.hpp"
 #include "vmm/kvm/guest_memory.hpp"
 #include "vmm/run/hypercall.hpp"
 #include "vmm/shadow/shadow_layout.hpp"
@@ -23,8 +24,7 @@ using hv::GuestMemory;
 using hv::handle_hypercall;
 
 namespace {
-
-constexpr std::uint64_t kPage = 4096;
+using hv::mmu::kPage;
 constexpr std::uint64_t kRam = 64ull << 20;
 constexpr std::uint64_t kRegion = 1ull << 20; // 256 pages
 constexpr std::uint64_t kBlock = 0x2000;      // the call block and the table: in the static first MiB
