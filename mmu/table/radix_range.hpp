@@ -46,6 +46,21 @@ std::uint64_t RadixTable<Format>::for_each_leaf(std::uint64_t start, std::uint64
 }
 
 template <EntryFormat Format>
+template <class Fn>
+bool RadixTable<Format>::for_each_entry(Pfn table, unsigned level, std::uint64_t base, std::uint64_t start,
+                                        std::uint64_t end, Fn&& fn) const {
+    for (unsigned i = detail::first_index(base, start, span(level)); i < kEntries; ++i) {
+        const std::uint64_t at = base + i * span(level);
+        if (at >= end) return false;
+        const Slot slot = slot_at(table, level, i);
+        if (fn(slot, load(slot), at)) return true;
+    }
+    return false;
+}
+
+// Its own loop, not for_each_entry: this is the hot one (every zap), and
+// the recursion through a callback costs it.
+template <EntryFormat Format>
 template <class W>
 bool RadixTable<Format>::visit_leaves(Pfn table, unsigned level, std::uint64_t base, std::uint64_t start,
                                       W& w) const {
@@ -81,18 +96,16 @@ template <class Fn>
 std::size_t RadixTable<Format>::visit_leaf_tables(Pfn table, unsigned level, std::uint64_t base, std::uint64_t start,
                                                   std::uint64_t end, Fn& fn) const {
     std::size_t n = 0;
-    for (unsigned i = detail::first_index(base, start, span(level)); i < kEntries; ++i) {
-        const std::uint64_t at = base + i * span(level);
-        if (at >= end) break;
-        const std::uint64_t e = load(slot_at(table, level, i));
-        if (!is_table(e, level)) continue;
+    for_each_entry(table, level, base, start, end, [&](const Slot&, std::uint64_t e, std::uint64_t at) {
+        if (!is_table(e, level)) return false;
         if (level == 2) {
             fn(Format::pfn(e), at);
             ++n;
         } else {
             n += visit_leaf_tables(Format::pfn(e), level - 1, at, start, end, fn);
         }
-    }
+        return false;
+    });
     return n;
 }
 
@@ -114,12 +127,8 @@ template <class Release>
 std::size_t RadixTable<Format>::prune(Pfn table, unsigned level, std::uint64_t base, std::uint64_t start,
                                       std::uint64_t end, Release& release) {
     std::size_t freed = 0;
-    for (unsigned i = detail::first_index(base, start, span(level)); i < kEntries; ++i) {
-        const std::uint64_t at = base + i * span(level);
-        if (at >= end) break;
-        const Slot slot = slot_at(table, level, i);
-        const std::uint64_t e = load(slot);
-        if (!is_table(e, level)) continue;
+    for_each_entry(table, level, base, start, end, [&](const Slot& slot, std::uint64_t e, std::uint64_t at) {
+        if (!is_table(e, level)) return false;
         const Pfn child = Format::pfn(e);
         if (level > 2) freed += prune(child, level - 1, at, start, end, release);
         if (table_empty(child)) {
@@ -128,7 +137,8 @@ std::size_t RadixTable<Format>::prune(Pfn table, unsigned level, std::uint64_t b
             release(child);
             ++freed;
         }
-    }
+        return false;
+    });
     return freed;
 }
 

@@ -2,12 +2,10 @@
 // RadixTable<Format>: the one page-table walker. A 4-level radix tree of
 // 512-entry table frames over a FrameSpace, translating 48-bit addresses in
 // 4 KiB pages (9 index bits per level: 47:39, 38:30, 29:21, 20:12). The
-// format class encodes and decodes entries; this class only walks, links
-// and frees tables, so EPT and x86-64 tables share every line of it.
-//
-// Three verbs and a batch iterator: walk (to addr's leaf slot), lookup
-// (read an entry), update (write one), and for_each_leaf over a range with
-// its resume point, next to the other range walks (radix_range.hpp).
+// format class encodes and decodes entries; this class has three verbs -
+// walk (to addr's leaf slot), lookup and update (an entry) - and a batch
+// iterator over a range with its resume point (radix_range.hpp), so EPT and
+// x86-64 tables share every line of it.
 //
 // Levels are numbered as the SDM does: 4 = the root (PML4), 3 = PDPT,
 // 2 = PD, 1 = PT (the leaf table; its entries map 4 KiB pages). One entry at
@@ -147,8 +145,7 @@ public:
         return *frames_;
     }
 
-    // ---- Walk: to addr's leaf slot -----------------------------------------
-    // The low 12 bits of addr are ignored.
+    // ---- Walk: to addr's leaf slot (the low 12 bits of addr are ignored) ---
 
     // Without allocating.
     WalkResult walk(std::uint64_t addr) const {
@@ -305,8 +302,7 @@ private:
     }
 
     static std::optional<Slot> found_slot(const WalkResult& r) {
-        if (!r.found()) return std::nullopt;
-        return r.slot;
+        return r.found() ? std::optional<Slot>(r.slot) : std::nullopt;
     }
 
     // The one descent behind walk (Create = false: stop at a missing table)
@@ -329,9 +325,8 @@ private:
         }
     }
 
-    // Links a new zeroed table into `slot`, whose value `e` is not present,
-    // or follows the table a racer linked first; `e` then holds the present
-    // entry. False when no frame is left.
+    // Links a new zeroed table into `slot` (holding `e`, not present) or
+    // follows a racer's; `e` then holds the link. False: no frame left.
     bool link_table(const Slot& slot, std::uint64_t& e, std::uint32_t cpu, WalkResult& r, AllocCost& cost) const {
         while (!Format::present(e)) {
             const auto fresh = frames_->allocate(cpu, cost);
@@ -363,8 +358,13 @@ private:
     }
 
     // The recursions behind the range walks and destroy (radix_range.hpp).
+    // for_each_entry calls fn(slot, entry, addr) for each entry of the table
+    // starting at `base` that overlaps [start, end) until fn returns true.
     template <class Fn>
     struct LeafWalk;
+    template <class Fn>
+    bool for_each_entry(Pfn table, unsigned level, std::uint64_t base, std::uint64_t start, std::uint64_t end,
+                        Fn&& fn) const;
     template <class W>
     bool visit_leaves(Pfn table, unsigned level, std::uint64_t base, std::uint64_t start, W& w) const;
     template <class Fn>
