@@ -2,8 +2,10 @@
 // RadixTable<Format>: the one page-table walker. A 4-level radix tree of
 // 512-entry table frames over a FrameSpace, translating 48-bit addresses in
 // 4 KiB pages (9 index bits per level: 47:39, 38:30, 29:21, 20:12). The
-// format class encodes and decodes entries; this class only walks, links
-// and frees tables, so EPT and x86-64 tables share every line of it.
+// format class encodes and decodes entries; this class has three verbs -
+// walk (to addr's leaf slot), lookup and update (an entry) - and a batch
+// iterator over a range with its resume point (radix_range.hpp), so EPT and
+// x86-64 tables share every line of it.
 //
 // Levels are numbered as the SDM does: 4 = the root (PML4), 3 = PDPT,
 // 2 = PD, 1 = PT (the leaf table; its entries map 4 KiB pages). One entry at
@@ -22,24 +24,24 @@
 // the caller's: load / store / compare_exchange / exchange on a Slot, under
 // whatever lock policy the caller follows.
 //
-// Large leaves. Only 4 KiB leaves are created here, but the walkers already
+// Large leaves. Only 4 KiB leaves are created here, but the walkers
 // understand a present entry with the format's large bit at level 2 (2 MiB)
 // or 3 (1 GiB): walk() stops there with LargeLeaf, for_each_leaf visits it
 // once with its own (aligned) address, and free/destroy do not descend into
 // it (it maps data, not a table). Bit 7 of a root entry is reserved in both
 // formats and is never taken as a large page.
+//
+// Errors (table_errors.hpp): std::out_of_range for an address at or above
+// 2^48 or a bad range; std::logic_error for a destroyed or moved-from table.
 #include "mmu/base/frame_space.hpp"
 #include "mmu/table/entry_format.hpp"
+#include "mmu/table/leaf_cache.hpp"
+#include "mmu/table/table_errors.hpp"
 
-#include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
-#include <cstdio>
 #include <optional>
-#include <stdexcept>
-#include <string>
-#include <type_traits>
 #include <utility>
 
 namespace hv::mmu {
@@ -60,32 +62,6 @@ constexpr const char* to_string(WalkStatus s) {
     }
     return "?";
 }
-
-// The leaf table a CPU walked to last, for tables whose leaf tables are
-// never freed while the table lives (the host's and the shadow MMU's): the
-// next fault in the same 2 MiB skips the three upper levels (a software
-// paging-structure cache). One 64-bit word, so a cache that two threads use
-// at once (against the one-thread-per-CPU rule) can only miss, never pair
-// one address with another's table.
-class LeafCache {
-public:
-    std::optional<Pfn> table_for(std::uint64_t addr) const {
-        const std::uint64_t v = word_.load(std::memory_order_relaxed);
-        if (v != 0 && (v >> kPfnBits) == (addr >> kSpanShift) + 1) return v & kPfnMask;
-        return std::nullopt;
-    }
-    void remember(std::uint64_t addr, Pfn table) {
-        if (table > kPfnMask || addr >> 48) return;
-        word_.store((((addr >> kSpanShift) + 1) << kPfnBits) | table, std::memory_order_relaxed);
-    }
-    void forget() { word_.store(0, std::memory_order_relaxed); }
-
-private:
-    static constexpr unsigned kSpanShift = 21; // one leaf table maps 2 MiB
-    static constexpr unsigned kPfnBits = 36;   // 27 + 1 bits of 2 MiB index above
-    static constexpr std::uint64_t kPfnMask = (std::uint64_t{1} << kPfnBits) - 1;
-    std::atomic<std::uint64_t> word_{0};
-};
 
 template <EntryFormat Format>
 class RadixTable {
@@ -169,29 +145,20 @@ public:
         return *frames_;
     }
 
-    // ---- Point walks -------------------------------------------------------
+    // ---- Walk: to addr's leaf slot (the low 12 bits of addr are ignored) ---
 
-    // Walks to addr's leaf slot without allocating. Throws std::out_of_range
-    // when addr >= 2^48. The low 12 bits of addr are ignored.
+    // Without allocating.
     WalkResult walk(std::uint64_t addr) const {
         require_address("walk", addr);
-        Pfn table = root_;
-        for (unsigned level = kLevels;; --level) {
-            const Slot slot = slot_at(table, level, index(addr, level));
-            if (level == 1) return costed({}, WalkStatus::Found, slot, {});
-            const std::uint64_t e = load(slot);
-            if (!Format::present(e)) return costed({}, WalkStatus::MissingTable, slot, {});
-            if (is_large_leaf(e, level)) return costed({}, WalkStatus::LargeLeaf, slot, {});
-            table = Format::pfn(e);
-        }
+        return descend<false>(addr, FrameSpace::kAnyCpu);
     }
 
-    // Walks to addr's leaf slot, linking a new zeroed table wherever one is
-    // missing. Racing callers link exactly one table per slot; a loser frees
-    // its frame and follows the winner's. When the frame space runs out the
-    // result is OutOfFrames; tables linked before that stay linked (they are
-    // part of the tree, freed by free_empty_tables or destroy), so no frame
-    // is ever lost. New tables come from CPU `cpu`'s frame cache
+    // Linking a new zeroed table wherever one is missing. Racing callers
+    // link exactly one table per slot; a loser frees its frame and follows
+    // the winner's. When the frame space runs out the result is
+    // OutOfFrames; tables linked before that stay linked (they are part of
+    // the tree, freed by free_empty_tables or destroy), so no frame is ever
+    // lost. New tables come from CPU `cpu`'s frame cache
     // (FrameSpace::allocate(cpu); kAnyCpu: the shared pool).
     //
     // Costs (WalkResult): the allocator's, plus one shared read-modify-write
@@ -201,34 +168,7 @@ public:
     // loser's free (the allocator lock).
     WalkResult walk_or_create(std::uint64_t addr, std::uint32_t cpu = FrameSpace::kAnyCpu) {
         require_address("walk_or_create", addr);
-        WalkResult r;
-        AllocCost cost;
-        Pfn table = root_;
-        for (unsigned level = kLevels;; --level) {
-            const Slot slot = slot_at(table, level, index(addr, level));
-            if (level == 1) return costed(r, WalkStatus::Found, slot, cost);
-            std::uint64_t e = load(slot);
-            while (!Format::present(e)) {
-                const auto fresh = frames_->allocate(cpu, cost);
-                if (!fresh) return costed(r, WalkStatus::OutOfFrames, slot, cost);
-                const std::uint64_t link = Format::make_table(*fresh);
-                ++cost.shared_rmws;
-                if (compare_exchange(slot, e, link)) {
-                    frames_->mirror(slot.entry);
-                    e = link;
-                    ++r.tables_linked;
-                    break;
-                }
-                // Lost: e now holds what the winner stored. Our frame was
-                // never visible to anyone, so it goes straight back to our
-                // cache (its lock, private).
-                frames_->give_back(*fresh, cpu);
-                cost.locks += 1;
-                if (cpu >= kFrameCpus) cost.shared_rmws += 2;
-            }
-            if (is_large_leaf(e, level)) return costed(r, WalkStatus::LargeLeaf, slot, cost);
-            table = Format::pfn(e);
-        }
+        return descend<true>(addr, cpu);
     }
 
     // Slot of addr's entry in leaf table `leaf_table`, which the caller
@@ -237,18 +177,12 @@ public:
 
     // The 4 KiB leaf slot for addr, or nullopt when a table on the way is
     // missing or a large leaf covers addr (walk() says which).
-    std::optional<Slot> find_leaf(std::uint64_t addr) const {
-        const WalkResult r = walk(addr);
-        if (!r.found()) return std::nullopt;
-        return r.slot;
-    }
+    std::optional<Slot> find_leaf(std::uint64_t addr) const { return found_slot(walk(addr)); }
     // The 4 KiB leaf slot for addr, creating tables on the way; nullopt when
     // the frame space is exhausted or a large leaf covers addr
     // (walk_or_create() says which).
     std::optional<Slot> ensure_leaf(std::uint64_t addr, std::uint32_t cpu = FrameSpace::kAnyCpu) {
-        const WalkResult r = walk_or_create(addr, cpu);
-        if (!r.found()) return std::nullopt;
-        return r.slot;
+        return found_slot(walk_or_create(addr, cpu));
     }
 
     // Copies the entry of every level on the way to addr (as far as the
@@ -264,9 +198,17 @@ public:
         }
     }
 
-    // ---- Entry access (atomic; see the header comment) ---------------------
+    // ---- Lookup: read an entry (atomic; see the header comment) ------------
 
     static std::uint64_t load(const Slot& s) { return ref(s).load(std::memory_order_acquire); }
+    // addr's 4 KiB leaf entry, or 0 when no table covers it (or a large leaf does).
+    std::uint64_t lookup(std::uint64_t addr) const {
+        const auto slot = find_leaf(addr);
+        return slot ? load(*slot) : 0;
+    }
+
+    // ---- Update: write an entry (atomic; see the header comment) -----------
+
     static void store(const Slot& s, std::uint64_t value) { ref(s).store(value, std::memory_order_release); }
     // On failure `expected` receives the current value.
     static bool compare_exchange(const Slot& s, std::uint64_t& expected, std::uint64_t desired) {
@@ -276,8 +218,6 @@ public:
     static std::uint64_t exchange(const Slot& s, std::uint64_t value) {
         return ref(s).exchange(value, std::memory_order_acq_rel);
     }
-
-    // ---- Conveniences ------------------------------------------------------
 
     // Stores `entry` into addr's 4 KiB leaf slot, replacing whatever was
     // there. False when the frame space is exhausted or a large leaf covers addr.
@@ -293,52 +233,37 @@ public:
     std::uint64_t unmap(std::uint64_t addr) {
         const WalkResult r = walk(addr);
         if (r.status == WalkStatus::LargeLeaf)
-            throw std::logic_error(prefix("unmap") + "expected a 4 KiB leaf at " + hex(addr) + ", found a large leaf " +
-                                   hex(load(r.slot)) + " at level " + std::to_string(r.slot.level));
+            detail::table_large_leaf(Format::name, "unmap", addr, load(r.slot), r.slot.level);
         if (!r.found()) return 0;
         return exchange(r.slot, 0);
     }
-    // addr's 4 KiB leaf entry, or 0 when no table covers it (or a large leaf does).
-    std::uint64_t lookup(std::uint64_t addr) const {
-        const auto slot = find_leaf(addr);
-        return slot ? load(*slot) : 0;
-    }
 
-    // ---- Range walks -------------------------------------------------------
+    // ---- Ranges (defined in radix_range.hpp) -------------------------------
     // Ranges are half-open [start, end) with start <= end <= 2^48 (else
     // std::out_of_range). An entry is in the range when the memory it maps
     // overlaps it. Missing tables are skipped whole: the cost is one load per
     // entry of the tables that exist.
 
-    // Pre-order walk calling fn(addr, slot) for every PRESENT leaf in the
-    // range, in address order; addr is the start of the memory the leaf maps
-    // (for a large leaf, its 2 MiB / 1 GiB aligned start, which may lie
-    // below `start`; slot.level tells the size). Stops after max_present
-    // visits (0 = no limit) and returns where a later call must resume: just
-    // past the last visited leaf, or `end` when the range is done.
+    // The batch iterator. Pre-order walk calling fn(addr, slot) for every
+    // PRESENT leaf in the range, in address order; addr is the start of the
+    // memory the leaf maps (for a large leaf, its 2 MiB / 1 GiB aligned
+    // start, which may lie below `start`; slot.level tells the size). Stops
+    // after max_present visits (0 = no limit) and returns the resume point:
+    // just past the last visited leaf, or `end` when the range is done.
     //
-    // This is the batch iterator: visit up to a batch under a lock, drop the
-    // lock, call again from the returned address. Leaves below the returned
-    // address are never visited again by the resumed walk, leaves at or
-    // above it are, whatever changed in between. fn may change the entry it
-    // is given (and others), but must not free tables.
+    // Use: visit up to a batch under a lock, drop the lock, call again from
+    // the resume point. Leaves below it are never visited again by the
+    // resumed walk, leaves at or above it are, whatever changed in between.
+    // fn may change the entry it is given (and others), but must not free
+    // tables.
     template <class Fn>
-    std::uint64_t for_each_leaf(std::uint64_t start, std::uint64_t end, std::size_t max_present, Fn&& fn) const {
-        require_range("for_each_leaf", start, end);
-        LeafWalk<std::remove_reference_t<Fn>> w{end, max_present, 0, end, fn};
-        if (start < end) visit_leaves(root_, kLevels, 0, start, w);
-        return w.resume;
-    }
+    std::uint64_t for_each_leaf(std::uint64_t start, std::uint64_t end, std::size_t max_present, Fn&& fn) const;
 
     // Calls fn(table_pfn, table_start_addr) for every existing 4 KiB leaf
     // table (level 1) whose 2 MiB overlaps the range, in address order: the
     // unit of split PT locking. Returns how many were visited.
     template <class Fn>
-    std::size_t for_each_leaf_table(std::uint64_t start, std::uint64_t end, Fn&& fn) const {
-        require_range("for_each_leaf_table", start, end);
-        if (start == end) return 0;
-        return visit_leaf_tables(root_, kLevels, 0, start, end, fn);
-    }
+    std::size_t for_each_leaf_table(std::uint64_t start, std::uint64_t end, Fn&& fn) const;
 
     // Unlinks and frees every non-root table that overlaps the range and
     // whose 512 entries are all zero (checked bottom-up, so a table emptied
@@ -350,43 +275,17 @@ public:
     // addresses outside it. A hardware walker (a KVM vCPU on these tables)
     // may cache a paging-structure entry past the unlink: use the overload
     // with `release` to defer the frees until after the shootdown.
-    std::size_t free_empty_tables(std::uint64_t start, std::uint64_t end) {
-        return free_empty_tables(start, end, [this](Pfn pfn) { frames_->free(pfn); });
-    }
+    std::size_t free_empty_tables(std::uint64_t start, std::uint64_t end);
     // As above, but hands each unlinked frame to release(Pfn) instead of
     // freeing it; the caller owns the frame from then on.
     template <class Release>
-    std::size_t free_empty_tables(std::uint64_t start, std::uint64_t end, Release&& release) {
-        require_range("free_empty_tables", start, end);
-        if (start == end) return 0;
-        return prune(root_, kLevels, 0, start, end, release);
-    }
+    std::size_t free_empty_tables(std::uint64_t start, std::uint64_t end, Release&& release);
 
     // Table frames in the tree, root included (a walk; for tests and audits).
-    std::size_t count_tables() const {
-        require_valid("count_tables");
-        return count_subtree(root_, kLevels);
-    }
+    std::size_t count_tables() const;
 
 private:
     RadixTable(FrameSpace& frames, Pfn root) : frames_(&frames), root_(root) {}
-
-    template <class Fn>
-    struct LeafWalk {
-        std::uint64_t end;
-        std::size_t budget; // 0: unlimited
-        std::size_t visited;
-        std::uint64_t resume;
-        Fn& fn;
-    };
-
-    static WalkResult costed(WalkResult r, WalkStatus status, const Slot& slot, const AllocCost& cost) {
-        r.status = status;
-        r.slot = slot;
-        r.locks = cost.locks;
-        r.shared_rmws = cost.shared_rmws;
-        return r;
-    }
 
     static std::atomic_ref<std::uint64_t> ref(const Slot& s) { return std::atomic_ref<std::uint64_t>(*s.entry); }
 
@@ -397,139 +296,98 @@ private:
     static bool is_table(std::uint64_t e, unsigned level) {
         return level >= 2 && Format::present(e) && !is_large_leaf(e, level);
     }
-    // The first entry of the level-`level` table starting at `base` that
-    // overlaps [start, ...).
-    static unsigned first_index(std::uint64_t base, std::uint64_t start, unsigned level) {
-        return start > base ? static_cast<unsigned>((start - base) / span(level)) : 0;
-    }
 
     Slot slot_at(Pfn table, unsigned level, unsigned i) const {
         return Slot{frames_->entries(table) + i, table, i, level};
     }
 
-    template <class W>
-    bool visit_leaves(Pfn table, unsigned level, std::uint64_t base, std::uint64_t start, W& w) const {
-        for (unsigned i = first_index(base, start, level); i < kEntries; ++i) {
-            const std::uint64_t at = base + i * span(level);
-            if (at >= w.end) return false;
-            const Slot slot = slot_at(table, level, i);
-            const std::uint64_t e = load(slot);
-            if (!Format::present(e)) continue;
-            if (is_table(e, level)) {
-                if (visit_leaves(Format::pfn(e), level - 1, at, start, w)) return true;
-                continue;
+    static std::optional<Slot> found_slot(const WalkResult& r) {
+        return r.found() ? std::optional<Slot>(r.slot) : std::nullopt;
+    }
+
+    // The one descent behind walk (Create = false: stop at a missing table)
+    // and walk_or_create (link one there).
+    template <bool Create>
+    WalkResult descend(std::uint64_t addr, std::uint32_t cpu) const {
+        WalkResult r;
+        AllocCost cost;
+        Pfn table = root_;
+        for (unsigned level = kLevels;; --level) {
+            const Slot slot = slot_at(table, level, index(addr, level));
+            if (level == 1) return costed(r, WalkStatus::Found, slot, cost);
+            std::uint64_t e = load(slot);
+            if (!Format::present(e)) {
+                if constexpr (!Create) return costed(r, WalkStatus::MissingTable, slot, cost);
+                else if (!link_table(slot, e, cpu, r, cost)) return costed(r, WalkStatus::OutOfFrames, slot, cost);
             }
-            w.fn(at, slot);
-            if (w.budget != 0 && ++w.visited == w.budget) {
-                w.resume = std::min(at + span(level), w.end);
+            if (is_large_leaf(e, level)) return costed(r, WalkStatus::LargeLeaf, slot, cost);
+            table = Format::pfn(e);
+        }
+    }
+
+    // Links a new zeroed table into `slot` (holding `e`, not present) or
+    // follows a racer's; `e` then holds the link. False: no frame left.
+    bool link_table(const Slot& slot, std::uint64_t& e, std::uint32_t cpu, WalkResult& r, AllocCost& cost) const {
+        while (!Format::present(e)) {
+            const auto fresh = frames_->allocate(cpu, cost);
+            if (!fresh) return false;
+            const std::uint64_t link = Format::make_table(*fresh);
+            ++cost.shared_rmws;
+            if (compare_exchange(slot, e, link)) {
+                frames_->mirror(slot.entry);
+                e = link;
+                ++r.tables_linked;
                 return true;
             }
+            // Lost: e now holds what the winner stored. Our frame was never
+            // visible to anyone, so it goes straight back to our cache (its
+            // lock, private).
+            frames_->give_back(*fresh, cpu);
+            cost.locks += 1;
+            if (cpu >= kFrameCpus) cost.shared_rmws += 2;
         }
-        return false;
-    }
-
-    template <class Fn>
-    std::size_t visit_leaf_tables(Pfn table, unsigned level, std::uint64_t base, std::uint64_t start,
-                                  std::uint64_t end, Fn& fn) const {
-        std::size_t n = 0;
-        for (unsigned i = first_index(base, start, level); i < kEntries; ++i) {
-            const std::uint64_t at = base + i * span(level);
-            if (at >= end) break;
-            const std::uint64_t e = load(slot_at(table, level, i));
-            if (!is_table(e, level)) continue;
-            if (level == 2) {
-                fn(Format::pfn(e), at);
-                ++n;
-            } else {
-                n += visit_leaf_tables(Format::pfn(e), level - 1, at, start, end, fn);
-            }
-        }
-        return n;
-    }
-
-    bool table_empty(Pfn table) const {
-        for (unsigned i = 0; i < kEntries; ++i)
-            if (load(slot_at(table, 1, i)) != 0) return false;
         return true;
     }
 
+    static WalkResult costed(WalkResult r, WalkStatus status, const Slot& slot, const AllocCost& cost) {
+        r.status = status;
+        r.slot = slot;
+        r.locks = cost.locks;
+        r.shared_rmws = cost.shared_rmws;
+        return r;
+    }
+
+    // The recursions behind the range walks and destroy (radix_range.hpp).
+    // for_each_entry calls fn(slot, entry, addr) for each entry of the table
+    // starting at `base` that overlaps [start, end) until fn returns true.
+    template <class Fn>
+    struct LeafWalk;
+    template <class Fn>
+    bool for_each_entry(Pfn table, unsigned level, std::uint64_t base, std::uint64_t start, std::uint64_t end,
+                        Fn&& fn) const;
+    template <class W>
+    bool visit_leaves(Pfn table, unsigned level, std::uint64_t base, std::uint64_t start, W& w) const;
+    template <class Fn>
+    std::size_t visit_leaf_tables(Pfn table, unsigned level, std::uint64_t base, std::uint64_t start,
+                                  std::uint64_t end, Fn& fn) const;
     template <class Release>
     std::size_t prune(Pfn table, unsigned level, std::uint64_t base, std::uint64_t start, std::uint64_t end,
-                      Release& release) {
-        std::size_t freed = 0;
-        for (unsigned i = first_index(base, start, level); i < kEntries; ++i) {
-            const std::uint64_t at = base + i * span(level);
-            if (at >= end) break;
-            const Slot slot = slot_at(table, level, i);
-            const std::uint64_t e = load(slot);
-            if (!is_table(e, level)) continue;
-            const Pfn child = Format::pfn(e);
-            if (level > 2) freed += prune(child, level - 1, at, start, end, release);
-            if (table_empty(child)) {
-                store(slot, 0); // unlink before the frame can be reused
-                frames_->mirror(slot.entry);
-                release(child);
-                ++freed;
-            }
-        }
-        return freed;
-    }
+                      Release& release);
+    bool table_empty(Pfn table) const;
+    void free_subtree(Pfn table, unsigned level);
+    std::size_t count_subtree(Pfn table, unsigned level) const;
 
-    void free_subtree(Pfn table, unsigned level) {
-        if (level >= 2) {
-            for (unsigned i = 0; i < kEntries; ++i) {
-                const std::uint64_t e = load(slot_at(table, level, i));
-                if (is_table(e, level)) free_subtree(Format::pfn(e), level - 1);
-            }
-        }
-        frames_->free(table);
-    }
-
-    std::size_t count_subtree(Pfn table, unsigned level) const {
-        std::size_t n = 1;
-        if (level >= 2) {
-            for (unsigned i = 0; i < kEntries; ++i) {
-                const std::uint64_t e = load(slot_at(table, level, i));
-                if (is_table(e, level)) n += count_subtree(Format::pfn(e), level - 1);
-            }
-        }
-        return n;
-    }
-
-    static std::string hex(std::uint64_t v) {
-        char b[24];
-        std::snprintf(b, sizeof b, "0x%llx", static_cast<unsigned long long>(v));
-        return b;
-    }
-    static std::string prefix(const char* op) { return std::string("RadixTable<") + Format::name + ">::" + op + ": "; }
-
-    // The checks stay inline (every walk makes one); building the message
-    // does not.
     void require_valid(const char* op) const {
         if (!frames_) [[unlikely]]
-            not_valid(op);
+            detail::table_not_live(Format::name, op);
     }
     void require_address(const char* op, std::uint64_t addr) const {
         if (!frames_ || addr >= kAddressEnd) [[unlikely]]
-            bad_address(op, addr);
+            detail::table_bad_address(Format::name, op, frames_ != nullptr, addr, kAddressEnd, kAddressBits);
     }
     void require_range(const char* op, std::uint64_t start, std::uint64_t end) const {
         if (!frames_ || start > end || end > kAddressEnd) [[unlikely]]
-            bad_range(op, start, end);
-    }
-    [[noreturn, gnu::cold, gnu::noinline]] static void not_valid(const char* op) {
-        throw std::logic_error(prefix(op) + "expected a live table, found one destroyed or moved from");
-    }
-    [[noreturn, gnu::cold, gnu::noinline]] void bad_address(const char* op, std::uint64_t addr) const {
-        require_valid(op);
-        throw std::out_of_range(prefix(op) + "expected an address below " + hex(kAddressEnd) + " (48 bits), found " +
-                                hex(addr));
-    }
-    [[noreturn, gnu::cold, gnu::noinline]] void bad_range(const char* op, std::uint64_t start,
-                                                          std::uint64_t end) const {
-        require_valid(op);
-        throw std::out_of_range(prefix(op) + "expected start <= end <= " + hex(kAddressEnd) + ", found [" +
-                                hex(start) + ", " + hex(end) + ")");
+            detail::table_bad_range(Format::name, op, frames_ != nullptr, start, end, kAddressEnd);
     }
 
     FrameSpace* frames_ = nullptr; // null: destroyed or moved from
@@ -537,3 +395,5 @@ private:
 };
 
 } // namespace hv::mmu
+
+#include "mmu/table/radix_range.hpp"
