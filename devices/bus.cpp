@@ -1,5 +1,7 @@
 #include "devices/bus.hpp"
 
+#include "mmu/base/units.hpp"
+
 #include <cstdio>
 #include <iostream>
 #include <utility>
@@ -8,12 +10,7 @@
 
 namespace hv {
 namespace {
-
-std::string hex(uint64_t value) {
-    char buf[2 + 16 + 1];
-    std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(value));
-    return buf;
-}
+using mmu::hex;
 
 // Inclusive bounds: the exclusive end of a range touching 2^64 is not
 // representable in 64 bits.

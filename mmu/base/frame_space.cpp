@@ -21,12 +21,12 @@ Pfn chunks_of(Pfn frames) { return (frames + kFrameChunk - 1) / kFrameChunk; }
 Pfn checked_frames(std::span<std::uint8_t> memory, Pfn first_allocatable, Pfn end_allocatable) {
     const auto address = reinterpret_cast<std::uintptr_t>(memory.data());
     if (memory.empty()) throw std::invalid_argument("FrameSpace: expected non-empty memory, found 0 bytes");
-    if (address % kFrameSize)
+    if (address % kPage)
         throw std::invalid_argument("FrameSpace: memory must be 4 KiB aligned, found address " + hex(address));
-    if (memory.size() % kFrameSize)
+    if (memory.size() % kPage)
         throw std::invalid_argument("FrameSpace: memory must be a whole number of 4 KiB frames, found " +
                                     hex(memory.size()) + " bytes");
-    const Pfn frames = memory.size() / kFrameSize;
+    const Pfn frames = memory.size() / kPage;
     if (first_allocatable >= end_allocatable || end_allocatable > frames)
         throw std::invalid_argument("FrameSpace: expected first_allocatable < end_allocatable <= " + hex(frames) +
                                     " (the frame count), found [" + hex(first_allocatable) + ", " +
@@ -39,9 +39,9 @@ Pfn checked_frames(std::span<std::uint8_t> memory, Pfn first_allocatable, Pfn en
 FrameSpace::FrameSpace(std::size_t frames)
     : caches_(std::make_unique<std::atomic<CpuCache*>[]>(kFrameCpus)) {
     if (frames == 0) throw std::runtime_error("FrameSpace: expected at least one frame, found 0");
-    if (frames > std::numeric_limits<std::size_t>::max() / kFrameSize)
+    if (frames > std::numeric_limits<std::size_t>::max() / kPage)
         throw std::runtime_error("FrameSpace: " + std::to_string(frames) + " frames overflow the address space");
-    const std::size_t size = frames * kFrameSize;
+    const std::size_t size = frames * kPage;
     // MAP_NORESERVE: a large frame space costs nothing until frames are touched.
     void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p == MAP_FAILED)
@@ -85,7 +85,7 @@ FrameSpace::FrameSpace(Mirror mirror, Pfn first_allocatable, Pfn end_allocatable
 
 FrameSpace::~FrameSpace() {
     for (std::uint32_t c = 0; c < kFrameCpus; ++c) delete caches_[c].load(std::memory_order_relaxed);
-    if (owned_) ::munmap(base_, frames_ * kFrameSize);
+    if (owned_) ::munmap(base_, frames_ * kPage);
 }
 
 void FrameSpace::took(std::uint64_t n) {
@@ -178,8 +178,8 @@ Pfn FrameSpace::hand_out(Pfn entry) {
     (*state_)[pfn].store(1, std::memory_order_relaxed);
     // Outside the locks: the frame is ours alone now, and 4 KiB of stores
     // should not extend every other thread's wait.
-    if (entry & kZeroBit) std::memset(base_ + pfn * kFrameSize, 0, kFrameSize);
-    if (mirror_) std::memset(mirror_ + pfn * kFrameSize, 0, kFrameSize); // whatever the guest left there
+    if (entry & kZeroBit) std::memset(base_ + pfn * kPage, 0, kPage);
+    if (mirror_) std::memset(mirror_ + pfn * kPage, 0, kPage); // whatever the guest left there
     return pfn;
 }
 
@@ -199,14 +199,14 @@ std::optional<Pfn> FrameSpace::allocate() {
 }
 
 std::optional<Pfn> FrameSpace::allocate(std::uint32_t cpu) {
-    AllocCost ignored;
+    Cost ignored;
     return allocate(cpu, ignored);
 }
 
-std::optional<Pfn> FrameSpace::allocate(std::uint32_t cpu, AllocCost& cost) {
+std::optional<Pfn> FrameSpace::allocate(std::uint32_t cpu, Cost& cost) {
     if (cpu >= kFrameCpus) {
         cost.locks += 1;
-        cost.shared_rmws += 2;
+        cost.shared_atomics += 2;
         return allocate();
     }
     CpuCache* c = caches_[cpu].load(std::memory_order_acquire);
@@ -224,7 +224,7 @@ std::optional<Pfn> FrameSpace::allocate(std::uint32_t cpu, AllocCost& cost) {
     if (!got) {
         // Refill under the allocator lock (lock order: mutex_, then a cache).
         cost.locks += 2;
-        cost.shared_rmws += 2;
+        cost.shared_atomics += 2;
         std::lock_guard lock(mutex_);
         if (!c) {
             c = new CpuCache;

@@ -31,7 +31,9 @@
 // nothing else is left, allocations take them from the caches, so the
 // capacity is exact however the frames are spread. allocate() (no CPU)
 // serves from the shared pool under the allocator lock, as before.
+#include "mmu/base/cost.hpp"
 #include "mmu/base/line_array.hpp"
+#include "mmu/base/units.hpp"
 #include "mmu/sync/pt_lock.hpp"
 
 #include <atomic>
@@ -45,11 +47,9 @@
 
 namespace hv::mmu {
 
-using Pfn = std::uint64_t;
-inline constexpr std::size_t kFrameSize = 4096;
-inline constexpr unsigned kFrameShift = 12;
+using Pfn = std::uint64_t; // a frame number: the frame is bytes [pfn * kPage, (pfn + 1) * kPage)
 // 64-bit entries in one table frame.
-inline constexpr std::size_t kEntriesPerFrame = kFrameSize / sizeof(std::uint64_t);
+inline constexpr std::size_t kEntriesPerFrame = kPage / sizeof(std::uint64_t);
 // CPU indices with a per-CPU frame cache: 0..kFrameCpus-1 (the vCPU indices).
 inline constexpr std::uint32_t kFrameCpus = 1024;
 // Frames per cache refill from the fresh range, aligned to this many frames:
@@ -71,13 +71,6 @@ struct FrameCounters {
     std::uint64_t refills = 0; // per-CPU cache refills (each took the allocator lock)
 };
 
-// What one allocate(cpu, cost) took, added to `cost`: locks, and
-// read-modify-writes on cache lines other CPUs write (the allocator lock's 2
-// on a refill or a shared-pool allocation; a cache hit writes only its own
-// CPU's line).
-struct AllocCost {
-    std::uint32_t locks = 0, shared_rmws = 0;
-};
 
 class FrameSpace {
 public:
@@ -119,7 +112,10 @@ public:
     // the shared pool). A CPU index is meant to be used by one thread at a
     // time (a vCPU's); others using it at once only wait for its cache lock.
     std::optional<Pfn> allocate(std::uint32_t cpu);
-    std::optional<Pfn> allocate(std::uint32_t cpu, AllocCost& cost);
+    // And adds what it took to `cost`: the allocator lock's 2 shared-line
+    // atomics on a refill or a shared-pool allocation; a cache hit writes
+    // only its own CPU's line.
+    std::optional<Pfn> allocate(std::uint32_t cpu, Cost& cost);
     // Returns a frame. Throws std::logic_error when pfn is outside the
     // allocatable range or not currently allocated (a double free).
     void free(Pfn pfn);
@@ -131,10 +127,10 @@ public:
     void give_back(Pfn pfn, std::uint32_t cpu);
 
     // The bytes of frame pfn. Throws std::out_of_range unless contains(pfn).
-    std::span<std::uint8_t, kFrameSize> bytes(Pfn pfn) const {
+    std::span<std::uint8_t, kPage> bytes(Pfn pfn) const {
         if (!contains(pfn)) [[unlikely]]
             bad_pfn("bytes", "a pfn", pfn);
-        return std::span<std::uint8_t, kFrameSize>(base_ + pfn * kFrameSize, kFrameSize);
+        return std::span<std::uint8_t, kPage>(base_ + pfn * kPage, kPage);
     }
     // The 512 64-bit entries of table frame pfn (8-byte aligned, so
     // std::atomic_ref may be used on each). Throws std::out_of_range unless
@@ -142,7 +138,7 @@ public:
     std::uint64_t* entries(Pfn pfn) const {
         if (!contains(pfn)) [[unlikely]]
             bad_pfn("entries", "a table pfn", pfn);
-        return reinterpret_cast<std::uint64_t*>(base_ + pfn * kFrameSize);
+        return reinterpret_cast<std::uint64_t*>(base_ + pfn * kPage);
     }
 
     // True when pfn names a frame of the region (allocatable or not).

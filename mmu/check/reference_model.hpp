@@ -214,7 +214,7 @@ struct DifferentialRig {
             std::string operator()(const op::RemoveMemslot& o) { return accepts([&] { r.shadow.remove_memslot(o.id); }); }
             std::string operator()(const op::Fault& o) { return to_string(r.shadow.fault(o.vcpu, o.guest_address, o.access)); }
             std::string operator()(const op::GuestWrite& o) {
-                const std::uint64_t ga = o.guest_address & ~std::uint64_t{kFrameSize - 1};
+                const std::uint64_t ga = o.guest_address & ~std::uint64_t{kPage - 1};
                 return guest_write([&] { return Pte::writable(r.shadow.entry(ga)); },
                                    [&] { return r.shadow.fault(o.vcpu, ga, Access::Write); },
                                    [&] { r.write_token(Pte::pfn(r.shadow.entry(ga)), o.token); });

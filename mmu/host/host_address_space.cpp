@@ -108,8 +108,8 @@ void HostAddressSpace::map_anonymous(HostRange range, bool writable) {
     regions_.emplace(range.start, Region{range.end, writable});
 }
 
-std::optional<Pfn> HostAddressSpace::new_frame(std::uint32_t cpu, AllocCost* cost) {
-    AllocCost ignored;
+std::optional<Pfn> HostAddressSpace::new_frame(std::uint32_t cpu, Cost* cost) {
+    Cost ignored;
     auto pfn = data_.allocate(cpu, cost ? *cost : ignored);
     if (pfn) map_count_[*pfn].store(1, std::memory_order_relaxed);
     return pfn;
@@ -158,34 +158,32 @@ std::optional<HostFaultResult> HostAddressSpace::fault_present(std::uint64_t* sl
     }
     if (access == Access::Write && !Pte::writable(pte)) {
         lock.unlock();
-        if (!(pte & kMergedBit)) return HostFaultResult{HostFaultStatus::ReadOnly, {}}; // protect() made it read-only
+        if (!(pte & kMergedBit)) return HostFaultResult{HostFaultStatus::ReadOnly, {}, {}}; // protect() made it read-only
         // Copy-on-write, unless protect() made the range read-only.
         const std::uint32_t region_rmws = cpu < kMaxVcpus ? 0 : 2; // a CPU's own reader slot is private
         {
             ReaderSlotLock::SharedGuard regions(regions_lock_, cpu);
             const Region* r = region_for(address);
-            if (!r || !r->writable) return HostFaultResult{HostFaultStatus::ReadOnly, {}, 1, region_rmws};
+            if (!r || !r->writable) return HostFaultResult{HostFaultStatus::ReadOnly, {}, {1, region_rmws}};
         }
         HostFaultResult r = break_cow(address, cpu);
-        r.locks += 1;
-        r.shared_atomics += region_rmws;
+        r.cost += Cost{1, region_rmws};
         return r;
     }
     std::uint64_t updated = Pte::with_accessed(pte, true);
     if (access == Access::Write) updated = Pte::with_dirty(updated, true);
     if (updated != pte) entry.store(updated, std::memory_order_release);
     lock.unlock();
-    return HostFaultResult{HostFaultStatus::Mapped, {Pte::pfn(pte), Pte::writable(pte)}};
+    return HostFaultResult{HostFaultStatus::Mapped, {Pte::pfn(pte), Pte::writable(pte)}, {}};
 }
 
 HostFaultResult HostAddressSpace::fault(std::uint64_t address, Access access, std::uint32_t cpu) {
     count(Count::Faults, 1, cpu);
     address &= ~(kPage - 1);
-    if (address >= kAddressLimit) return {HostFaultStatus::NoMapping, {}};
-    std::uint32_t locks = 0, shared = 0; // what this fault cost so far
+    if (address >= kAddressLimit) return {HostFaultStatus::NoMapping, {}, {}};
+    Cost cost; // what this fault cost so far
     const auto costed = [&](HostFaultResult r) {
-        r.locks += locks;
-        r.shared_atomics += shared;
+        r.cost += cost;
         return r;
     };
     for (;;) {
@@ -200,9 +198,8 @@ HostFaultResult HostAddressSpace::fault(std::uint64_t address, Access access, st
             const std::uint64_t pte = at(slot->entry).load(std::memory_order_acquire);
             if (Pte::present(pte) && Pte::accessed(pte) &&
                 (access == Access::Read || (Pte::writable(pte) && Pte::dirty(pte))))
-                return costed({HostFaultStatus::Mapped, {Pte::pfn(pte), Pte::writable(pte)}});
-            ++locks;
-            shared += pt_lock_rmws(slot->table, cpu);
+                return costed({HostFaultStatus::Mapped, {Pte::pfn(pte), Pte::writable(pte)}, {}});
+            cost += Cost{1, pt_lock_rmws(slot->table, cpu)};
             if (auto r = fault_present(slot->entry, slot->table, address, access, cpu)) return costed(*r);
         }
         // The page must be made present: consult the region map, under its
@@ -210,23 +207,20 @@ HostFaultResult HostAddressSpace::fault(std::uint64_t address, Access access, st
         bool region_writable;
         {
             ReaderSlotLock::SharedGuard regions(regions_lock_, cpu);
-            ++locks;
-            if (cpu >= kMaxVcpus) shared += 2;
+            cost += Cost{1, cpu >= kMaxVcpus ? 2u : 0u};
             const Region* r = region_for(address);
-            if (!r) return costed({HostFaultStatus::NoMapping, {}});
+            if (!r) return costed({HostFaultStatus::NoMapping, {}, {}});
             region_writable = r->writable;
         }
-        if (access == Access::Write && !region_writable) return costed({HostFaultStatus::ReadOnly, {}});
+        if (access == Access::Write && !region_writable) return costed({HostFaultStatus::ReadOnly, {}, {}});
         const auto walk = table_.walk_or_create(address, cpu);
-        locks += walk.locks;
-        shared += walk.shared_rmws;
-        if (!walk.found()) return costed({HostFaultStatus::OutOfFrames, {}});
+        cost += walk.cost;
+        if (!walk.found()) return costed({HostFaultStatus::OutOfFrames, {}, {}});
         const auto& slot = walk.slot;
         if (cpu < kMaxVcpus) slots_[cpu].leaf.remember(address, slot.table);
         PtLock& lock = pt_lock(slot.table);
         lock.lock();
-        ++locks;
-        shared += pt_lock_rmws(slot.table, cpu);
+        cost += Cost{1, pt_lock_rmws(slot.table, cpu)};
         count(Count::PtLocks, 1, cpu);
         auto entry = at(slot.entry);
         const std::uint64_t pte = entry.load(std::memory_order_acquire);
@@ -234,19 +228,17 @@ HostFaultResult HostAddressSpace::fault(std::uint64_t address, Access access, st
             lock.unlock();
             continue; // another fault made it present since we looked: answer from it
         }
-        AllocCost alloc;
+        Cost alloc;
         auto pfn = new_frame(cpu, &alloc); // zeroed by the frame space
-        locks += alloc.locks;
-        shared += alloc.shared_rmws;
+        cost += alloc;
         if (!pfn) {
             lock.unlock();
-            return costed({HostFaultStatus::OutOfFrames, {}});
+            return costed({HostFaultStatus::OutOfFrames, {}, {}});
         }
         if (is_swap_entry(pte)) {
             const std::uint64_t slot_id = pte >> 12;
             std::lock_guard swap(swap_mutex_);
-            ++locks;
-            shared += 2;
+            cost += Cost{1, 2};
             auto it = swap_.find(slot_id);
             if (it != swap_.end()) {
                 std::memcpy(data_.bytes(*pfn).data(), it->second.data(), kPage);
@@ -264,7 +256,7 @@ HostFaultResult HostAddressSpace::fault(std::uint64_t address, Access access, st
         if (access == Access::Write) fresh = Pte::with_dirty(fresh, true);
         entry.store(fresh, std::memory_order_release);
         lock.unlock();
-        return costed({HostFaultStatus::Mapped, {*pfn, region_writable}});
+        return costed({HostFaultStatus::Mapped, {*pfn, region_writable}, {}});
     }
 }
 
@@ -275,31 +267,24 @@ HostFaultResult HostAddressSpace::break_cow(std::uint64_t address, std::uint32_t
     const HostRange page{address, address + kPage};
     auto inv = chain_.begin(page, InvalidateEvent::Clear, true); // blockable: always begins
     sched::point(sched::Point::InvalidateStarted);
-    HostFaultResult cost{HostFaultStatus::Mapped, {}, 0, 2};
-    const auto costed = [&](HostFaultStatus status, HostTranslation t) {
-        cost.status = status;
-        cost.translation = t;
-        return cost;
-    };
+    Cost cost{0, 2}; // what the break cost so far
+    const auto costed = [&](HostFaultStatus status, HostTranslation t) { return HostFaultResult{status, t, cost}; };
     auto slot = table_.find_leaf(address);
     if (!slot) return costed(HostFaultStatus::NoMapping, {});
-    AllocCost alloc;
+    Cost alloc;
     auto fresh = new_frame(cpu, &alloc);
-    cost.locks += alloc.locks;
-    cost.shared_atomics += alloc.shared_rmws;
+    cost += alloc;
     if (!fresh) return costed(HostFaultStatus::OutOfFrames, {});
     PtLock& lock = pt_lock(slot->table);
     std::lock_guard guard(lock);
-    cost.locks += 1;
-    cost.shared_atomics += pt_lock_rmws(slot->table, cpu);
+    cost += Cost{1, pt_lock_rmws(slot->table, cpu)};
     count(Count::PtLocks, 1, cpu);
     auto entry = at(slot->entry);
     const std::uint64_t pte = entry.load(std::memory_order_acquire);
     if (!Pte::present(pte) || !(pte & kMergedBit)) {
         // Someone else changed it meanwhile (unmap, another breaker): retry from the top.
         put_frame(*fresh);
-        cost.locks += 1;
-        cost.shared_atomics += 2;
+        cost += Cost{1, 2};
         return costed(HostFaultStatus::Mapped, {Pte::pfn(pte), Pte::writable(pte)});
     }
     const Pfn old = Pte::pfn(pte);

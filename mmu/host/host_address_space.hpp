@@ -82,7 +82,7 @@ struct HostFaultResult {
     // other CPUs' tables are linked into, a PT lock whose line is not the
     // CPU's own (FrameSpace::line_owner), the notifier chain of a
     // copy-on-write break.
-    std::uint32_t locks = 0, shared_atomics = 0;
+    Cost cost;
 };
 
 // A snapshot summed over the per-CPU counter slots.
@@ -152,10 +152,10 @@ public:
             if (lock_) lock_->unlock();
         }
         explicit operator bool() const { return lock_ != nullptr; }
-        // Read-modify-writes on a line other CPUs write that taking and
-        // releasing this lock costs the CPU that took it: 0 when the lock's
-        // line is that CPU's own (FrameSpace::line_owner), else 2.
-        std::uint32_t shared_rmws() const { return shared_rmws_; }
+        // What taking and releasing this lock costs the CPU that took it:
+        // the lock, and 0 shared-line atomics when the lock's line is that
+        // CPU's own (FrameSpace::line_owner), else 2.
+        Cost cost() const { return {1, shared_rmws_}; }
         std::uint64_t pte() const { return std::atomic_ref<std::uint64_t>(*entry_).load(std::memory_order_acquire); }
         // Sets the accessed bit (and dirty for a write) of a present PTE, as
         // the host's own fault path does for the page it hands out.
@@ -234,7 +234,7 @@ private:
     // Shared read-modify-writes of taking and releasing `table`'s PT lock
     // from `cpu`: 0 when the lock's line holds only that CPU's frames.
     std::uint32_t pt_lock_rmws(Pfn table, std::uint32_t cpu) const { return frames_.line_owner(table) == cpu ? 0 : 2; }
-    std::optional<Pfn> new_frame(std::uint32_t cpu = kAnyCpu, AllocCost* cost = nullptr);
+    std::optional<Pfn> new_frame(std::uint32_t cpu = kAnyCpu, Cost* cost = nullptr);
     void put_frame(Pfn pfn); // drop one mapping; frees the frame at zero
     HostFaultResult break_cow(std::uint64_t address, std::uint32_t cpu);
     std::optional<HostFaultResult> fault_present(std::uint64_t* entry, Pfn table, std::uint64_t address, Access access,

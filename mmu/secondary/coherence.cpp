@@ -55,8 +55,7 @@ std::optional<FaultResult> PtLockCoherence::resolve(const Coherence& c, ShadowFa
         {
             auto guard = c.host().lock_pte(f.ha, f.vcpu);
             if (guard) {
-                ++f.counters.host_lock_acquisitions;
-                f.counters.host_shared_atomics += guard.shared_rmws();
+                f.counters.add_host(guard.cost());
                 const std::uint64_t pte = guard.pte();
                 if (X86PteFormat::present(pte) && (f.access == Access::Read || X86PteFormat::writable(pte))) {
                     guard.mark_accessed(f.access);

@@ -73,8 +73,7 @@ public:
     // returns the result the fault ends with.
     std::optional<FaultResult> fault_host(ShadowFault& f) const {
         const HostFaultResult r = host_.fault(f.ha, f.access, f.vcpu);
-        f.counters.host_lock_acquisitions += r.locks;
-        f.counters.host_shared_atomics += r.shared_atomics;
+        f.counters.add_host(r.cost);
         if (r.status == HostFaultStatus::OutOfFrames) return FaultResult::OutOfFrames;
         if (r.status != HostFaultStatus::Mapped) return FaultResult::Refused;
         f.host = r.translation;

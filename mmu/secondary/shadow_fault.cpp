@@ -66,8 +66,7 @@ namespace hv::mmu {
     // New tables come from the vCPU's frame cache; linking one writes the
     // parent table's line, which neighbouring tables share (counted).
     const auto walk = table_.walk_or_create(f.ga, f.vcpu);
-    f.counters.lock_acquisitions += walk.locks;
-    f.counters.shared_atomics += walk.shared_rmws;
+    f.counters.add(walk.cost);
     if (!walk.found()) return std::nullopt;
     pc.leaf.remember(f.ga, walk.slot.table);
     return walk.slot;

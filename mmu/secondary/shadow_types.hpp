@@ -19,6 +19,7 @@
 //             RangeActive: any active range makes faults back off (the GRU
 //                 driver); before installing, the fault re-reads the host
 //                 translation under the secondary lock and retries if it changed.
+#include "mmu/base/cost.hpp"
 #include "mmu/base/vcpu_mask.hpp"
 
 #include <cstddef>
@@ -91,6 +92,14 @@ struct ShadowCounters {
     std::uint64_t mask_departures = 0;    // leave_table() took the vCPU out of a leaf table's targets
     std::uint64_t resumed_batches = 0;    // zap batches that went on with a range the previous batch left full
     ShadowCounters& operator+=(const ShadowCounters& o);
+    void add(Cost c) {
+        lock_acquisitions += c.locks;
+        shared_atomics += c.shared_atomics;
+    }
+    void add_host(Cost c) {
+        host_lock_acquisitions += c.locks;
+        host_shared_atomics += c.shared_atomics;
+    }
     // Counts how a fault ended (installs are counted where the entry is
     // published: a fault that finds its entry present installs nothing).
     FaultResult count(FaultResult r) {

@@ -89,7 +89,7 @@ constexpr std::uint64_t checked_address(const char* format, Pfn pfn, bool large)
     if (pfn >= kPfnLimit) bad_entry(format, "a pfn below 2^40 (bits 51:12)", "pfn", pfn);
     if (large && pfn % kLargeFrameAlign)
         bad_entry(format, "a 2 MiB aligned pfn (multiple of 512) for a large leaf", "pfn", pfn);
-    return pfn << kFrameShift;
+    return pfn << kPageShift;
 }
 
 constexpr std::uint64_t with_bit(std::uint64_t e, std::uint64_t bit, bool on) { return on ? (e | bit) : (e & ~bit); }
@@ -110,7 +110,7 @@ struct EntryCodec {
     static constexpr bool executable(std::uint64_t e) { return grants(e, Format::bits.exec); }
     static constexpr bool user(std::uint64_t e) { return grants(e, Format::bits.user); }
     static constexpr Perms perms(std::uint64_t e) { return {readable(e), writable(e), executable(e), user(e)}; }
-    static constexpr Pfn pfn(std::uint64_t e) { return (e & pfn_mask) >> kFrameShift; }
+    static constexpr Pfn pfn(std::uint64_t e) { return (e & pfn_mask) >> kPageShift; }
     static constexpr bool is_large(std::uint64_t e) { return (e & Format::bits.large) != 0; }
     static constexpr bool accessed(std::uint64_t e) { return (e & Format::bits.accessed) != 0; }
     static constexpr bool dirty(std::uint64_t e) { return (e & Format::bits.dirty) != 0; }

@@ -70,18 +70,18 @@ public:
     static constexpr unsigned kLevels = 4;
     static constexpr unsigned kIndexBits = 9;
     static constexpr unsigned kEntries = 1u << kIndexBits;
-    static constexpr unsigned kAddressBits = kFrameShift + kLevels * kIndexBits; // 48
+    static constexpr unsigned kAddressBits = kPageShift + kLevels * kIndexBits; // 48
     static constexpr std::uint64_t kAddressEnd = std::uint64_t{1} << kAddressBits;
     static constexpr unsigned kMaxLargeLevel = 3;
     static_assert(kEntries == kEntriesPerFrame);
 
     // Bytes one entry at `level` maps.
     static constexpr std::uint64_t span(unsigned level) {
-        return std::uint64_t{1} << (kFrameShift + kIndexBits * (level - 1));
+        return std::uint64_t{1} << (kPageShift + kIndexBits * (level - 1));
     }
     // The index of addr's entry in its level-`level` table.
     static constexpr unsigned index(std::uint64_t addr, unsigned level) {
-        return static_cast<unsigned>(addr >> (kFrameShift + kIndexBits * (level - 1))) & (kEntries - 1);
+        return static_cast<unsigned>(addr >> (kPageShift + kIndexBits * (level - 1))) & (kEntries - 1);
     }
 
     // One entry of one table. For a leaf, `table` is the pfn of the leaf
@@ -98,8 +98,7 @@ public:
         // walk_or_create: what creating tables cost, for callers that count
         // (see walk_or_create). Zero when every table existed.
         std::uint32_t tables_linked = 0; // tables this walk linked (not lost to a racer)
-        std::uint32_t locks = 0;         // frame allocator and cache locks
-        std::uint32_t shared_rmws = 0;   // read-modify-writes on lines other CPUs write
+        Cost cost;                       // frame allocator and cache locks; lines other CPUs write
         bool found() const { return status == WalkStatus::Found; }
     };
 
@@ -310,7 +309,7 @@ private:
     template <bool Create>
     WalkResult descend(std::uint64_t addr, std::uint32_t cpu) const {
         WalkResult r;
-        AllocCost cost;
+        Cost cost;
         Pfn table = root_;
         for (unsigned level = kLevels;; --level) {
             const Slot slot = slot_at(table, level, index(addr, level));
@@ -327,12 +326,12 @@ private:
 
     // Links a new zeroed table into `slot` (holding `e`, not present) or
     // follows a racer's; `e` then holds the link. False: no frame left.
-    bool link_table(const Slot& slot, std::uint64_t& e, std::uint32_t cpu, WalkResult& r, AllocCost& cost) const {
+    bool link_table(const Slot& slot, std::uint64_t& e, std::uint32_t cpu, WalkResult& r, Cost& cost) const {
         while (!Format::present(e)) {
             const auto fresh = frames_->allocate(cpu, cost);
             if (!fresh) return false;
             const std::uint64_t link = Format::make_table(*fresh);
-            ++cost.shared_rmws;
+            ++cost.shared_atomics;
             if (compare_exchange(slot, e, link)) {
                 frames_->mirror(slot.entry);
                 e = link;
@@ -344,16 +343,15 @@ private:
             // lock, private).
             frames_->give_back(*fresh, cpu);
             cost.locks += 1;
-            if (cpu >= kFrameCpus) cost.shared_rmws += 2;
+            if (cpu >= kFrameCpus) cost.shared_atomics += 2;
         }
         return true;
     }
 
-    static WalkResult costed(WalkResult r, WalkStatus status, const Slot& slot, const AllocCost& cost) {
+    static WalkResult costed(WalkResult r, WalkStatus status, const Slot& slot, const Cost& cost) {
         r.status = status;
         r.slot = slot;
-        r.locks = cost.locks;
-        r.shared_rmws = cost.shared_rmws;
+        r.cost = cost;
         return r;
     }
 

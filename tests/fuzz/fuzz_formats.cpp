@@ -113,7 +113,7 @@ std::uint64_t address(ByteChoices& in) {
     switch (in.below(8)) {
     case 0: return in.word() & ((std::uint64_t{1} << 48) - 1);
     case 1: return in.word();
-    default: return kBases[in.below(4)] + in.below(1024) * kFrameSize + in.below(kFrameSize);
+    default: return kBases[in.below(4)] + in.below(1024) * kPage + in.below(kPage);
     }
 }
 
@@ -130,7 +130,7 @@ void check_tables(ByteChoices& in) {
     };
     for (int step = 0; step < 64 && !in.exhausted(); ++step) {
         const std::uint64_t addr = address(in);
-        const std::uint64_t page = addr & ~std::uint64_t{kFrameSize - 1};
+        const std::uint64_t page = addr & ~std::uint64_t{kPage - 1};
         const bool canonical = addr < Table::kAddressEnd;
         try {
             switch (in.below(7)) {
@@ -182,7 +182,7 @@ void check_tables(ByteChoices& in) {
                 if (!corrupted) {
                     std::size_t want = 0;
                     // A leaf is in the range when the page it maps overlaps it.
-                    const std::uint64_t first = start & ~std::uint64_t{kFrameSize - 1};
+                    const std::uint64_t first = start & ~std::uint64_t{kPage - 1};
                     if (start < end)
                         for (auto it = mapped.lower_bound(first); it != mapped.end() && it->first < end; ++it) ++want;
                     if (budget == 0 || want < budget)

@@ -9,12 +9,6 @@
 
 namespace hv {
 
-std::string hex(std::uint64_t value) {
-    char buf[24];
-    std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(value));
-    return buf;
-}
-
 std::string format_vcpu_list(std::span<const std::uint32_t> sorted) {
     std::string out;
     for (std::size_t i = 0; i < sorted.size();) {

@@ -1,5 +1,7 @@
 #pragma once
 // Small formatting and parsing helpers shared by the VMM's messages and CLI.
+#include "mmu/base/units.hpp"
+
 #include <cstdint>
 #include <optional>
 #include <span>
@@ -8,7 +10,7 @@
 
 namespace hv {
 
-std::string hex(std::uint64_t value);          // "0x1f"
+using mmu::hex;                                 // "0x1f" (mmu/base/units.hpp)
 std::string format_size(std::uint64_t bytes);  // "64 MiB", "1.5 GiB", "4096 bytes" (approximate)
 // The exact value, whole in the largest unit that divides it: "4095 KiB"
 // (not format_size's "4.0 MiB"), "4 MiB", "5000 bytes".

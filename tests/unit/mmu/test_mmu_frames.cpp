@@ -51,8 +51,8 @@ TEST_CASE("FrameSpace: owning geometry") {
     CHECK_FALSE(fs.contains(16));
     CHECK_FALSE(fs.contains(UINT64_MAX));
     // Consecutive pfns are consecutive 4 KiB of one region.
-    CHECK(fs.bytes(1).data() == fs.bytes(0).data() + kFrameSize);
-    CHECK(fs.bytes(15).data() == fs.bytes(0).data() + 15 * kFrameSize);
+    CHECK(fs.bytes(1).data() == fs.bytes(0).data() + kPage);
+    CHECK(fs.bytes(15).data() == fs.bytes(0).data() + 15 * kPage);
     CHECK(reinterpret_cast<std::uintptr_t>(fs.bytes(0).data()) % 4096 == 0);
     CHECK(static_cast<void*>(fs.entries(3)) == static_cast<void*>(fs.bytes(3).data()));
     const FrameCounters c = fs.counters();
@@ -113,7 +113,7 @@ TEST_CASE("FrameSpace: a reused frame comes back zeroed") {
     auto a = fs.allocate();
     REQUIRE(a.has_value());
     CHECK(all_bytes(fs.bytes(*a), 0));
-    std::memset(fs.bytes(*a).data(), 0xA5, kFrameSize);
+    std::memset(fs.bytes(*a).data(), 0xA5, kPage);
     fs.free(*a);
     auto b = fs.allocate();
     REQUIRE(b.has_value());
@@ -155,7 +155,7 @@ TEST_CASE("FrameSpace: bytes and entries are bounds-checked") {
 }
 
 TEST_CASE("FrameSpace: over existing memory only the allocatable range is handed out, zeroed") {
-    AlignedBuffer mem(8 * kFrameSize);
+    AlignedBuffer mem(8 * kPage);
     std::memset(mem.data, 0xEE, mem.size);
     FrameSpace fs(mem.span(), 2, 6);
     CHECK(fs.frame_count() == 8);
@@ -167,7 +167,7 @@ TEST_CASE("FrameSpace: over existing memory only the allocatable range is handed
     CHECK_FALSE(fs.contains(8));
     // pfn N is memory offset N * 4096, allocatable or not.
     CHECK(fs.bytes(0).data() == mem.data);
-    CHECK(fs.bytes(7).data() == mem.data + 7 * kFrameSize);
+    CHECK(fs.bytes(7).data() == mem.data + 7 * kPage);
 
     std::set<Pfn> got;
     while (auto p = fs.allocate()) {
@@ -187,7 +187,7 @@ TEST_CASE("FrameSpace: over existing memory only the allocatable range is handed
 }
 
 TEST_CASE("FrameSpace: the non-owning constructor validates its arguments") {
-    AlignedBuffer mem(8 * kFrameSize);
+    AlignedBuffer mem(8 * kPage);
     CHECK(contains(message_of<std::invalid_argument>([&] { FrameSpace fs(std::span<std::uint8_t>(), 0, 1); }),
                    "expected non-empty memory"));
     CHECK(contains(message_of<std::invalid_argument>([&] { FrameSpace fs(mem.span().subspan(8, 4096), 0, 1); }),

@@ -78,7 +78,7 @@ TEST_CASE("FrameSpace: give_back returns a frame to its CPU's cache, zeroed agai
     FrameSpace fs(256);
     const auto p = fs.allocate(2);
     REQUIRE(p);
-    std::memset(fs.bytes(*p).data(), 0x5a, kFrameSize);
+    std::memset(fs.bytes(*p).data(), 0x5a, kPage);
     fs.give_back(*p, 2);
     CHECK_FALSE(fs.is_allocated(*p));
     CHECK(fs.line_owner(*p) == 2u);
@@ -114,7 +114,7 @@ TEST_CASE("FrameSpace: 1024 CPUs allocating from their caches get exactly the ca
             for (int i = 0; i < 2; ++i)
                 if (auto p = fs.allocate(static_cast<std::uint32_t>(t))) {
                     if (!all_bytes(fs.bytes(*p), 0)) dirty.fetch_add(1);
-                    std::memset(fs.bytes(*p).data(), 0xee, kFrameSize);
+                    std::memset(fs.bytes(*p).data(), 0xee, kPage);
                     held[t].push_back(*p);
                 }
             successes.fetch_add(held[t].size());

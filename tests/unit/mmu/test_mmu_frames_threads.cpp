@@ -40,14 +40,14 @@ TEST_CASE("FrameSpace: 1024 threads allocate, check, free and reallocate concurr
                 mine.push_back(*a);
                 // Stamp the whole frame with this thread's id: a frame handed
                 // to two threads shows the other's stamp after the barrier.
-                std::memset(fs.bytes(*a).data(), (t % 255) + 1, kFrameSize);
+                std::memset(fs.bytes(*a).data(), (t % 255) + 1, kPage);
                 std::memcpy(fs.bytes(*a).data(), &t, sizeof t);
             }
             allocated.arrive_and_wait();
             for (Pfn p : mine) {
                 int owner;
                 std::memcpy(&owner, fs.bytes(p).data(), sizeof owner);
-                if (owner != t || fs.bytes(p)[kFrameSize - 1] != (t % 255) + 1) duplicates.fetch_add(1);
+                if (owner != t || fs.bytes(p)[kPage - 1] != (t % 255) + 1) duplicates.fetch_add(1);
             }
             for (Pfn p : mine) fs.free(p);
             mine.clear();

@@ -92,21 +92,21 @@ TEST_CASE("host fault: a present page already accessed (and dirty, for a write) 
     std::uint64_t before = locks();
     HostFaultResult r = f.host.fault(a, Access::Read, 0);
     CHECK(r.status == HostFaultStatus::Mapped);
-    CHECK(r.locks == 0);
+    CHECK(r.cost.locks == 0);
     CHECK(locks() == before);
     // A write must set the dirty bit: under the PT lock, once.
     r = f.host.fault(a, Access::Write, 0);
     CHECK(r.status == HostFaultStatus::Mapped);
-    CHECK(r.locks == 1);
+    CHECK(r.cost.locks == 1);
     CHECK(locks() == before + 1);
     r = f.host.fault(a, Access::Write, 0);
-    CHECK(r.locks == 0);
+    CHECK(r.cost.locks == 0);
     CHECK(locks() == before + 1);
     // Aging clears the accessed bit: the next fault takes the lock to set it again.
     REQUIRE(f.host.age({a, a + kPage}));
     before = locks();
     r = f.host.fault(a, Access::Read, 0);
-    CHECK(r.locks == 1);
+    CHECK(r.cost.locks == 1);
     bool accessed = false;
     f.host.for_each_present({a, a + kPage}, [&](std::uint64_t, std::uint64_t pte) { accessed = X86PteFormat::accessed(pte); });
     CHECK(accessed);
