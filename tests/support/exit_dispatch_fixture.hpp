@@ -16,6 +16,7 @@
 #include "devices/debug_exit.hpp"
 #include "devices/serial16550.hpp"
 #include "hv/abi.h"
+#include "tests/support/text_match.hpp"
 #include "vmm/kvm/exit_record.hpp"
 #include "vmm/kvm/guest_memory.hpp"
 #include "vmm/kvm/stop_latch.hpp"
@@ -24,9 +25,7 @@
 
 namespace hv::test::exit_dispatch {
 
-inline bool contains(const std::string& haystack, const std::string& needle) {
-    return haystack.find(needle) != std::string::npos;
-}
+using hv::test::contains;
 
 // A device that records every access; reads answer 0x10, 0x11, 0x12, ...
 class Recorder final : public hv::IoDevice {

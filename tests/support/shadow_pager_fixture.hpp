@@ -14,6 +14,7 @@
 
 #include "hv/abi.h"
 #include "mmu/base/units.hpp"
+#include "tests/support/text_match.hpp"
 #include "vmm/kvm/guest_memory.hpp"
 #include "vmm/shadow/mmu_pager.hpp"
 #include "vmm/shadow/shadow_pager.hpp"
@@ -28,9 +29,7 @@ constexpr std::uint64_t kRegion = HV_SHADOW_REGION_BASE;
 constexpr std::uint64_t kRegionPages = 16;
 constexpr std::uint64_t kSlotPages = 12; // the memslot covers only the first 12 pages of the region
 
-inline bool contains(const std::string& haystack, const std::string& needle) {
-    return haystack.find(needle) != std::string::npos;
-}
+using hv::test::contains;
 
 // A region of 16 pages at kRegion; the memslot maps its first 12 onto an
 // anonymous host mapping at kHost. Records the lines the pager prints.

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "hv/abi.h"
+#include "tests/support/text_match.hpp"
 #include "vmm/kvm/guest_memory.hpp"
 #include "vmm/run/hypercall.hpp"
 
@@ -20,9 +21,7 @@ namespace {
 
 constexpr std::uint64_t kRam = 1 << 20;
 
-bool contains(const std::string& haystack, const std::string& needle) {
-    return haystack.find(needle) != std::string::npos;
-}
+using hv::test::contains;
 
 hv_call_echo echo_block(std::uint64_t in) {
     hv_call_echo e{};

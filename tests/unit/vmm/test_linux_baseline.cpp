@@ -3,6 +3,7 @@
 // unmapped, protected) and made the calls it counts, checked through the
 // kernel's own view (mincore, /proc/self/maps, fault counts). No timings.
 #include "tests/support/proc_maps.hpp"
+#include "tests/support/text_match.hpp"
 #include "vmm/bench/linux_baseline.hpp"
 
 #include <doctest/doctest.h>
@@ -34,9 +35,7 @@ namespace {
 
 constexpr std::uint64_t MiB = 1ull << 20;
 
-bool contains(const std::string& haystack, const std::string& needle) {
-    return haystack.find(needle) != std::string::npos;
-}
+using hv::test::contains;
 
 long minor_faults() {
     rusage usage{};
