@@ -101,96 +101,7 @@ case $scratch/ in
 esac
 out=${out:-$scratch/results}
 
-# ---- The mutations file ---------------------------------------------------------
-M_NAME=() M_FILE=() M_KIND=() M_BREAKS=() M_FAST=() M_ORIG=() M_HASORIG=() M_REPL=() M_HASREPL=() M_AT=()
-malformed() { echo "mutation-check.sh: $mutations_file:$1: $2" >&2; exit 2; }
-check_block() { # index
-  local i=$1 at=${M_AT[$1]} j
-  [[ ${M_NAME[i]} =~ ^[a-z0-9][a-z0-9-]*$ ]] || malformed "$at" "expected a name of letters, digits and '-', found '${M_NAME[i]}'"
-  for ((j = 0; j < i; j++)); do
-    [[ ${M_NAME[j]} != "${M_NAME[i]}" ]] || malformed "$at" "mutation ${M_NAME[i]} is defined twice (also at line ${M_AT[j]})"
-  done
-  [[ -n ${M_FILE[i]} ]] || malformed "$at" "mutation ${M_NAME[i]} has no 'file:'"
-  [[ ${M_FILE[i]} != /* && ${M_FILE[i]} != *..* ]] || malformed "$at" "mutation ${M_NAME[i]}: expected a file path inside the repository, found '${M_FILE[i]}'"
-  [[ ${M_KIND[i]} =~ ^(swapped-step|missing-step|early-end|weakened-order)$ ]] ||
-    malformed "$at" "mutation ${M_NAME[i]}: expected 'kind:' swapped-step, missing-step, early-end or weakened-order, found '${M_KIND[i]}'"
-  [[ -n ${M_BREAKS[i]} ]] || malformed "$at" "mutation ${M_NAME[i]} has no 'breaks:' sentence"
-  [[ -z ${M_FAST[i]} || ${M_FAST[i]} =~ ^test_[A-Za-z0-9_]+\.cpp$ ]] ||
-    malformed "$at" "mutation ${M_NAME[i]}: expected 'fast:' a test file name of tests/unit/mmu (test_*.cpp), found '${M_FAST[i]}'"
-  ((M_HASORIG[i])) || malformed "$at" "mutation ${M_NAME[i]} has no '-' line (the original line)"
-  [[ -n ${M_ORIG[i]//[[:space:]]/} ]] || malformed "$at" "mutation ${M_NAME[i]}: the original line is blank"
-  ((!M_HASREPL[i])) || [[ ${M_REPL[i]} != "${M_ORIG[i]}" ]] ||
-    malformed "$at" "mutation ${M_NAME[i]}: the replacement is the original line"
-}
-parse_mutations() {
-  [[ -f $mutations_file ]] || bad "no mutations file $mutations_file"
-  local n=-1 lineno=0 line key value open=0
-  while IFS= read -r line || [[ -n $line ]]; do
-    lineno=$((lineno + 1))
-    [[ $line == \#* ]] && continue
-    if [[ -z $line ]]; then
-      ((open)) && check_block "$n"
-      open=0
-      continue
-    fi
-    if ((!open)); then
-      [[ $line == "mutation: "* ]] || malformed "$lineno" "expected 'mutation: NAME' to start a block, found '$line'"
-      n=$((n + 1)) open=1
-      M_NAME[n]=${line#mutation: } M_AT[n]=$lineno M_FILE[n]="" M_KIND[n]="" M_BREAKS[n]="" M_FAST[n]=""
-      M_ORIG[n]="" M_HASORIG[n]=0 M_REPL[n]="" M_HASREPL[n]=0
-      continue
-    fi
-    case $line in
-    -*)
-      ((!M_HASORIG[n])) || malformed "$lineno" "mutation ${M_NAME[n]} has a second '-' line (one line per mutation)"
-      M_ORIG[n]=${line:1} M_HASORIG[n]=1 ;;
-    +*)
-      ((M_HASORIG[n])) || malformed "$lineno" "mutation ${M_NAME[n]}: the '+' line must follow the '-' line"
-      ((!M_HASREPL[n])) || malformed "$lineno" "mutation ${M_NAME[n]} has a second '+' line (one line per mutation)"
-      M_REPL[n]=${line:1} M_HASREPL[n]=1 ;;
-    *": "*)
-      ((!M_HASORIG[n])) || malformed "$lineno" "mutation ${M_NAME[n]}: fields go before the '-' line"
-      key=${line%%: *} value=${line#*: }
-      case $key in
-      file) M_FILE[n]=$value ;;
-      kind) M_KIND[n]=$value ;;
-      breaks) M_BREAKS[n]=$value ;;
-      fast) M_FAST[n]=$value ;;
-      *) malformed "$lineno" "unknown field '$key' (expected file, kind, breaks or fast)" ;;
-      esac ;;
-    *) malformed "$lineno" "expected 'FIELD: VALUE', '-ORIGINAL' or '+REPLACEMENT', found '$line'" ;;
-    esac
-  done <"$mutations_file"
-  ((open)) && check_block "$n"
-  ((n >= 0)) || malformed "$lineno" "no mutation defined"
-}
-parse_mutations
-
-if ((list)); then
-  for i in "${!M_NAME[@]}"; do
-    printf '%-34s %-15s %-28s %s\n' "${M_NAME[i]}" "${M_KIND[i]}" "${M_FILE[i]}" "${M_FAST[i]:+fast: ${M_FAST[i]}}"
-  done
-  exit 0
-fi
-
-# The mutations to check: --only's, in the file's order, else all (in
-# --fast, those with a `fast:` file).
-selected=()
-for name in "${only[@]}"; do
-  found=0
-  for i in "${!M_NAME[@]}"; do [[ ${M_NAME[i]} == "$name" ]] && found=1; done
-  ((found)) || bad "no mutation named '$name' in $mutations_file (scripts/mutation-check.sh --list shows them)"
-done
-for i in "${!M_NAME[@]}"; do
-  if ((${#only[@]})); then
-    [[ " ${only[*]} " == *" ${M_NAME[i]} "* ]] || continue
-    ((!fast)) || [[ -n ${M_FAST[i]} ]] || bad "--fast: mutation ${M_NAME[i]} has no 'fast:' test file"
-  elif ((fast)); then
-    [[ -n ${M_FAST[i]} ]] || continue
-  fi
-  selected+=("$i")
-done
-((${#selected[@]})) || bad "no mutation to check"
+source "$root/scripts/mutation/mutations-file.sh"
 
 # ---- Sources -------------------------------------------------------------------
 src=$scratch/src
@@ -302,58 +213,7 @@ failed_case() {
   echo "$tc"
 }
 
-# ---- --fast ------------------------------------------------------------------------
-if ((fast)); then
-  fbuild=$scratch/fast-build
-  files=()
-  for i in "${selected[@]}"; do
-    [[ " ${files[*]} " == *" ${M_FAST[i]} "* ]] || files+=("${M_FAST[i]}")
-  done
-  tests_list=$(IFS=';'; echo "${files[*]}")
-  t0=$(now_us)
-  # A tree configured from another source directory (an older version of
-  # this script configured from the checkout) cannot be reused.
-  if [[ -f $fbuild/CMakeCache.txt ]] &&
-    ! grep -qx "CMAKE_HOME_DIRECTORY:INTERNAL=$src/tests/mutations" "$fbuild/CMakeCache.txt"; then
-    rm -rf "$fbuild"
-  fi
-  CC=${CC:-gcc} CXX=${CXX:-g++} cmake -S "$src/tests/mutations" -B "$fbuild" -G Ninja -DCMAKE_BUILD_TYPE= "-DHV_ROOT=$src" \
-    -DCMAKE_CXX_FLAGS=-O1 "-DHV_MUTATION_TESTS=$tests_list" >"$logs/fast-configure.log" 2>&1 ||
-    { cat "$logs/fast-configure.log" >&2; bad "cannot configure $fbuild (log above)"; }
-  build_fast() { ninja -C "$fbuild" mutation_tests >"$1" 2>&1; }
-  build_fast "$logs/fast-build.log" || { tail -30 "$logs/fast-build.log" >&2; bad "cannot build the unmutated mutation_tests (log above)"; }
-  say "fast tree built in $(secs_since "$t0") s: MMU library + ${files[*]}"
-  run_fast() { # FILE LOG
-    timeout 600 "$fbuild/mutation_tests" "--source-file=*/$1" --abort-after=1 --no-colors=true >"$2" 2>&1
-  }
-  for f in "${files[@]}"; do
-    run_fast "$f" "$logs/fast-baseline-$f.log" ||
-      { tail -30 "$logs/fast-baseline-$f.log" >&2; echo "mutation-check.sh: the unmutated tests of $f fail (above): fix them first" >&2; exit 1; }
-  done
-  say "unmutated: the tests of ${files[*]} pass"
-  missed=0
-  for i in "${selected[@]}"; do
-    apply "$i"
-    t0=$(now_us)
-    if ! build_fast "$logs/fast-build-${M_NAME[i]}.log"; then
-      tail -30 "$logs/fast-build-${M_NAME[i]}.log" >&2
-      bad "mutation ${M_NAME[i]} does not compile (log above)"
-    fi
-    b=$(secs_since "$t0")
-    t0=$(now_us)
-    log=$logs/fast-${M_NAME[i]}.log
-    if run_fast "${M_FAST[i]}" "$log"; then
-      say "NOT CAUGHT: ${M_NAME[i]}: the tests of ${M_FAST[i]} pass with it (build ${b} s, tests $(secs_since "$t0") s)"
-      missed=1
-    else
-      tc=$(failed_case "$log")
-      say "caught: ${M_NAME[i]} by ${M_FAST[i]}${tc:+: $tc} (build ${b} s, tests $(secs_since "$t0") s)"
-    fi
-    restore
-  done
-  say "fast check done in $(secs_since "$started") s"
-  exit "$missed"
-fi
+source "$root/scripts/mutation/fast.sh"
 
 # ---- Full check ----------------------------------------------------------------------
 build=$scratch/build
@@ -486,50 +346,4 @@ for i in "${selected[@]}"; do
   restore
 done
 
-# ---- Results -------------------------------------------------------------------------
-date=$(date -u +%Y-%m-%dT%H:%M:%SZ)
-mkdir -p "$out"
-row_catcher() { # index -> the first catcher, or "not caught"
-  local i=$1
-  if [[ -n ${R_CATCHER[i]} ]]; then
-    echo "$(catcher_label "${R_CATCHER[i]}")${R_DETAIL[i]:+: ${R_DETAIL[i]}}"
-  else
-    echo "not caught in ${R_LADDER[i]} s (fuzzers ${fuzz_seconds} s each)"
-  fi
-}
-{
-  echo "{"
-  echo "  \"commit\": $(json_str "$commit"),"
-  echo "  \"source\": $(json_str "$source"),"
-  echo "  \"date\": $(json_str "$date"),"
-  echo "  \"fuzz_seconds\": $fuzz_seconds,"
-  echo "  \"soft_seconds\": $soft_seconds,"
-  echo "  \"catchers\": [\"corpus\", \"unit\", \"soft\", \"schedule\", \"ops\"],"
-  echo "  \"mutations\": ["
-  sep=""
-  for i in "${selected[@]}"; do
-    printf '%s    {"name": %s, "file": %s, "kind": %s, "caught": %s, "catcher": %s, "detail": %s, "seconds": %s, "ladder_seconds": %s, "build_seconds": %s}' \
-      "$sep" "$(json_str "${M_NAME[i]}")" "$(json_str "${M_FILE[i]}")" "$(json_str "${M_KIND[i]}")" \
-      "$([[ -n ${R_CATCHER[i]} ]] && echo true || echo false)" \
-      "$([[ -n ${R_CATCHER[i]} ]] && json_str "${R_CATCHER[i]}" || echo null)" "$(json_str "${R_DETAIL[i]}")" \
-      "${R_SECS[i]:-null}" "${R_LADDER[i]}" "${R_BUILD[i]}"
-    sep=$',\n'
-  done
-  printf '\n  ]\n}\n'
-} >"$out/mutations.json"
-{
-  echo "| mutation | kind | first catcher | seconds (catcher) | seconds (all catchers run) |"
-  echo "|---|---|---|---:|---:|"
-  for i in "${selected[@]}"; do
-    echo "| \`${M_NAME[i]}\` | ${M_KIND[i]} | $(md_cell "$(row_catcher "$i")") | ${R_SECS[i]:--} | ${R_LADDER[i]} |"
-  done
-  echo
-  echo "Measured $date on $commit ($source sources), fuzzers ${fuzz_seconds} s, vmm soft ${soft_seconds} s a run."
-} >"$out/mutations.md"
-
-echo
-printf '%-34s | %-60s | %s\n' mutation catcher seconds
-for i in "${selected[@]}"; do
-  printf '%-34s | %-60s | %s\n' "${M_NAME[i]}" "$(row_catcher "$i")" "${R_SECS[i]:--}"
-done
-say "results: $out/mutations.json, $out/mutations.md ($(secs_since "$started") s in all)"
+source "$root/scripts/mutation/results.sh"
