@@ -1,5 +1,6 @@
 #include "vmm/shadow/kvm_shootdown.hpp"
 
+#include "mmu/base/units.hpp"
 #include "vmm/kvm/vmm_error.hpp"
 
 #include <hv/abi.h>
@@ -9,10 +10,10 @@
 
 namespace hv {
 namespace {
+using mmu::at;
 
 using Clock = std::chrono::steady_clock;
 
-std::atomic_ref<std::uint64_t> at(std::uint64_t* w) { return std::atomic_ref<std::uint64_t>(*w); }
 
 } // namespace
 

@@ -1,4 +1,5 @@
 // MemslotTable: validation with clear errors, aliasing, both lookups.
+#include "mmu/base/units.hpp"
 #include "mmu/secondary/memslots.hpp"
 #include "tests/support/text_match.hpp"
 
@@ -10,7 +11,7 @@ using namespace hv::mmu;
 using hv::test::message_of;
 
 namespace {
-constexpr std::uint64_t kPage = 4096, MiB = 1 << 20;
+constexpr std::uint64_t MiB = 1 << 20;
 std::string error_of(MemslotTable& t, const Memslot& s) {
     return message_of<MemslotError>([&] { t.add(s); });
 }
