@@ -147,7 +147,7 @@ private:
     // The zap path (shadow_zap.cpp).
     std::size_t zap_ranges(std::span<const GuestRange> ranges, ShadowCounters& c);
     void clear_batch(ZapIterator& it, ZapBatch& batch);
-    static void count_batch(const ZapBatch& batch, Rmap::Writers rmap_writers, ShadowCounters& c);
+    static void count_batch(const ZapBatch& batch, ShadowCounters& c);
     // An invalidation's start (caller holds zap_mutex_): marked in
     // progress, then zapped.
     void invalidate_guest(std::span<const GuestRange> ranges);

@@ -16,6 +16,9 @@ struct ShadowMmu::ZapBatch {
     std::vector<std::uint64_t> pages; // guest addresses of the cleared entries
     std::vector<Pfn> tables;          // the leaf tables they were in
     VcpuMask targets;                 // who may cache any of them
+    // Who else could write the rmap heads while the batch held its lock
+    // (PolicyLock::rmap_writers), kept for counting after the lock is gone.
+    Rmap::Writers rmap_writers = Rmap::Writers::Excluded;
     void clear() {
         pages.clear();
         tables.clear();
@@ -36,7 +39,7 @@ std::size_t ShadowMmu::zap_ranges(std::span<const GuestRange> ranges, ShadowCoun
             if (it.resumed()) ++c.resumed_batches;
             sched::point(sched::Point::ZapBatchCleared);
             total += batch.pages.size();
-            count_batch(batch, it.lock().rmap_writers(), c);
+            count_batch(batch, c);
             if (shootdown_ && !batch.targets.empty() && !defect::kSkipShootdown && !defect::kZapFlushesBeforeClearing) {
                 ++c.shootdowns;
                 c.shootdown_targets += batch.targets.count();
@@ -57,7 +60,7 @@ std::size_t ShadowMmu::zap_ranges(std::span<const GuestRange> ranges, ShadowCoun
 // bit or it reads the cleared entry (the Dekker pattern walk() describes;
 // the fence replaces an exchange per entry).
 void ShadowMmu::clear_batch(ZapIterator& it, ZapBatch& batch) {
-    const Rmap::Writers rmap_writers = it.lock().rmap_writers();
+    const Rmap::Writers rmap_writers = batch.rmap_writers = it.lock().rmap_writers();
     if (defect::kZapReadsMasksFirst) { // every table the batch may reach, before any clear
         for (const auto& t : it.tables_ahead())
             if (VcpuMask* m = table_masks_[t.pfn].load(std::memory_order_acquire)) batch.targets.merge(*m);
@@ -105,9 +108,9 @@ void ShadowMmu::clear_batch(ZapIterator& it, ZapBatch& batch) {
 // Each rmap removal writes the frame's head, whose line the vCPU that
 // faulted the frame in writes too: with a read-modify-write when other
 // rmap writers run (split), a plain store otherwise (not counted).
-void ShadowMmu::count_batch(const ZapBatch& batch, Rmap::Writers rmap_writers, ShadowCounters& c) {
+void ShadowMmu::count_batch(const ZapBatch& batch, ShadowCounters& c) {
     c.zaps += batch.pages.size();
-    if (rmap_writers == Rmap::Writers::Concurrent) {
+    if (batch.rmap_writers == Rmap::Writers::Concurrent) {
         c.lock_acquisitions += batch.pages.size();
         c.shared_atomics += batch.pages.size();
     }

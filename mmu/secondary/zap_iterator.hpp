@@ -68,7 +68,8 @@ public:
 
     // This batch went on with a range the previous one left at the batch limit.
     bool resumed() const { return resumed_; }
-    const PolicyLock& lock() const { return *lock_; }
+    // The batch's lock: only between next_batch() and end_batch().
+    const PolicyLock& lock() const { return lock_.value(); }
     // The leaf tables from the batch's first to the range's last.
     std::span<const LeafTable> tables_ahead() const { return std::span(tables_).subspan(table_); }
 
