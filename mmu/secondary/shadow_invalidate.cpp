@@ -45,9 +45,9 @@ void ShadowMmu::invalidate_page(std::uint64_t host_address, InvalidateEvent even
 }
 
 bool ShadowMmu::clear_young(HostRange range) {
+    if (config_.cpu_walks) return test_young(range); // accessed bits stay set: see ShadowConfig::cpu_walks
     const std::vector<GuestRange> ranges = guest_ranges(range);
     bool young = false;
-    if (config_.cpu_walks) return test_young(range); // accessed bits stay set: see ShadowConfig::cpu_walks
     for (const auto& r : ranges)
         table_.for_each_leaf(r.start, r.end, 0, [&](std::uint64_t, const auto& slot) {
             auto e = at(slot.entry);
